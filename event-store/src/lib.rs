@@ -1,0 +1,40 @@
+//! Emporium's event store: where events are appended, loaded and read back in one order.
+//!
+//! # Layout
+//! - [`store`]: open Postgres or the embedded SQLite store, migrate, execute commands with
+//!   bounded conflict retries, load aggregates.
+//! - [`repository`]: postgres-es / sqlite-es behind one `PersistedEventRepository`, with our
+//!   own single-statement append that stamps an `event_id` on every event.
+//! - [`feed`]: the global feed, a gap-free commit-order sequence over all events, read by
+//!   cursor or followed live.
+//! - [`metadata`]: actor, request, correlation and causation ids carried by every event.
+//! - [`testing`]: throwaway Postgres databases and SQLite files for tests.
+//!
+//! Architecture invariant: nothing here knows a concrete aggregate; the store is generic
+//! over `cqrs_es::Aggregate`, and the feed contract is the same on both backends.
+
+pub mod feed;
+pub mod metadata;
+pub mod repository;
+pub mod store;
+pub mod testing;
+
+pub use feed::{Feed, FeedEvent, Subscription};
+pub use metadata::EventMetadata;
+pub use repository::EventRepository;
+pub use store::{CommandError, Db, Store, StoreConfig};
+
+/// Failures of the storage layer itself (not of a command's business rules).
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+    #[error("could not decode a stored event: {0}")]
+    Decode(String),
+    #[error("could not load an aggregate: {0}")]
+    Load(String),
+    #[error("configuration: {0}")]
+    Config(String),
+}

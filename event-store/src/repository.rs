@@ -1,0 +1,249 @@
+//! Event repositories: postgres-es and sqlite-es behind one `PersistedEventRepository`.
+//!
+//! Reads (load an aggregate, stream its events) go straight to the wrapped crates. Appends
+//! are our own: they give each event an `event_id`, and they write a command's events as
+//! one autocommit statement, saving the BEGIN/COMMIT round trips of the wrapped `persist`
+//! (see docs/adr/0003-append-path.md). The primary key still turns a concurrent append to
+//! the same aggregate and sequence into an optimistic-lock conflict.
+
+use std::sync::Arc;
+
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistenceError, ReplayStream, SerializedEvent, SerializedSnapshot,
+};
+use cqrs_es::Aggregate;
+use postgres_es::PostgresEventRepository;
+use serde_json::Value;
+use sqlite_es::SqliteEventRepository;
+use sqlx::{PgPool, SqlitePool};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+/// PostgreSQL unique violation; on the events table, the (type, id, sequence) primary key.
+const PG_UNIQUE_VIOLATION: &str = "23505";
+/// SQLITE_CONSTRAINT_PRIMARYKEY.
+const SQLITE_PK_VIOLATION: &str = "1555";
+
+/// The repository every aggregate's `PersistedEventStore` uses, on either backend.
+#[derive(Clone)]
+pub struct EventRepository {
+    backend: Arc<Backend>,
+    /// Woken after every successful append so in-process feed readers need not poll.
+    appended: Arc<Notify>,
+}
+
+enum Backend {
+    Postgres {
+        pool: PgPool,
+        inner: PostgresEventRepository,
+    },
+    Sqlite {
+        pool: SqlitePool,
+        inner: SqliteEventRepository,
+    },
+}
+
+impl EventRepository {
+    pub(crate) fn postgres(pool: PgPool, appended: Arc<Notify>) -> Self {
+        let inner = PostgresEventRepository::new(pool.clone());
+        Self {
+            backend: Arc::new(Backend::Postgres { pool, inner }),
+            appended,
+        }
+    }
+
+    pub(crate) fn sqlite(pool: SqlitePool, appended: Arc<Notify>) -> Self {
+        let inner = SqliteEventRepository::new(pool.clone());
+        Self {
+            backend: Arc::new(Backend::Sqlite { pool, inner }),
+            appended,
+        }
+    }
+
+    async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { pool, .. } => pg_append(pool, events).await,
+            Backend::Sqlite { pool, .. } => sqlite_append(pool, events).await,
+        }
+    }
+}
+
+async fn pg_append(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+    let result = if let [e] = events {
+        sqlx::query(include_str!("../sql/pg_insert_event.sql"))
+            .bind(&e.aggregate_type)
+            .bind(&e.aggregate_id)
+            .bind(e.sequence as i64)
+            .bind(&e.event_type)
+            .bind(&e.event_version)
+            .bind(&e.payload)
+            .bind(&e.metadata)
+            .bind(Uuid::now_v7())
+            .execute(pool)
+            .await
+    } else {
+        let n = events.len();
+        let mut types = Vec::with_capacity(n);
+        let mut ids = Vec::with_capacity(n);
+        let mut seqs = Vec::with_capacity(n);
+        let mut etypes = Vec::with_capacity(n);
+        let mut versions = Vec::with_capacity(n);
+        let mut payloads: Vec<Value> = Vec::with_capacity(n);
+        let mut metas: Vec<Value> = Vec::with_capacity(n);
+        let mut event_ids = Vec::with_capacity(n);
+        for e in events {
+            types.push(e.aggregate_type.as_str());
+            ids.push(e.aggregate_id.as_str());
+            seqs.push(e.sequence as i64);
+            etypes.push(e.event_type.as_str());
+            versions.push(e.event_version.as_str());
+            payloads.push(e.payload.clone());
+            metas.push(e.metadata.clone());
+            event_ids.push(Uuid::now_v7());
+        }
+        sqlx::query(include_str!("../sql/pg_insert_events.sql"))
+            .bind(types)
+            .bind(ids)
+            .bind(seqs)
+            .bind(etypes)
+            .bind(versions)
+            .bind(payloads)
+            .bind(metas)
+            .bind(event_ids)
+            .execute(pool)
+            .await
+    };
+    result.map(|_| ()).map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
+}
+
+async fn sqlite_append(
+    pool: &SqlitePool,
+    events: &[SerializedEvent],
+) -> Result<(), PersistenceError> {
+    // One multi-row INSERT: atomic on its own, and it takes the write lock only once.
+    let mut sql = String::from(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+         event_version, payload, metadata, event_id) VALUES ",
+    );
+    for i in 0..events.len() {
+        if i > 0 {
+            sql.push(',');
+        }
+        sql.push_str("(?,?,?,?,?,?,?,?)");
+    }
+    let mut query = sqlx::query(&sql);
+    for e in events {
+        query = query
+            .bind(&e.aggregate_type)
+            .bind(&e.aggregate_id)
+            .bind(e.sequence as i64)
+            .bind(&e.event_type)
+            .bind(&e.event_version)
+            .bind(e.payload.to_string())
+            .bind(e.metadata.to_string())
+            .bind(Uuid::now_v7().to_string());
+    }
+    query
+        .execute(pool)
+        .await
+        .map(|_| ())
+        .map_err(|e| classify(e, SQLITE_PK_VIOLATION))
+}
+
+/// Maps a database error to what cqrs-es understands: a key violation is a lost race on
+/// the aggregate's next sequence; I/O trouble is a connection error; the rest is unknown.
+fn classify(err: sqlx::Error, conflict_code: &str) -> PersistenceError {
+    match &err {
+        sqlx::Error::Database(db) if db.code().as_deref() == Some(conflict_code) => {
+            PersistenceError::OptimisticLockError
+        }
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(err)),
+        _ => PersistenceError::UnknownError(Box::new(err)),
+    }
+}
+
+impl PersistedEventRepository for EventRepository {
+    async fn get_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { inner, .. } => inner.get_events::<A>(aggregate_id).await,
+            Backend::Sqlite { inner, .. } => inner.get_events::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn get_last_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+        last_sequence: usize,
+    ) -> Result<Vec<SerializedEvent>, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { inner, .. } => {
+                inner
+                    .get_last_events::<A>(aggregate_id, last_sequence)
+                    .await
+            }
+            Backend::Sqlite { inner, .. } => {
+                inner
+                    .get_last_events::<A>(aggregate_id, last_sequence)
+                    .await
+            }
+        }
+    }
+
+    async fn get_snapshot<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<Option<SerializedSnapshot>, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { inner, .. } => inner.get_snapshot::<A>(aggregate_id).await,
+            Backend::Sqlite { inner, .. } => inner.get_snapshot::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn persist<A: Aggregate>(
+        &self,
+        events: &[SerializedEvent],
+        snapshot_update: Option<(String, Value, usize)>,
+    ) -> Result<(), PersistenceError> {
+        if events.is_empty() && snapshot_update.is_none() {
+            // A command that decided nothing needs to change (an idempotent repeat).
+            return Ok(());
+        }
+        let result = match snapshot_update {
+            None => self.append(events).await,
+            // Snapshots need events and snapshot in one transaction: the wrapped crates do that.
+            Some(update) => match &*self.backend {
+                Backend::Postgres { inner, .. } => {
+                    inner.persist::<A>(events, Some(update)).await
+                }
+                Backend::Sqlite { inner, .. } => inner.persist::<A>(events, Some(update)).await,
+            },
+        };
+        if result.is_ok() {
+            self.appended.notify_waiters();
+        }
+        result
+    }
+
+    async fn stream_events<A: Aggregate>(
+        &self,
+        aggregate_id: &str,
+    ) -> Result<ReplayStream, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { inner, .. } => inner.stream_events::<A>(aggregate_id).await,
+            Backend::Sqlite { inner, .. } => inner.stream_events::<A>(aggregate_id).await,
+        }
+    }
+
+    async fn stream_all_events<A: Aggregate>(&self) -> Result<ReplayStream, PersistenceError> {
+        match &*self.backend {
+            Backend::Postgres { inner, .. } => inner.stream_all_events::<A>().await,
+            Backend::Sqlite { inner, .. } => inner.stream_all_events::<A>().await,
+        }
+    }
+}

@@ -1,0 +1,472 @@
+//! One conformance suite for both event-store backends: every test runs against a fresh
+//! Postgres database and a fresh embedded SQLite store, and must pass on both.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use emporium_event_store::testing::{TestDataDir, TestDatabase};
+use emporium_event_store::{CommandError, Db, EventMetadata, FeedEvent, Store};
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+// A minimal aggregate: the suite tests storage, not business rules.
+#[derive(Debug, Default, Serialize, Deserialize)]
+struct Counter {
+    total: u64,
+}
+
+#[derive(Debug, Clone)]
+enum CounterCommand {
+    Increment(u64),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+enum CounterEvent {
+    Incremented { by: u64, total: u64 },
+}
+
+impl DomainEvent for CounterEvent {
+    fn event_type(&self) -> String {
+        "Incremented".into()
+    }
+    fn event_version(&self) -> String {
+        "1.0".into()
+    }
+}
+
+#[derive(Debug, PartialEq, thiserror::Error)]
+enum CounterError {
+    #[error("increments must be between 1 and 100")]
+    OutOfRange,
+}
+
+impl Aggregate for Counter {
+    const TYPE: &'static str = "Counter";
+    type Command = CounterCommand;
+    type Event = CounterEvent;
+    type Error = CounterError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: CounterCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CounterError> {
+        let CounterCommand::Increment(by) = command;
+        if by == 0 || by > 100 {
+            return Err(CounterError::OutOfRange);
+        }
+        // Two events per command when asked for more than 50, to exercise multi-row appends.
+        if by > 50 {
+            let half = by / 2;
+            sink.write(
+                CounterEvent::Incremented {
+                    by: half,
+                    total: self.total + half,
+                },
+                self,
+            )
+            .await;
+            let rest = by - half;
+            sink.write(
+                CounterEvent::Incremented {
+                    by: rest,
+                    total: self.total + rest,
+                },
+                self,
+            )
+            .await;
+        } else {
+            sink.write(
+                CounterEvent::Incremented {
+                    by,
+                    total: self.total + by,
+                },
+                self,
+            )
+            .await;
+        }
+        Ok(())
+    }
+
+    fn apply(&mut self, event: CounterEvent) {
+        let CounterEvent::Incremented { total, .. } = event;
+        self.total = total;
+    }
+}
+
+/// Owns the throwaway database so it lives as long as the test.
+#[allow(dead_code)]
+enum Backend {
+    Postgres(TestDatabase),
+    Sqlite(TestDataDir),
+}
+
+async fn backend(kind: &str) -> (Backend, Store) {
+    match kind {
+        "postgres" => {
+            let db = TestDatabase::create().await;
+            let store = db.store(12).await;
+            (Backend::Postgres(db), store)
+        }
+        _ => {
+            let dir = TestDataDir::create();
+            let store = dir.store(12).await;
+            (Backend::Sqlite(dir), store)
+        }
+    }
+}
+
+macro_rules! on_both_backends {
+    ($name:ident) => {
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                super::$name("postgres").await;
+            }
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                super::$name("sqlite").await;
+            }
+        }
+    };
+}
+
+fn meta(actor: &str) -> EventMetadata {
+    EventMetadata::for_request(actor, Uuid::new_v4().to_string())
+}
+
+on_both_backends!(appended_events_load_back_with_ids_and_metadata);
+async fn appended_events_load_back_with_ids_and_metadata(kind: &str) {
+    let (_b, store) = backend(kind).await;
+    let m = meta("key_test").caused_by("cause-1").correlated_with("flow-1");
+    store
+        .execute::<Counter>("c-1", CounterCommand::Increment(5), &m)
+        .await
+        .unwrap();
+    store
+        .execute::<Counter>("c-1", CounterCommand::Increment(80), &m)
+        .await
+        .unwrap();
+    let (counter, version) = store.load::<Counter>("c-1").await.unwrap();
+    assert_eq!(counter.total, 85);
+    assert_eq!(version, 3, "one event, then two in one command");
+
+    let events = store.feed().read_after(0, 100).await.unwrap();
+    assert_eq!(
+        events.iter().map(|e| e.position).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    assert_eq!(
+        events.iter().map(|e| e.sequence).collect::<Vec<_>>(),
+        vec![1, 2, 3]
+    );
+    let ids: HashSet<_> = events.iter().map(|e| e.event_id).collect();
+    assert_eq!(ids.len(), 3, "every event has its own id");
+    for e in &events {
+        assert_eq!(e.metadata, m);
+        assert_eq!(e.aggregate_type, "Counter");
+        assert_eq!(e.event_type, "Incremented");
+        assert_eq!(e.event_version, "1.0");
+        assert!((chrono::Utc::now() - e.recorded_at).num_seconds().abs() < 60);
+    }
+    assert_eq!(events[2].payload["Incremented"]["total"], 85);
+}
+
+on_both_backends!(a_rejected_command_writes_nothing);
+async fn a_rejected_command_writes_nothing(kind: &str) {
+    let (_b, store) = backend(kind).await;
+    let err = store
+        .execute::<Counter>("c-1", CounterCommand::Increment(0), &meta("k"))
+        .await
+        .unwrap_err();
+    assert!(matches!(err, CommandError::Rejected(CounterError::OutOfRange)));
+    assert_eq!(store.event_count().await.unwrap(), 0);
+    assert_eq!(store.feed().head().await.unwrap(), 0);
+}
+
+on_both_backends!(concurrent_writers_on_one_aggregate_all_land_through_retries);
+async fn concurrent_writers_on_one_aggregate_all_land_through_retries(kind: &str) {
+    let (_b, store) = backend(kind).await;
+    let tasks: Vec<_> = (0..16)
+        .map(|_| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                store
+                    .execute::<Counter>("hot", CounterCommand::Increment(1), &meta("k"))
+                    .await
+            })
+        })
+        .collect();
+    let mut ok = 0;
+    for t in tasks {
+        match t.await.unwrap() {
+            Ok(()) => ok += 1,
+            // Bounded retries may give up under extreme contention; that must be a clean
+            // Conflict, never a database error, and must not have written anything.
+            Err(CommandError::Conflict) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    let (counter, version) = store.load::<Counter>("hot").await.unwrap();
+    assert_eq!(counter.total, ok);
+    assert_eq!(version as u64, ok);
+    assert!(ok >= 12, "retries should let most writers through, got {ok}");
+}
+
+on_both_backends!(reading_after_a_cursor_pages_through_the_log);
+async fn reading_after_a_cursor_pages_through_the_log(kind: &str) {
+    let (_b, store) = backend(kind).await;
+    for i in 0..25 {
+        store
+            .execute::<Counter>(&format!("c-{}", i % 5), CounterCommand::Increment(1), &meta("k"))
+            .await
+            .unwrap();
+    }
+    assert_eq!(store.feed().head().await.unwrap(), 25);
+    let mut cursor = 0;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.feed().read_after(cursor, 7).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().unwrap().position;
+        seen.extend(page);
+    }
+    assert_eq!(
+        seen.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=25).collect::<Vec<_>>()
+    );
+}
+
+on_both_backends!(a_subscription_catches_up_then_follows_live_appends);
+async fn a_subscription_catches_up_then_follows_live_appends(kind: &str) {
+    let (_b, store) = backend(kind).await;
+    for _ in 0..3 {
+        store
+            .execute::<Counter>("c", CounterCommand::Increment(1), &meta("k"))
+            .await
+            .unwrap();
+    }
+    let mut sub = store.feed().subscribe(0);
+    // A batch may stop short while another transaction on the server holds the horizon;
+    // the rest follows in later batches.
+    let mut first = Vec::new();
+    while first.len() < 3 {
+        first.extend(sub.next_batch().await.unwrap());
+    }
+    assert_eq!(first.len(), 3);
+    let writer = {
+        let store = store.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            store
+                .execute::<Counter>("c", CounterCommand::Increment(2), &meta("k"))
+                .await
+                .unwrap();
+        })
+    };
+    let next = tokio::time::timeout(Duration::from_secs(10), sub.next_batch())
+        .await
+        .expect("the live event arrives")
+        .unwrap();
+    writer.await.unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].position, 4);
+    assert_eq!(sub.cursor(), 4);
+}
+
+/// Inserts `n` events for `aggregate_id` from `first_seq` inside one transaction and
+/// commits or rolls back. Returns the ids of the events written.
+async fn append_in_tx(
+    db: &Db,
+    aggregate_id: &str,
+    first_seq: i64,
+    n: i64,
+    commit: bool,
+    hold: Duration,
+) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
+    let payload = serde_json::json!({"Incremented": {"by": 1, "total": 0}});
+    let metadata = serde_json::to_value(meta("writer").to_map()).unwrap();
+    match db {
+        Db::Postgres(pool) => {
+            let mut tx = pool.begin().await.unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata, event_id) \
+                     VALUES ('Counter', $1, $2, 'Incremented', '1.0', $3, $4, $5)",
+                )
+                .bind(aggregate_id)
+                .bind(first_seq + i as i64)
+                .bind(&payload)
+                .bind(&metadata)
+                .bind(id)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            }
+            tokio::time::sleep(hold).await;
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+        }
+        Db::Sqlite(pool) => {
+            let mut conn = pool.acquire().await.unwrap();
+            // IMMEDIATE takes the write lock up front; a deferred transaction that upgrades
+            // later can fail with SQLITE_BUSY instead of waiting.
+            sqlx::query("BEGIN IMMEDIATE")
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            for (i, id) in ids.iter().enumerate() {
+                sqlx::query(
+                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                     event_version, payload, metadata, event_id) \
+                     VALUES ('Counter', ?1, ?2, 'Incremented', '1.0', ?3, ?4, ?5)",
+                )
+                .bind(aggregate_id)
+                .bind(first_seq + i as i64)
+                .bind(payload.to_string())
+                .bind(metadata.to_string())
+                .bind(id.to_string())
+                .execute(&mut *conn)
+                .await
+                .unwrap();
+            }
+            tokio::time::sleep(hold).await;
+            let end = if commit { "COMMIT" } else { "ROLLBACK" };
+            sqlx::query(end).execute(&mut *conn).await.unwrap();
+        }
+    }
+    if commit {
+        ids
+    } else {
+        Vec::new()
+    }
+}
+
+on_both_backends!(the_feed_never_skips_or_repeats_under_concurrency_rollbacks_and_a_slow_transaction);
+async fn the_feed_never_skips_or_repeats_under_concurrency_rollbacks_and_a_slow_transaction(
+    kind: &str,
+) {
+    const TARGET: usize = 20_000;
+    const WRITERS: usize = 8;
+    let (_b, store) = backend(kind).await;
+    let db = store.db().clone();
+    let committed: Arc<Mutex<HashSet<Uuid>>> = Arc::default();
+    let committed_count = Arc::new(AtomicUsize::new(0));
+    let rolled_back = Arc::new(AtomicUsize::new(0));
+
+    // The reader tails the feed from the start for the whole run.
+    let reader = {
+        let feed = store.feed().clone();
+        let committed_count = committed_count.clone();
+        tokio::spawn(async move {
+            let mut sub = feed.subscribe(0).with_batch_size(500);
+            let mut seen: Vec<FeedEvent> = Vec::new();
+            loop {
+                let batch = tokio::time::timeout(Duration::from_secs(60), sub.next_batch())
+                    .await
+                    .expect("the feed keeps moving")
+                    .unwrap();
+                seen.extend(batch);
+                if seen.len() >= TARGET + 1 && committed_count.load(Ordering::SeqCst) >= TARGET + 1
+                {
+                    // Give a late duplicate the chance to show up before stopping.
+                    tokio::time::sleep(Duration::from_millis(300)).await;
+                    let more = feed.read_after(sub.cursor(), 1000).await.unwrap();
+                    seen.extend(more);
+                    return seen;
+                }
+            }
+        })
+    };
+
+    // One transaction takes a low position early and commits only after 3 s.
+    let slow = {
+        let db = db.clone();
+        tokio::spawn(async move {
+            append_in_tx(&db, "slow", 1, 1, true, Duration::from_secs(3)).await
+        })
+    };
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let writers: Vec<_> = (0..WRITERS)
+        .map(|w| {
+            let db = db.clone();
+            let committed = committed.clone();
+            let committed_count = committed_count.clone();
+            let rolled_back = rolled_back.clone();
+            tokio::spawn(async move {
+                let mut next_seq: HashMap<String, i64> = HashMap::new();
+                let mut written = 0usize;
+                let mut i = 0u64;
+                while written < TARGET / WRITERS {
+                    i += 1;
+                    let agg = format!("w{w}-{}", i % 50);
+                    let seq = *next_seq.get(&agg).unwrap_or(&1);
+                    let n = (1 + i % 3).min((TARGET / WRITERS - written) as u64) as i64;
+                    let commit = i % 10 != 7; // ~10% roll back
+                    let ids = append_in_tx(&db, &agg, seq, n, commit, Duration::ZERO).await;
+                    if commit {
+                        next_seq.insert(agg, seq + n);
+                        written += ids.len();
+                        committed_count.fetch_add(ids.len(), Ordering::SeqCst);
+                        committed.lock().unwrap().extend(ids);
+                    } else {
+                        rolled_back.fetch_add(1, Ordering::SeqCst);
+                    }
+                }
+            })
+        })
+        .collect();
+    for w in writers {
+        w.await.unwrap();
+    }
+    let slow_ids = slow.await.unwrap();
+    committed_count.fetch_add(1, Ordering::SeqCst);
+    committed.lock().unwrap().extend(slow_ids.iter().copied());
+    assert!(rolled_back.load(Ordering::SeqCst) > 500, "rollbacks happened");
+
+    let seen = reader.await.unwrap();
+    let committed = committed.lock().unwrap().clone();
+    assert_eq!(committed.len(), TARGET + 1);
+    assert_eq!(seen.len(), TARGET + 1, "every committed event exactly once");
+    let seen_ids: HashSet<Uuid> = seen.iter().map(|e| e.event_id).collect();
+    assert_eq!(seen_ids.len(), seen.len(), "no event delivered twice");
+    assert_eq!(seen_ids, committed, "no rolled-back event, no missing one");
+    assert!(seen_ids.contains(&slow_ids[0]), "the slow transaction's event");
+    assert_eq!(
+        seen.iter().map(|e| e.position).collect::<Vec<_>>(),
+        (1..=(TARGET as i64 + 1)).collect::<Vec<_>>(),
+        "positions are gap-free and increasing"
+    );
+    let mut last_seq: HashMap<&str, i64> = HashMap::new();
+    for e in &seen {
+        let prev = last_seq.insert(&e.aggregate_id, e.sequence).unwrap_or(0);
+        assert_eq!(e.sequence, prev + 1, "{}'s events in sequence order", e.aggregate_id);
+    }
+
+    // A second read from the start yields the identical sequence.
+    let mut again = Vec::new();
+    let mut cursor = 0;
+    loop {
+        let page = store.feed().read_after(cursor, 5000).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        cursor = page.last().unwrap().position;
+        again.extend(page);
+    }
+    assert_eq!(again, seen);
+}
