@@ -90,12 +90,20 @@ pub enum CommandError<E: std::error::Error> {
     Internal(String),
 }
 
+/// Lock stripes for in-process serialisation of commands per aggregate.
+const LOCK_STRIPES: usize = 1024;
+
 /// The event store: repository, feed and command execution over one database.
 #[derive(Clone)]
 pub struct Store {
     db: Db,
     repo: EventRepository,
     feed: Feed,
+    /// Commands to one aggregate from this process queue here instead of racing to the
+    /// database and losing on the primary key: under a hot item, losers would otherwise
+    /// burn round trips and could exhaust their retries. Optimistic locking still guards
+    /// against other processes.
+    locks: Arc<Vec<tokio::sync::Mutex<()>>>,
 }
 
 pub(crate) type Framework<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
@@ -120,7 +128,13 @@ impl Store {
             Db::Sqlite(p) => EventRepository::sqlite(p.clone(), appended.clone()),
         };
         let feed = Feed::new(db.clone(), appended);
-        Self { db, repo, feed }
+        let locks = Arc::new((0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+        Self {
+            db,
+            repo,
+            feed,
+            locks,
+        }
     }
 
     /// Applies pending migrations; safe to run from several processes at once.
@@ -167,6 +181,7 @@ impl Store {
         A::Command: Clone,
     {
         let framework = self.framework::<A>();
+        let _turn = self.locks[stripe(A::TYPE, id)].lock().await;
         let mut attempt = 0;
         loop {
             attempt += 1;
@@ -247,6 +262,14 @@ impl Store {
         };
         Ok(n)
     }
+}
+
+fn stripe(aggregate_type: &str, id: &str) -> usize {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    aggregate_type.hash(&mut h);
+    id.hash(&mut h);
+    (h.finish() % LOCK_STRIPES as u64) as usize
 }
 
 fn rand_jitter() -> u32 {

@@ -1,1 +1,27 @@
-//! placeholder
+//! Emporium's gateway: the HTTP API (axum) and the `emporium` command line.
+//!
+//! # Layout
+//! - [`app`]: the router and `serve`.
+//! - [`routes`]: one module per resource; request bodies become domain commands through
+//!   `TryFrom`, never by deserialising straight into a command.
+//! - [`error`]: `ApiError`, rendered as problem+json; database text never reaches a client.
+//! - [`extract`]: JSON/path/query extractors with problem+json rejections, and the request
+//!   context (actor, request id) that becomes event metadata.
+//! - [`auth`]: bearer keys.
+//! - [`cli`], [`demo`], [`bench`]: the binary's subcommands.
+//!
+//! Architecture invariant: the gateway validates at the edge and holds no business rules;
+//! every state change goes through an aggregate in `emporium-domain` via the event store.
+
+pub mod app;
+pub mod auth;
+pub mod bench;
+pub mod cli;
+pub mod demo;
+pub mod error;
+pub mod extract;
+pub mod routes;
+pub mod state;
+
+pub use app::{app, serve};
+pub use state::AppState;

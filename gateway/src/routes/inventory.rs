@@ -1,0 +1,195 @@
+//! Inventory: receive and adjust stock per (warehouse, sku); read levels per sku.
+
+use axum::extract::State;
+use axum::Json;
+use emporium_domain::inventory::{stock_item_id, StockItem, StockItemCommand, StockItemError};
+use emporium_domain::values::{Quantity, Reason};
+use serde::{Deserialize, Serialize};
+
+use super::products::{load_product, parse_sku};
+use super::warehouses::{load_warehouse, parse_warehouse_id};
+use super::{execute, Fields};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestContext};
+use crate::state::AppState;
+
+impl From<StockItemError> for ApiError {
+    fn from(e: StockItemError) -> Self {
+        let code = match &e {
+            StockItemError::InsufficientStock { .. } => "insufficient_stock",
+            StockItemError::InvalidAdjustment { .. } => {
+                return ApiError::field("/delta", e);
+            }
+            StockItemError::NegativeOnHand { .. } => "negative_on_hand",
+            StockItemError::AdjustmentBelowReserved { .. } => "adjustment_below_reserved",
+            StockItemError::OnHandOverflow => "on_hand_overflow",
+            StockItemError::NoReservation { .. } => "no_reservation",
+            StockItemError::WrongItem { .. } => "wrong_item",
+        };
+        ApiError::conflict(code, e)
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiveBody {
+    pub qty: i64,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdjustBody {
+    pub delta: i64,
+    pub reason: String,
+}
+
+#[derive(Debug, Serialize, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Levels {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct StockLevelView {
+    pub warehouse_id: String,
+    pub sku: String,
+    #[serde(flatten)]
+    pub levels: Levels,
+}
+
+#[derive(Debug, Serialize)]
+pub struct SkuInventoryView {
+    pub sku: String,
+    pub warehouses: Vec<StockLevelView>,
+    pub total: Levels,
+}
+
+fn levels(item: &StockItem) -> Levels {
+    Levels {
+        on_hand: item.on_hand(),
+        reserved: item.reserved(),
+        available: item.available(),
+    }
+}
+
+/// Checks the warehouse is open and the product exists before touching stock.
+async fn target(
+    state: &AppState,
+    warehouse_id: &str,
+    sku: &str,
+) -> Result<(emporium_domain::values::WarehouseId, emporium_domain::values::Sku), ApiError> {
+    let warehouse_id = parse_warehouse_id(warehouse_id)?;
+    let sku = parse_sku(sku)?;
+    let warehouse = load_warehouse(state, &warehouse_id).await?;
+    if !warehouse.is_open() {
+        return Err(ApiError::conflict(
+            "warehouse_closed",
+            format!("warehouse {warehouse_id} is closed"),
+        ));
+    }
+    load_product(state, &sku).await?;
+    Ok((warehouse_id, sku))
+}
+
+pub async fn receive(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath((warehouse_id, sku)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<ReceiveBody>,
+) -> Result<Json<StockLevelView>, ApiError> {
+    let qty = Quantity::new(body.qty).map_err(|e| ApiError::field("/qty", e))?;
+    let (warehouse_id, sku) = target(&state, &warehouse_id, &sku).await?;
+    let id = stock_item_id(&warehouse_id, &sku);
+    execute::<StockItem>(
+        &state,
+        &ctx,
+        &id,
+        StockItemCommand::ReceiveStock {
+            warehouse_id: warehouse_id.clone(),
+            sku: sku.clone(),
+            qty,
+        },
+    )
+    .await?;
+    let (item, _) = state.store.load::<StockItem>(&id).await?;
+    Ok(Json(StockLevelView {
+        warehouse_id: warehouse_id.to_string(),
+        sku: sku.to_string(),
+        levels: levels(&item),
+    }))
+}
+
+pub async fn adjust(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath((warehouse_id, sku)): ApiPath<(String, String)>,
+    ApiJson(body): ApiJson<AdjustBody>,
+) -> Result<Json<StockLevelView>, ApiError> {
+    let mut f = Fields::default();
+    let reason = f.check("/reason", Reason::parse(&body.reason));
+    if body.delta == 0 {
+        f.push("/delta", "must not be zero");
+    }
+    let reason = match reason {
+        Some(r) if f.is_empty() => r,
+        _ => return Err(f.into_error()),
+    };
+    let (warehouse_id, sku) = target(&state, &warehouse_id, &sku).await?;
+    let id = stock_item_id(&warehouse_id, &sku);
+    execute::<StockItem>(
+        &state,
+        &ctx,
+        &id,
+        StockItemCommand::AdjustStock {
+            warehouse_id: warehouse_id.clone(),
+            sku: sku.clone(),
+            delta: body.delta,
+            reason,
+        },
+    )
+    .await?;
+    let (item, _) = state.store.load::<StockItem>(&id).await?;
+    Ok(Json(StockLevelView {
+        warehouse_id: warehouse_id.to_string(),
+        sku: sku.to_string(),
+        levels: levels(&item),
+    }))
+}
+
+/// Levels of one sku in every warehouse that ever held it, and the total.
+pub async fn by_sku(
+    State(state): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<SkuInventoryView>, ApiError> {
+    let sku = parse_sku(&sku)?;
+    load_product(&state, &sku).await?;
+    let mut warehouses = Vec::new();
+    let mut total = Levels::default();
+    for wid in state.store.aggregate_ids("Warehouse").await? {
+        let Ok(warehouse_id) = emporium_domain::values::WarehouseId::parse(&wid) else {
+            continue;
+        };
+        let (item, version) = state
+            .store
+            .load::<StockItem>(&stock_item_id(&warehouse_id, &sku))
+            .await?;
+        if version == 0 {
+            continue;
+        }
+        let l = levels(&item);
+        total.on_hand += l.on_hand;
+        total.reserved += l.reserved;
+        total.available += l.available;
+        warehouses.push(StockLevelView {
+            warehouse_id: warehouse_id.to_string(),
+            sku: sku.to_string(),
+            levels: l,
+        });
+    }
+    Ok(Json(SkuInventoryView {
+        sku: sku.to_string(),
+        warehouses,
+        total,
+    }))
+}

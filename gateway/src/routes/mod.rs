@@ -1,0 +1,102 @@
+//! HTTP handlers, one module per resource, and what they share: field validation that
+//! collects every error at once, the money body shape, and running a command.
+
+pub mod events;
+pub mod health;
+pub mod inventory;
+pub mod orders;
+pub mod products;
+pub mod warehouses;
+
+use cqrs_es::Aggregate;
+use emporium_domain::values::{Currency, Money, ValueError};
+use emporium_event_store::CommandError;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, FieldError};
+use crate::extract::RequestContext;
+use crate::state::AppState;
+
+/// Collects field errors so one response names every invalid field.
+#[derive(Default)]
+pub(crate) struct Fields {
+    errors: Vec<FieldError>,
+}
+
+impl Fields {
+    pub(crate) fn check<T>(&mut self, pointer: &str, result: Result<T, ValueError>) -> Option<T> {
+        match result {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.errors.push(FieldError::new(pointer, e.to_string()));
+                None
+            }
+        }
+    }
+
+    pub(crate) fn push(&mut self, pointer: &str, detail: impl ToString) {
+        self.errors.push(FieldError::new(pointer, detail.to_string()));
+    }
+
+    pub(crate) fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    pub(crate) fn into_error(self) -> ApiError {
+        if self.errors.is_empty() {
+            // Reached only if a caller forgot to record why it failed.
+            ApiError::field("", "invalid request")
+        } else {
+            ApiError::Validation(self.errors)
+        }
+    }
+}
+
+/// `{"amount_minor": 1999, "currency": "EUR"}` as it arrives, before validation.
+#[derive(Debug, Clone, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct MoneyBody {
+    pub amount_minor: i64,
+    pub currency: String,
+}
+
+impl MoneyBody {
+    pub(crate) fn parse(&self, pointer: &str, fields: &mut Fields) -> Option<Money> {
+        let currency = fields.check(&format!("{pointer}/currency"), Currency::parse(&self.currency))?;
+        fields.check(
+            &format!("{pointer}/amount_minor"),
+            Money::new(self.amount_minor, currency),
+        )
+    }
+
+    pub fn from_money(m: &Money) -> Self {
+        Self {
+            amount_minor: m.amount_minor(),
+            currency: m.currency().as_str().to_string(),
+        }
+    }
+}
+
+/// Runs a command with the request's metadata and maps failures to problems.
+pub(crate) async fn execute<A>(
+    state: &AppState,
+    ctx: &RequestContext,
+    id: &str,
+    command: A::Command,
+) -> Result<(), ApiError>
+where
+    A: Aggregate<Services = ()>,
+    A::Command: Clone,
+    ApiError: From<A::Error>,
+{
+    state
+        .store
+        .execute::<A>(id, command, &ctx.metadata())
+        .await
+        .map_err(|e| match e {
+            CommandError::Rejected(e) => ApiError::from(e),
+            CommandError::Conflict => ApiError::Unavailable("aggregate contended".into()),
+            CommandError::Unavailable(d) => ApiError::Unavailable(d),
+            CommandError::Internal(d) => ApiError::Internal(d),
+        })
+}

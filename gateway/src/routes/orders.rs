@@ -1,0 +1,298 @@
+//! Orders: place (prices captured from the catalog at placement), read, cancel.
+
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use emporium_domain::order::{Order, OrderCommand, OrderError, OrderLine, MAX_LINES, MAX_PAYMENT_TOKEN_LEN};
+use emporium_domain::values::{CustomerId, OrderId, Quantity, Reason, Region, Sku};
+use serde::{Deserialize, Serialize};
+
+use super::products::load_product;
+use super::{execute, Fields, MoneyBody};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestContext};
+use crate::state::AppState;
+
+impl From<OrderError> for ApiError {
+    fn from(e: OrderError) -> Self {
+        match &e {
+            OrderError::NotPlaced => ApiError::NotFound("no such order".into()),
+            OrderError::AlreadyPlaced => ApiError::conflict("order_exists", e),
+            OrderError::IllegalTransition { .. } => ApiError::conflict("illegal_transition", e),
+            OrderError::AllocationMismatch { .. } | OrderError::DuplicateAllocation { .. } => {
+                ApiError::conflict("allocation_mismatch", e)
+            }
+            OrderError::EmptyOrder => ApiError::field("/lines", e),
+            OrderError::TooManyLines { .. } => ApiError::field("/lines", e),
+            OrderError::DuplicateLine { .. } => ApiError::field("/lines", e),
+            OrderError::InvalidPaymentToken => ApiError::field("/payment/token", e),
+            OrderError::MixedCurrencies { .. } => ApiError::unprocessable("mixed_currencies", e),
+            OrderError::AmountOverflow => ApiError::unprocessable("amount_overflow", e),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlaceOrderBody {
+    pub customer_id: String,
+    pub lines: Vec<LineBody>,
+    pub shipping: ShippingBody,
+    pub payment: PaymentBody,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineBody {
+    pub sku: String,
+    pub qty: i64,
+}
+
+#[derive(Debug, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ShippingBody {
+    pub region: String,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PaymentBody {
+    pub token: String,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CancelBody {
+    pub reason: Option<String>,
+}
+
+/// A validated order request, before prices are looked up.
+struct OrderRequest {
+    customer_id: CustomerId,
+    lines: Vec<(Sku, Quantity)>,
+    region: Region,
+    token: String,
+}
+
+impl TryFrom<PlaceOrderBody> for OrderRequest {
+    type Error = ApiError;
+
+    fn try_from(b: PlaceOrderBody) -> Result<Self, ApiError> {
+        let mut f = Fields::default();
+        let customer_id = f.check("/customer_id", CustomerId::parse(&b.customer_id));
+        let region = f.check("/shipping/region", Region::parse(&b.shipping.region));
+        let token = b.payment.token;
+        if token.is_empty()
+            || token.chars().count() > MAX_PAYMENT_TOKEN_LEN
+            || token.chars().any(|c| c.is_whitespace() || c.is_control())
+        {
+            f.push(
+                "/payment/token",
+                format!("must be 1 to {MAX_PAYMENT_TOKEN_LEN} characters without whitespace"),
+            );
+        }
+        if b.lines.is_empty() {
+            f.push("/lines", "an order needs at least one line");
+        }
+        if b.lines.len() > MAX_LINES {
+            f.push("/lines", format!("an order may have at most {MAX_LINES} lines"));
+        }
+        let mut lines = Vec::new();
+        for (i, line) in b.lines.iter().enumerate().take(MAX_LINES) {
+            let sku = f.check(&format!("/lines/{i}/sku"), Sku::parse(&line.sku));
+            let qty = f.check(&format!("/lines/{i}/qty"), Quantity::new(line.qty));
+            if let (Some(sku), Some(qty)) = (sku, qty) {
+                if lines.iter().any(|(s, _): &(Sku, Quantity)| s == &sku) {
+                    f.push(&format!("/lines/{i}/sku"), format!("{sku} appears on more than one line"));
+                } else {
+                    lines.push((sku, qty));
+                }
+            }
+        }
+        match (customer_id, region) {
+            (Some(customer_id), Some(region)) if f.is_empty() => Ok(Self {
+                customer_id,
+                lines,
+                region,
+                token,
+            }),
+            _ => Err(f.into_error()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct PlacedView {
+    pub order_id: String,
+    pub status: &'static str,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LineView {
+    pub sku: String,
+    pub qty: u32,
+    pub unit_price: MoneyBody,
+    pub line_total: MoneyBody,
+}
+
+#[derive(Debug, Serialize)]
+pub struct AllocationView {
+    pub sku: String,
+    pub warehouse_id: String,
+    pub qty: u32,
+}
+
+#[derive(Debug, Serialize)]
+pub struct OrderView {
+    pub order_id: String,
+    pub customer_id: String,
+    pub status: &'static str,
+    pub lines: Vec<LineView>,
+    pub shipping: ShippingBody,
+    pub total: MoneyBody,
+    pub allocation: Vec<AllocationView>,
+    pub reject_reason: Option<String>,
+}
+
+pub async fn place(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiJson(body): ApiJson<PlaceOrderBody>,
+) -> Result<(StatusCode, Json<PlacedView>), ApiError> {
+    let request = OrderRequest::try_from(body)?;
+    // The unit price is captured now: later price changes do not touch placed orders.
+    let mut f = Fields::default();
+    let mut lines = Vec::with_capacity(request.lines.len());
+    for (i, (sku, qty)) in request.lines.into_iter().enumerate() {
+        match load_product(&state, &sku).await {
+            Ok(p) if p.is_discontinued() => {
+                f.push(&format!("/lines/{i}/sku"), format!("{sku} is discontinued"))
+            }
+            Ok(p) => match p.price() {
+                Some(price) => lines.push(OrderLine {
+                    sku,
+                    qty,
+                    unit_price: *price,
+                }),
+                None => f.push(&format!("/lines/{i}/sku"), format!("{sku} has no price")),
+            },
+            Err(ApiError::NotFound(_)) => {
+                f.push(&format!("/lines/{i}/sku"), format!("no product {sku}"))
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    if !f.is_empty() {
+        return Err(f.into_error());
+    }
+    let order_id = OrderId::new();
+    execute::<Order>(
+        &state,
+        &ctx,
+        &order_id.to_string(),
+        OrderCommand::PlaceOrder {
+            order_id,
+            customer_id: request.customer_id,
+            lines,
+            shipping_region: request.region,
+            payment_token: request.token,
+        },
+    )
+    .await?;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(PlacedView {
+            order_id: order_id.to_string(),
+            status: "pending",
+        }),
+    ))
+}
+
+fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
+    OrderId::parse(raw).map_err(|e| ApiError::field("/id", e))
+}
+
+async fn load_order(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
+    let (order, version) = state.store.load::<Order>(&id.to_string()).await?;
+    if version == 0 {
+        return Err(ApiError::NotFound(format!("no order {id}")));
+    }
+    Ok(order)
+}
+
+fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
+    let (Some(customer_id), Some(total), Some(region)) =
+        (o.customer_id(), o.total(), o.shipping_region())
+    else {
+        return Err(ApiError::Internal("placed order without details".into()));
+    };
+    Ok(OrderView {
+        order_id: id.to_string(),
+        customer_id: customer_id.to_string(),
+        status: o.status().map(|s| s.as_str()).unwrap_or("pending"),
+        lines: o
+            .lines()
+            .iter()
+            .map(|l| LineView {
+                sku: l.sku.to_string(),
+                qty: l.qty.get(),
+                unit_price: MoneyBody::from_money(&l.unit_price),
+                line_total: MoneyBody::from_money(&l.line_total),
+            })
+            .collect(),
+        shipping: ShippingBody {
+            region: region.to_string(),
+        },
+        total: MoneyBody::from_money(total),
+        allocation: o
+            .allocation()
+            .iter()
+            .map(|a| AllocationView {
+                sku: a.sku.to_string(),
+                warehouse_id: a.warehouse_id.to_string(),
+                qty: a.qty.get(),
+            })
+            .collect(),
+        reject_reason: o.reject_reason().map(ToString::to_string),
+    })
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<OrderView>, ApiError> {
+    let id = parse_order_id(&id)?;
+    let order = load_order(&state, &id).await?;
+    Ok(Json(view(&id, &order)?))
+}
+
+pub async fn cancel(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath(id): ApiPath<String>,
+    body: Bytes,
+) -> Result<Json<OrderView>, ApiError> {
+    let id = parse_order_id(&id)?;
+    // The body is optional: an empty one means "no reason given".
+    let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
+        CancelBody::default()
+    } else {
+        serde_json::from_slice(&body)
+            .map_err(|e| ApiError::field("", format!("invalid cancel body: {e}")))?
+    };
+    let reason = match body.reason {
+        Some(r) => Some(Reason::parse(&r).map_err(|e| ApiError::field("/reason", e))?),
+        None => None,
+    };
+    load_order(&state, &id).await?;
+    execute::<Order>(
+        &state,
+        &ctx,
+        &id.to_string(),
+        OrderCommand::CancelOrder { reason },
+    )
+    .await?;
+    let order = load_order(&state, &id).await?;
+    Ok(Json(view(&id, &order)?))
+}

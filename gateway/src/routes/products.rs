@@ -1,0 +1,206 @@
+//! Products: create, read, change details or price, discontinue.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use emporium_domain::product::{Product, ProductCommand, ProductError};
+use emporium_domain::values::{Category, Description, Sku, Title};
+use serde::{Deserialize, Serialize};
+
+use super::{execute, Fields, MoneyBody};
+use crate::error::ApiError;
+use crate::extract::{ApiJson, ApiPath, RequestContext};
+use crate::state::AppState;
+
+impl From<ProductError> for ApiError {
+    fn from(e: ProductError) -> Self {
+        match e {
+            ProductError::NotFound => ApiError::NotFound("no such product".into()),
+            ProductError::AlreadyExists { .. } => ApiError::conflict("product_exists", e),
+            ProductError::Discontinued { .. } => ApiError::conflict("product_discontinued", e),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateProductBody {
+    pub sku: String,
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub category: String,
+    pub price: MoneyBody,
+}
+
+impl TryFrom<CreateProductBody> for ProductCommand {
+    type Error = ApiError;
+
+    fn try_from(b: CreateProductBody) -> Result<Self, ApiError> {
+        let mut f = Fields::default();
+        let sku = f.check("/sku", Sku::parse(&b.sku));
+        let title = f.check("/title", Title::parse(&b.title));
+        let description = f.check("/description", Description::parse(&b.description));
+        let category = f.check("/category", Category::parse(&b.category));
+        let price = b.price.parse("/price", &mut f);
+        match (sku, title, description, category, price) {
+            (Some(sku), Some(title), Some(description), Some(category), Some(price)) => {
+                Ok(ProductCommand::CreateProduct {
+                    sku,
+                    title,
+                    description,
+                    category,
+                    price,
+                })
+            }
+            _ => Err(f.into_error()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangeDetailsBody {
+    pub title: String,
+    #[serde(default)]
+    pub description: String,
+    pub category: String,
+}
+
+impl TryFrom<ChangeDetailsBody> for ProductCommand {
+    type Error = ApiError;
+
+    fn try_from(b: ChangeDetailsBody) -> Result<Self, ApiError> {
+        let mut f = Fields::default();
+        let title = f.check("/title", Title::parse(&b.title));
+        let description = f.check("/description", Description::parse(&b.description));
+        let category = f.check("/category", Category::parse(&b.category));
+        match (title, description, category) {
+            (Some(title), Some(description), Some(category)) => {
+                Ok(ProductCommand::ChangeProductDetails {
+                    title,
+                    description,
+                    category,
+                })
+            }
+            _ => Err(f.into_error()),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePriceBody {
+    pub price: MoneyBody,
+}
+
+impl TryFrom<ChangePriceBody> for ProductCommand {
+    type Error = ApiError;
+
+    fn try_from(b: ChangePriceBody) -> Result<Self, ApiError> {
+        let mut f = Fields::default();
+        match b.price.parse("/price", &mut f) {
+            Some(price) => Ok(ProductCommand::ChangePrice { price }),
+            None => Err(f.into_error()),
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ProductView {
+    pub sku: String,
+    pub title: String,
+    pub description: String,
+    pub category: String,
+    pub price: MoneyBody,
+    pub discontinued: bool,
+}
+
+pub(crate) fn parse_sku(raw: &str) -> Result<Sku, ApiError> {
+    Sku::parse(raw).map_err(|e| ApiError::field("/sku", e))
+}
+
+pub(crate) async fn load_product(state: &AppState, sku: &Sku) -> Result<Product, ApiError> {
+    let (product, _) = state.store.load::<Product>(sku.as_str()).await?;
+    if product.is_created() {
+        Ok(product)
+    } else {
+        Err(ApiError::NotFound(format!("no product {sku}")))
+    }
+}
+
+fn view(p: &Product) -> Result<ProductView, ApiError> {
+    match (p.sku(), p.title(), p.description(), p.category(), p.price()) {
+        (Some(sku), Some(title), Some(description), Some(category), Some(price)) => {
+            Ok(ProductView {
+                sku: sku.to_string(),
+                title: title.to_string(),
+                description: description.to_string(),
+                category: category.to_string(),
+                price: MoneyBody::from_money(price),
+                discontinued: p.is_discontinued(),
+            })
+        }
+        _ => Err(ApiError::Internal("created product without details".into())),
+    }
+}
+
+async fn current_view(state: &AppState, sku: &Sku) -> Result<ProductView, ApiError> {
+    view(&load_product(state, sku).await?)
+}
+
+pub async fn create(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiJson(body): ApiJson<CreateProductBody>,
+) -> Result<(StatusCode, Json<ProductView>), ApiError> {
+    let command = ProductCommand::try_from(body)?;
+    let ProductCommand::CreateProduct { sku, .. } = &command else {
+        return Err(ApiError::Internal("unexpected command".into()));
+    };
+    let sku = sku.clone();
+    execute::<Product>(&state, &ctx, sku.as_str(), command).await?;
+    Ok((StatusCode::CREATED, Json(current_view(&state, &sku).await?)))
+}
+
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<ProductView>, ApiError> {
+    let sku = parse_sku(&sku)?;
+    Ok(Json(current_view(&state, &sku).await?))
+}
+
+pub async fn change_details(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(body): ApiJson<ChangeDetailsBody>,
+) -> Result<Json<ProductView>, ApiError> {
+    let sku = parse_sku(&sku)?;
+    let command = ProductCommand::try_from(body)?;
+    execute::<Product>(&state, &ctx, sku.as_str(), command).await?;
+    Ok(Json(current_view(&state, &sku).await?))
+}
+
+pub async fn change_price(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath(sku): ApiPath<String>,
+    ApiJson(body): ApiJson<ChangePriceBody>,
+) -> Result<Json<ProductView>, ApiError> {
+    let sku = parse_sku(&sku)?;
+    let command = ProductCommand::try_from(body)?;
+    execute::<Product>(&state, &ctx, sku.as_str(), command).await?;
+    Ok(Json(current_view(&state, &sku).await?))
+}
+
+pub async fn discontinue(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath(sku): ApiPath<String>,
+) -> Result<Json<ProductView>, ApiError> {
+    let sku = parse_sku(&sku)?;
+    execute::<Product>(&state, &ctx, sku.as_str(), ProductCommand::Discontinue).await?;
+    Ok(Json(current_view(&state, &sku).await?))
+}

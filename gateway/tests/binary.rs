@@ -1,0 +1,141 @@
+//! The real `emporium` binary: start it, use it over HTTP, kill it, start it again, and
+//! find everything still there. Once on the embedded store, once on Postgres.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+use emporium_event_store::testing::{TestDataDir, TestDatabase};
+use serde_json::{json, Value};
+
+const KEY: &str = "binary-test-key";
+
+struct Running {
+    child: Child,
+    base: String,
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start(data_dir: &std::path::Path, database_url: Option<&str>, demo: bool) -> Running {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
+    cmd.arg("serve")
+        .arg("--listen")
+        .arg("127.0.0.1:0")
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env("EMPORIUM_ADMIN_KEY", KEY)
+        .env_remove("DATABASE_URL")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null());
+    if demo {
+        cmd.arg("--demo");
+    }
+    if let Some(url) = database_url {
+        cmd.env("DATABASE_URL", url);
+    }
+    let mut child = cmd.spawn().expect("start the emporium binary");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let base = loop {
+        let line = lines
+            .next()
+            .expect("the server prints its address before exiting")
+            .expect("read stdout");
+        if let Some(rest) = line.strip_prefix("emporium listening on ") {
+            break rest.trim().to_string();
+        }
+    };
+    // Keep draining stdout so the child never blocks on a full pipe.
+    std::thread::spawn(move || for _ in lines {});
+    Running { child, base }
+}
+
+async fn call(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+    let client = reqwest::Client::new();
+    let mut req = client.request(method, format!("{base}{path}")).bearer_auth(KEY);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.expect("server answers");
+    let status = resp.status().as_u16();
+    let body = resp.json().await.unwrap_or(Value::Null);
+    (status, body)
+}
+
+async fn survives_a_kill_and_restart(data_dir: &std::path::Path, database_url: Option<&str>) {
+    use reqwest::Method;
+    let server = start(data_dir, database_url, false);
+    let b = server.base.clone();
+    for (id, region) in [("wh-1", "eu-west"), ("wh-2", "us-east")] {
+        let (s, body) = call(&b, Method::POST, "/v1/warehouses",
+            Some(json!({"id": id, "name": id, "region": region, "priority": 1}))).await;
+        assert_eq!(s, 201, "{body}");
+    }
+    let (s, body) = call(&b, Method::POST, "/v1/products", Some(json!({
+        "sku": "LAMP-1", "title": "Desk Lamp", "description": "bright", "category": "home",
+        "price": {"amount_minor": 2500, "currency": "EUR"}}))).await;
+    assert_eq!(s, 201, "{body}");
+    for w in ["wh-1", "wh-2"] {
+        let (s, _) = call(&b, Method::POST, &format!("/v1/inventory/{w}/LAMP-1/receive"),
+            Some(json!({"qty": 4}))).await;
+        assert_eq!(s, 200);
+    }
+    let (s, placed) = call(&b, Method::POST, "/v1/orders", Some(json!({
+        "customer_id": "c-9", "lines": [{"sku": "LAMP-1", "qty": 2}],
+        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}))).await;
+    assert_eq!(s, 202, "{placed}");
+    let order_id = placed["order_id"].as_str().unwrap().to_string();
+
+    // SIGKILL: no chance to flush anything that was not already durable.
+    drop(server);
+
+    let server = start(data_dir, database_url, false);
+    let b = server.base.clone();
+    let (s, order) = call(&b, Method::GET, &format!("/v1/orders/{order_id}"), None).await;
+    assert_eq!(s, 200, "{order}");
+    assert_eq!(order["status"], "pending");
+    assert_eq!(order["total"], json!({"amount_minor": 5000, "currency": "EUR"}));
+    let (s, inv) = call(&b, Method::GET, "/v1/inventory/LAMP-1", None).await;
+    assert_eq!(s, 200);
+    assert_eq!(inv["total"]["on_hand"], 8);
+    let (_, events) = call(&b, Method::GET, "/v1/events?limit=1000", None).await;
+    assert_eq!(events["events"].as_array().unwrap().len(), 6);
+}
+
+#[tokio::test]
+async fn the_binary_keeps_everything_across_a_kill_on_the_embedded_store() {
+    let dir = TestDataDir::create();
+    survives_a_kill_and_restart(dir.path(), None).await;
+}
+
+#[tokio::test]
+async fn the_binary_keeps_everything_across_a_kill_on_postgres() {
+    let db = TestDatabase::create().await;
+    let dir = TestDataDir::create();
+    survives_a_kill_and_restart(dir.path(), Some(db.url())).await;
+}
+
+#[tokio::test]
+async fn demo_mode_seeds_once() {
+    use reqwest::Method;
+    let dir = TestDataDir::create();
+    let count = {
+        let server = start(dir.path(), None, true);
+        let (s, inv) = call(&server.base, Method::GET, "/v1/warehouses", None).await;
+        assert_eq!(s, 200);
+        assert_eq!(inv["items"].as_array().unwrap().len(), 3);
+        let (_, page) = call(&server.base, Method::GET, "/v1/events?limit=1", None).await;
+        page["head"].as_i64().unwrap()
+    };
+    assert!(count > 100, "demo seeds warehouses, products and stock ({count} events)");
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let server = start(dir.path(), None, true);
+    let (_, page) = call(&server.base, Method::GET, "/v1/events?limit=1", None).await;
+    assert_eq!(page["head"].as_i64().unwrap(), count, "a second --demo start adds nothing");
+}
