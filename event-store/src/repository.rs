@@ -113,7 +113,9 @@ async fn pg_append(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), Pers
             .execute(pool)
             .await
     };
-    result.map(|_| ()).map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
+    result
+        .map(|_| ())
+        .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
 }
 
 async fn sqlite_append(
@@ -218,9 +220,7 @@ impl PersistedEventRepository for EventRepository {
             None => self.append(events).await,
             // Snapshots need events and snapshot in one transaction: the wrapped crates do that.
             Some(update) => match &*self.backend {
-                Backend::Postgres { inner, .. } => {
-                    inner.persist::<A>(events, Some(update)).await
-                }
+                Backend::Postgres { inner, .. } => inner.persist::<A>(events, Some(update)).await,
                 Backend::Sqlite { inner, .. } => inner.persist::<A>(events, Some(update)).await,
             },
         };

@@ -128,7 +128,11 @@ impl Store {
             Db::Sqlite(p) => EventRepository::sqlite(p.clone(), appended.clone()),
         };
         let feed = Feed::new(db.clone(), appended);
-        let locks = Arc::new((0..LOCK_STRIPES).map(|_| tokio::sync::Mutex::new(())).collect());
+        let locks = Arc::new(
+            (0..LOCK_STRIPES)
+                .map(|_| tokio::sync::Mutex::new(()))
+                .collect(),
+        );
         Self {
             db,
             repo,

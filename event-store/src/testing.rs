@@ -120,7 +120,10 @@ impl TestDataDir {
             .await
             .expect("open the test SQLite store");
         let store = Store::from_db(Db::Sqlite(pool));
-        store.migrate().await.expect("migrate the test SQLite store");
+        store
+            .migrate()
+            .await
+            .expect("migrate the test SQLite store");
         store
     }
 }

@@ -21,14 +21,26 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 /// Builds the application router over `state`.
 pub fn app(state: AppState) -> Router {
     let authenticated = Router::new()
-        .route("/v1/warehouses", post(warehouses::register).get(warehouses::list))
+        .route(
+            "/v1/warehouses",
+            post(warehouses::register).get(warehouses::list),
+        )
         .route("/v1/warehouses/{id}", get(warehouses::get))
-        .route("/v1/warehouses/{id}/priority", put(warehouses::change_priority))
+        .route(
+            "/v1/warehouses/{id}/priority",
+            put(warehouses::change_priority),
+        )
         .route("/v1/warehouses/{id}/close", post(warehouses::close))
         .route("/v1/products", post(products::create))
-        .route("/v1/products/{sku}", get(products::get).put(products::change_details))
+        .route(
+            "/v1/products/{sku}",
+            get(products::get).put(products::change_details),
+        )
         .route("/v1/products/{sku}/price", put(products::change_price))
-        .route("/v1/products/{sku}/discontinue", post(products::discontinue))
+        .route(
+            "/v1/products/{sku}/discontinue",
+            post(products::discontinue),
+        )
         .route(
             "/v1/inventory/{warehouse_id}/{sku}/receive",
             post(inventory::receive),

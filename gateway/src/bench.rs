@@ -114,7 +114,9 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
     let pool = connect_postgres(url, 16).await?;
     let store = Store::from_db(Db::Postgres(pool.clone()));
     store.migrate().await?;
-    sqlx::raw_sql(include_str!("bench.sql")).execute(&pool).await?;
+    sqlx::raw_sql(include_str!("bench.sql"))
+        .execute(&pool)
+        .await?;
 
     // Seed: every item receives plenty of stock so reservations never run out.
     let bar = progress(args.items as u64, "seeding stock items");
@@ -161,7 +163,12 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
 
     let mut outcomes = Vec::new();
     for &c in &args.concurrency {
-        for mode in [Mode::Insert, Mode::SelectInsert, Mode::PlainCqrs, Mode::Emporium] {
+        for mode in [
+            Mode::Insert,
+            Mode::SelectInsert,
+            Mode::PlainCqrs,
+            Mode::Emporium,
+        ] {
             let o = run_mode(mode, c, url, args).await?;
             println!(
                 "{:<14} c={:<3} {:>9.0} cmds/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
@@ -256,8 +263,8 @@ async fn run_mode(
             args.items,
         );
         workers.push(tokio::spawn(async move {
-            let mut hist = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3)
-                .expect("histogram bounds");
+            let mut hist =
+                Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("histogram bounds");
             let mut errors = 0u64;
             let meta = EventMetadata::system("bench");
             let mut sequence_hint: i64 = 1_000_000;
@@ -291,7 +298,10 @@ async fn run_mode(
         }));
     }
     let started = Instant::now();
-    let bar = progress(args.duration, &format!("{:<14} c={concurrency:<3}", mode.name()));
+    let bar = progress(
+        args.duration,
+        &format!("{:<14} c={concurrency:<3}", mode.name()),
+    );
     for _ in 0..args.duration {
         tokio::time::sleep(Duration::from_secs(1)).await;
         bar.inc(1);

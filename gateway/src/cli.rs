@@ -133,7 +133,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         ),
     }
     if args.demo {
-        crate::demo::seed(&store).await.context("seeding demo data")?;
+        crate::demo::seed(&store)
+            .await
+            .context("seeding demo data")?;
     }
     let admin_key = match args.admin_key.filter(|k| !k.is_empty()) {
         Some(k) => k,

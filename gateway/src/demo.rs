@@ -16,7 +16,12 @@ use indicatif::{ProgressBar, ProgressStyle};
 const WAREHOUSES: [(&str, &str, &str, i64); 3] = [
     ("wh-dublin", "Dublin fulfilment centre", "eu-west", 10),
     ("wh-virginia", "Virginia fulfilment centre", "us-east", 20),
-    ("wh-singapore", "Singapore fulfilment centre", "ap-southeast", 30),
+    (
+        "wh-singapore",
+        "Singapore fulfilment centre",
+        "ap-southeast",
+        30,
+    ),
 ];
 
 const CATALOG: [(&str, [&str; 10]); 5] = [

@@ -115,9 +115,13 @@ impl ApiError {
                 vec![],
                 Some(code.to_string()),
             ),
-            Self::PayloadTooLarge(d) => {
-                ("payload-too-large", "Request body too large", d.clone(), vec![], None)
-            }
+            Self::PayloadTooLarge(d) => (
+                "payload-too-large",
+                "Request body too large",
+                d.clone(),
+                vec![],
+                None,
+            ),
             Self::UnsupportedMediaType(d) => (
                 "unsupported-media-type",
                 "Unsupported media type",

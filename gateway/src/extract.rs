@@ -65,10 +65,7 @@ pub struct ApiQuery<T>(pub T);
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
-        ApiError::Validation(vec![crate::error::FieldError::new(
-            "query",
-            r.body_text(),
-        )])
+        ApiError::Validation(vec![crate::error::FieldError::new("query", r.body_text())])
     }
 }
 

@@ -56,9 +56,16 @@ fn start(data_dir: &std::path::Path, database_url: Option<&str>, demo: bool) -> 
     Running { child, base }
 }
 
-async fn call(base: &str, method: reqwest::Method, path: &str, body: Option<Value>) -> (u16, Value) {
+async fn call(
+    base: &str,
+    method: reqwest::Method,
+    path: &str,
+    body: Option<Value>,
+) -> (u16, Value) {
     let client = reqwest::Client::new();
-    let mut req = client.request(method, format!("{base}{path}")).bearer_auth(KEY);
+    let mut req = client
+        .request(method, format!("{base}{path}"))
+        .bearer_auth(KEY);
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -73,22 +80,44 @@ async fn survives_a_kill_and_restart(data_dir: &std::path::Path, database_url: O
     let server = start(data_dir, database_url, false);
     let b = server.base.clone();
     for (id, region) in [("wh-1", "eu-west"), ("wh-2", "us-east")] {
-        let (s, body) = call(&b, Method::POST, "/v1/warehouses",
-            Some(json!({"id": id, "name": id, "region": region, "priority": 1}))).await;
+        let (s, body) = call(
+            &b,
+            Method::POST,
+            "/v1/warehouses",
+            Some(json!({"id": id, "name": id, "region": region, "priority": 1})),
+        )
+        .await;
         assert_eq!(s, 201, "{body}");
     }
-    let (s, body) = call(&b, Method::POST, "/v1/products", Some(json!({
+    let (s, body) = call(
+        &b,
+        Method::POST,
+        "/v1/products",
+        Some(json!({
         "sku": "LAMP-1", "title": "Desk Lamp", "description": "bright", "category": "home",
-        "price": {"amount_minor": 2500, "currency": "EUR"}}))).await;
+        "price": {"amount_minor": 2500, "currency": "EUR"}})),
+    )
+    .await;
     assert_eq!(s, 201, "{body}");
     for w in ["wh-1", "wh-2"] {
-        let (s, _) = call(&b, Method::POST, &format!("/v1/inventory/{w}/LAMP-1/receive"),
-            Some(json!({"qty": 4}))).await;
+        let (s, _) = call(
+            &b,
+            Method::POST,
+            &format!("/v1/inventory/{w}/LAMP-1/receive"),
+            Some(json!({"qty": 4})),
+        )
+        .await;
         assert_eq!(s, 200);
     }
-    let (s, placed) = call(&b, Method::POST, "/v1/orders", Some(json!({
+    let (s, placed) = call(
+        &b,
+        Method::POST,
+        "/v1/orders",
+        Some(json!({
         "customer_id": "c-9", "lines": [{"sku": "LAMP-1", "qty": 2}],
-        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}))).await;
+        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}})),
+    )
+    .await;
     assert_eq!(s, 202, "{placed}");
     let order_id = placed["order_id"].as_str().unwrap().to_string();
 
@@ -100,12 +129,25 @@ async fn survives_a_kill_and_restart(data_dir: &std::path::Path, database_url: O
     let (s, order) = call(&b, Method::GET, &format!("/v1/orders/{order_id}"), None).await;
     assert_eq!(s, 200, "{order}");
     assert_eq!(order["status"], "pending");
-    assert_eq!(order["total"], json!({"amount_minor": 5000, "currency": "EUR"}));
+    assert_eq!(
+        order["total"],
+        json!({"amount_minor": 5000, "currency": "EUR"})
+    );
     let (s, inv) = call(&b, Method::GET, "/v1/inventory/LAMP-1", None).await;
     assert_eq!(s, 200);
     assert_eq!(inv["total"]["on_hand"], 8);
-    let (_, events) = call(&b, Method::GET, "/v1/events?limit=1000", None).await;
-    assert_eq!(events["events"].as_array().unwrap().len(), 6);
+    // On Postgres the feed trails commits by the server's oldest open write transaction
+    // (other tests'), so wait briefly for it.
+    let mut seen = 0;
+    for _ in 0..500 {
+        let (_, events) = call(&b, Method::GET, "/v1/events?limit=1000", None).await;
+        seen = events["events"].as_array().map_or(0, Vec::len);
+        if seen >= 6 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(seen, 6);
 }
 
 #[tokio::test]
@@ -133,9 +175,16 @@ async fn demo_mode_seeds_once() {
         let (_, page) = call(&server.base, Method::GET, "/v1/events?limit=1", None).await;
         page["head"].as_i64().unwrap()
     };
-    assert!(count > 100, "demo seeds warehouses, products and stock ({count} events)");
+    assert!(
+        count > 100,
+        "demo seeds warehouses, products and stock ({count} events)"
+    );
     tokio::time::sleep(Duration::from_millis(100)).await;
     let server = start(dir.path(), None, true);
     let (_, page) = call(&server.base, Method::GET, "/v1/events?limit=1", None).await;
-    assert_eq!(page["head"].as_i64().unwrap(), count, "a second --demo start adds nothing");
+    assert_eq!(
+        page["head"].as_i64().unwrap(),
+        count,
+        "a second --demo start adds nothing"
+    );
 }

@@ -157,6 +157,20 @@ impl TestApp {
         .await
     }
 
+    /// `GET /v1/events` until it lists `expected` events (the Postgres feed trails commits
+    /// by the server's oldest open write transaction) or 20 s pass.
+    pub async fn feed_until(&self, expected: i64) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            let page = self.get("/v1/events?limit=1000").await;
+            let events = page.body["events"].as_array().cloned().unwrap_or_default();
+            if events.len() as i64 >= expected || std::time::Instant::now() > deadline {
+                return events;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.store.event_count().await.expect("count events")
     }

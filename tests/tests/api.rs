@@ -24,9 +24,14 @@ async fn an_admin_stocks_two_warehouses_and_places_an_order(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
     assert_eq!(app.create_warehouse("wh-b", "us-east", 2).await.status, 201);
-    let p = app.create_product("HEAD-1", "Wireless Headphones", 4999).await;
+    let p = app
+        .create_product("HEAD-1", "Wireless Headphones", 4999)
+        .await;
     assert_eq!(p.status, 201, "{:?}", p.body);
-    assert_eq!(p.body["price"], json!({"amount_minor": 4999, "currency": "EUR"}));
+    assert_eq!(
+        p.body["price"],
+        json!({"amount_minor": 4999, "currency": "EUR"})
+    );
 
     let r = app.receive("wh-a", "HEAD-1", 5).await;
     assert_eq!(r.status, 200, "{:?}", r.body);
@@ -59,19 +64,26 @@ async fn an_admin_stocks_two_warehouses_and_places_an_order(backend: Backend) {
     assert_eq!(order.body["status"], "pending");
     assert_eq!(order.body["customer_id"], "cust-1");
     assert_eq!(order.body["lines"][0]["unit_price"]["amount_minor"], 4999);
-    assert_eq!(order.body["total"], json!({"amount_minor": 14997, "currency": "EUR"}));
+    assert_eq!(
+        order.body["total"],
+        json!({"amount_minor": 14997, "currency": "EUR"})
+    );
 
-    let cancelled = app.post(&format!("/v1/orders/{id}/cancel"), json!({})).await;
+    let cancelled = app
+        .post(&format!("/v1/orders/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(cancelled.status, 200, "{:?}", cancelled.body);
     assert_eq!(cancelled.body["status"], "cancelled");
-    let again = app.post(&format!("/v1/orders/{id}/cancel"), json!({})).await;
+    let again = app
+        .post(&format!("/v1/orders/{id}/cancel"), json!({}))
+        .await;
     assert_eq!(again.status, 409);
     assert_eq!(again.body["code"], "illegal_transition");
 
     // Every event carries its metadata, and the feed lists them in order.
-    let events = app.get("/v1/events?limit=1000").await;
-    let events = events.body["events"].as_array().unwrap().clone();
-    assert_eq!(events.len() as i64, app.event_count().await);
+    let stored = app.event_count().await;
+    let events = app.feed_until(stored).await;
+    assert_eq!(events.len() as i64, stored);
     for (i, e) in events.iter().enumerate() {
         assert_eq!(e["position"], i as i64 + 1);
         assert_eq!(e["metadata"]["actor"], "admin");
@@ -111,58 +123,243 @@ async fn requests_without_a_valid_key_are_refused(backend: Backend) {
 }
 
 fn bad_requests() -> Vec<(&'static str, Method, String, Value)> {
-    let product = |price: Value| {
-        json!({"sku": "SKU-1", "title": "T", "description": "", "category": "c", "price": price})
-    };
-    let order = |lines: Value| {
-        json!({"customer_id": "c1", "lines": lines, "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}})
-    };
+    let product = |price: Value| json!({"sku": "SKU-1", "title": "T", "description": "", "category": "c", "price": price});
+    let order = |lines: Value| json!({"customer_id": "c1", "lines": lines, "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}});
     let p = "/v1/products".to_string();
     let o = "/v1/orders".to_string();
     let recv = "/v1/inventory/wh-a/SKU-OK/receive".to_string();
     let adj = "/v1/inventory/wh-a/SKU-OK/adjust".to_string();
     vec![
-        ("negative qty", Method::POST, recv.clone(), json!({"qty": -5})),
+        (
+            "negative qty",
+            Method::POST,
+            recv.clone(),
+            json!({"qty": -5}),
+        ),
         ("zero qty", Method::POST, recv.clone(), json!({"qty": 0})),
-        ("huge qty", Method::POST, recv.clone(), json!({"qty": 10_000_000_000_i64})),
-        ("qty as string", Method::POST, recv.clone(), json!({"qty": "5"})),
-        ("qty as float", Method::POST, recv.clone(), json!({"qty": 1.5})),
+        (
+            "huge qty",
+            Method::POST,
+            recv.clone(),
+            json!({"qty": 10_000_000_000_i64}),
+        ),
+        (
+            "qty as string",
+            Method::POST,
+            recv.clone(),
+            json!({"qty": "5"}),
+        ),
+        (
+            "qty as float",
+            Method::POST,
+            recv.clone(),
+            json!({"qty": 1.5}),
+        ),
         ("missing qty", Method::POST, recv.clone(), json!({})),
-        ("unknown field", Method::POST, recv.clone(), json!({"qty": 1, "extra": true})),
-        ("receive into unknown warehouse", Method::POST, "/v1/inventory/wh-zz/SKU-OK/receive".into(), json!({"qty": 1})),
-        ("receive unknown sku", Method::POST, "/v1/inventory/wh-a/NOPE/receive".into(), json!({"qty": 1})),
-        ("bad sku in path", Method::POST, "/v1/inventory/wh-a/bad%20sku/receive".into(), json!({"qty": 1})),
-        ("zero adjustment", Method::POST, adj.clone(), json!({"delta": 0, "reason": "count"})),
-        ("adjust below zero", Method::POST, adj.clone(), json!({"delta": -1000, "reason": "count"})),
-        ("adjust without reason", Method::POST, adj.clone(), json!({"delta": 1, "reason": ""})),
-        ("unknown currency", Method::POST, p.clone(), product(json!({"amount_minor": 100, "currency": "XXY"}))),
-        ("lowercase currency", Method::POST, p.clone(), product(json!({"amount_minor": 100, "currency": "eur"}))),
-        ("negative price", Method::POST, p.clone(), product(json!({"amount_minor": -1, "currency": "EUR"}))),
-        ("float price", Method::POST, p.clone(), product(json!({"amount_minor": 19.99, "currency": "EUR"}))),
-        ("price as string", Method::POST, p.clone(), product(json!("19.99 EUR"))),
-        ("missing price", Method::POST, p.clone(), json!({"sku": "S", "title": "T", "category": "c"})),
-        ("empty title", Method::POST, p.clone(), json!({"sku": "S2", "title": " ", "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}})),
-        ("sku with spaces", Method::POST, p.clone(), json!({"sku": "a b", "title": "T", "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}})),
-        ("overlong title", Method::POST, p.clone(), json!({"sku": "S3", "title": "x".repeat(10_000), "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}})),
-        ("body is an array", Method::POST, p.clone(), json!([1, 2, 3])),
+        (
+            "unknown field",
+            Method::POST,
+            recv.clone(),
+            json!({"qty": 1, "extra": true}),
+        ),
+        (
+            "receive into unknown warehouse",
+            Method::POST,
+            "/v1/inventory/wh-zz/SKU-OK/receive".into(),
+            json!({"qty": 1}),
+        ),
+        (
+            "receive unknown sku",
+            Method::POST,
+            "/v1/inventory/wh-a/NOPE/receive".into(),
+            json!({"qty": 1}),
+        ),
+        (
+            "bad sku in path",
+            Method::POST,
+            "/v1/inventory/wh-a/bad%20sku/receive".into(),
+            json!({"qty": 1}),
+        ),
+        (
+            "zero adjustment",
+            Method::POST,
+            adj.clone(),
+            json!({"delta": 0, "reason": "count"}),
+        ),
+        (
+            "adjust below zero",
+            Method::POST,
+            adj.clone(),
+            json!({"delta": -1000, "reason": "count"}),
+        ),
+        (
+            "adjust without reason",
+            Method::POST,
+            adj.clone(),
+            json!({"delta": 1, "reason": ""}),
+        ),
+        (
+            "unknown currency",
+            Method::POST,
+            p.clone(),
+            product(json!({"amount_minor": 100, "currency": "XXY"})),
+        ),
+        (
+            "lowercase currency",
+            Method::POST,
+            p.clone(),
+            product(json!({"amount_minor": 100, "currency": "eur"})),
+        ),
+        (
+            "negative price",
+            Method::POST,
+            p.clone(),
+            product(json!({"amount_minor": -1, "currency": "EUR"})),
+        ),
+        (
+            "float price",
+            Method::POST,
+            p.clone(),
+            product(json!({"amount_minor": 19.99, "currency": "EUR"})),
+        ),
+        (
+            "price as string",
+            Method::POST,
+            p.clone(),
+            product(json!("19.99 EUR")),
+        ),
+        (
+            "missing price",
+            Method::POST,
+            p.clone(),
+            json!({"sku": "S", "title": "T", "category": "c"}),
+        ),
+        (
+            "empty title",
+            Method::POST,
+            p.clone(),
+            json!({"sku": "S2", "title": " ", "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}}),
+        ),
+        (
+            "sku with spaces",
+            Method::POST,
+            p.clone(),
+            json!({"sku": "a b", "title": "T", "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}}),
+        ),
+        (
+            "overlong title",
+            Method::POST,
+            p.clone(),
+            json!({"sku": "S3", "title": "x".repeat(10_000), "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}}),
+        ),
+        (
+            "body is an array",
+            Method::POST,
+            p.clone(),
+            json!([1, 2, 3]),
+        ),
         ("body is null", Method::POST, p.clone(), Value::Null),
         ("empty order", Method::POST, o.clone(), order(json!([]))),
-        ("order of unknown sku", Method::POST, o.clone(), order(json!([{"sku": "NOPE", "qty": 1}]))),
-        ("order qty zero", Method::POST, o.clone(), order(json!([{"sku": "SKU-OK", "qty": 0}]))),
-        ("order duplicate lines", Method::POST, o.clone(), order(json!([{"sku": "SKU-OK", "qty": 1}, {"sku": "SKU-OK", "qty": 2}]))),
-        ("order too many lines", Method::POST, o.clone(), order(Value::Array((0..101).map(|i| json!({"sku": format!("S{i}"), "qty": 1})).collect()))),
-        ("order without payment", Method::POST, o.clone(), json!({"customer_id": "c1", "lines": [{"sku": "SKU-OK", "qty": 1}], "shipping": {"region": "eu-west"}})),
-        ("order with bad customer", Method::POST, o.clone(), json!({"customer_id": "", "lines": [{"sku": "SKU-OK", "qty": 1}], "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}})),
-        ("order with bad token", Method::POST, o.clone(), json!({"customer_id": "c1", "lines": [{"sku": "SKU-OK", "qty": 1}], "shipping": {"region": "eu-west"}, "payment": {"token": "tok ok"}})),
-        ("warehouse priority out of range", Method::POST, "/v1/warehouses".into(), json!({"id": "w2", "name": "n", "region": "eu-west", "priority": -1})),
-        ("warehouse bad region", Method::POST, "/v1/warehouses".into(), json!({"id": "w2", "name": "n", "region": "EU WEST", "priority": 1})),
-        ("duplicate warehouse", Method::POST, "/v1/warehouses".into(), json!({"id": "wh-a", "name": "n", "region": "eu-west", "priority": 1})),
-        ("cancel unknown order", Method::POST, "/v1/orders/00000000-0000-4000-8000-000000000000/cancel".into(), json!({})),
-        ("cancel malformed order id", Method::POST, "/v1/orders/not-a-uuid/cancel".into(), json!({})),
-        ("price change of unknown product", Method::PUT, "/v1/products/NOPE/price".into(), json!({"price": {"amount_minor": 1, "currency": "EUR"}})),
-        ("events with negative cursor", Method::GET, "/v1/events?after=-1".into(), Value::Null),
-        ("events with huge limit", Method::GET, "/v1/events?limit=100000".into(), Value::Null),
-        ("events with text limit", Method::GET, "/v1/events?limit=lots".into(), Value::Null),
+        (
+            "order of unknown sku",
+            Method::POST,
+            o.clone(),
+            order(json!([{"sku": "NOPE", "qty": 1}])),
+        ),
+        (
+            "order qty zero",
+            Method::POST,
+            o.clone(),
+            order(json!([{"sku": "SKU-OK", "qty": 0}])),
+        ),
+        (
+            "order duplicate lines",
+            Method::POST,
+            o.clone(),
+            order(json!([{"sku": "SKU-OK", "qty": 1}, {"sku": "SKU-OK", "qty": 2}])),
+        ),
+        (
+            "order too many lines",
+            Method::POST,
+            o.clone(),
+            order(Value::Array(
+                (0..101)
+                    .map(|i| json!({"sku": format!("S{i}"), "qty": 1}))
+                    .collect(),
+            )),
+        ),
+        (
+            "order without payment",
+            Method::POST,
+            o.clone(),
+            json!({"customer_id": "c1", "lines": [{"sku": "SKU-OK", "qty": 1}], "shipping": {"region": "eu-west"}}),
+        ),
+        (
+            "order with bad customer",
+            Method::POST,
+            o.clone(),
+            json!({"customer_id": "", "lines": [{"sku": "SKU-OK", "qty": 1}], "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}),
+        ),
+        (
+            "order with bad token",
+            Method::POST,
+            o.clone(),
+            json!({"customer_id": "c1", "lines": [{"sku": "SKU-OK", "qty": 1}], "shipping": {"region": "eu-west"}, "payment": {"token": "tok ok"}}),
+        ),
+        (
+            "warehouse priority out of range",
+            Method::POST,
+            "/v1/warehouses".into(),
+            json!({"id": "w2", "name": "n", "region": "eu-west", "priority": -1}),
+        ),
+        (
+            "warehouse bad region",
+            Method::POST,
+            "/v1/warehouses".into(),
+            json!({"id": "w2", "name": "n", "region": "EU WEST", "priority": 1}),
+        ),
+        (
+            "duplicate warehouse",
+            Method::POST,
+            "/v1/warehouses".into(),
+            json!({"id": "wh-a", "name": "n", "region": "eu-west", "priority": 1}),
+        ),
+        (
+            "cancel unknown order",
+            Method::POST,
+            "/v1/orders/00000000-0000-4000-8000-000000000000/cancel".into(),
+            json!({}),
+        ),
+        (
+            "cancel malformed order id",
+            Method::POST,
+            "/v1/orders/not-a-uuid/cancel".into(),
+            json!({}),
+        ),
+        (
+            "price change of unknown product",
+            Method::PUT,
+            "/v1/products/NOPE/price".into(),
+            json!({"price": {"amount_minor": 1, "currency": "EUR"}}),
+        ),
+        (
+            "events with negative cursor",
+            Method::GET,
+            "/v1/events?after=-1".into(),
+            Value::Null,
+        ),
+        (
+            "events with huge limit",
+            Method::GET,
+            "/v1/events?limit=100000".into(),
+            Value::Null,
+        ),
+        (
+            "events with text limit",
+            Method::GET,
+            "/v1/events?limit=lots".into(),
+            Value::Null,
+        ),
     ]
 }
 
@@ -197,7 +394,13 @@ async fn bad_input_gets_a_problem_and_writes_nothing(backend: Backend) {
             .header("content-type", ct)
             .body(body)
     };
-    let r = TestApp::reply(raw(b"{not json".to_vec(), "application/json").send().await.unwrap()).await;
+    let r = TestApp::reply(
+        raw(b"{not json".to_vec(), "application/json")
+            .send()
+            .await
+            .unwrap(),
+    )
+    .await;
     assert_eq!(r.status, 400);
     assert_eq!(r.content_type, "application/problem+json");
     let r = TestApp::reply(raw(b"sku=1".to_vec(), "text/plain").send().await.unwrap()).await;
@@ -218,7 +421,14 @@ async fn bad_input_gets_a_problem_and_writes_nothing(backend: Backend) {
         .iter()
         .map(|e| e["pointer"].as_str().unwrap())
         .collect();
-    assert_eq!(pointers, ["/sku", "/title", "/category", "/price/amount_minor"]);
+    assert_eq!(
+        pointers,
+        ["/sku", "/title", "/category", "/price/amount_minor"]
+    );
 
-    assert_eq!(app.event_count().await, before, "no bad request wrote an event");
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "no bad request wrote an event"
+    );
 }

@@ -78,7 +78,13 @@ async fn target(
     state: &AppState,
     warehouse_id: &str,
     sku: &str,
-) -> Result<(emporium_domain::values::WarehouseId, emporium_domain::values::Sku), ApiError> {
+) -> Result<
+    (
+        emporium_domain::values::WarehouseId,
+        emporium_domain::values::Sku,
+    ),
+    ApiError,
+> {
     let warehouse_id = parse_warehouse_id(warehouse_id)?;
     let sku = parse_sku(sku)?;
     let warehouse = load_warehouse(state, &warehouse_id).await?;

@@ -35,7 +35,8 @@ impl Fields {
     }
 
     pub(crate) fn push(&mut self, pointer: &str, detail: impl ToString) {
-        self.errors.push(FieldError::new(pointer, detail.to_string()));
+        self.errors
+            .push(FieldError::new(pointer, detail.to_string()));
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -62,7 +63,10 @@ pub struct MoneyBody {
 
 impl MoneyBody {
     pub(crate) fn parse(&self, pointer: &str, fields: &mut Fields) -> Option<Money> {
-        let currency = fields.check(&format!("{pointer}/currency"), Currency::parse(&self.currency))?;
+        let currency = fields.check(
+            &format!("{pointer}/currency"),
+            Currency::parse(&self.currency),
+        )?;
         fields.check(
             &format!("{pointer}/amount_minor"),
             Money::new(self.amount_minor, currency),

@@ -4,7 +4,9 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
-use emporium_domain::order::{Order, OrderCommand, OrderError, OrderLine, MAX_LINES, MAX_PAYMENT_TOKEN_LEN};
+use emporium_domain::order::{
+    Order, OrderCommand, OrderError, OrderLine, MAX_LINES, MAX_PAYMENT_TOKEN_LEN,
+};
 use emporium_domain::values::{CustomerId, OrderId, Quantity, Reason, Region, Sku};
 use serde::{Deserialize, Serialize};
 
@@ -96,7 +98,10 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
             f.push("/lines", "an order needs at least one line");
         }
         if b.lines.len() > MAX_LINES {
-            f.push("/lines", format!("an order may have at most {MAX_LINES} lines"));
+            f.push(
+                "/lines",
+                format!("an order may have at most {MAX_LINES} lines"),
+            );
         }
         let mut lines = Vec::new();
         for (i, line) in b.lines.iter().enumerate().take(MAX_LINES) {
@@ -104,7 +109,10 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
             let qty = f.check(&format!("/lines/{i}/qty"), Quantity::new(line.qty));
             if let (Some(sku), Some(qty)) = (sku, qty) {
                 if lines.iter().any(|(s, _): &(Sku, Quantity)| s == &sku) {
-                    f.push(&format!("/lines/{i}/sku"), format!("{sku} appears on more than one line"));
+                    f.push(
+                        &format!("/lines/{i}/sku"),
+                        format!("{sku} appears on more than one line"),
+                    );
                 } else {
                     lines.push((sku, qty));
                 }

@@ -16,10 +16,8 @@ impl From<WarehouseError> for ApiError {
     fn from(e: WarehouseError) -> Self {
         match e {
             WarehouseError::NotRegistered => ApiError::NotFound("no such warehouse".into()),
-            WarehouseError::AlreadyRegistered { .. } => {
-                ApiError::conflict("warehouse_exists", e)
-            }
-            WarehouseError::Closed { .. } => ApiError::conflict("warehouse_closed", e),
+            WarehouseError::AlreadyRegistered => ApiError::conflict("warehouse_exists", e),
+            WarehouseError::Closed => ApiError::conflict("warehouse_closed", e),
         }
     }
 }
@@ -103,7 +101,9 @@ pub(crate) fn view(w: &Warehouse) -> Result<WarehouseView, ApiError> {
             priority: priority.get(),
             open: w.is_open(),
         }),
-        _ => Err(ApiError::Internal("registered warehouse without details".into())),
+        _ => Err(ApiError::Internal(
+            "registered warehouse without details".into(),
+        )),
     }
 }
 

@@ -1,0 +1,14 @@
+# Builds the `emporium` binary and ships it in a slim Debian image.
+FROM rust:1.85-bookworm AS build
+WORKDIR /src
+COPY . .
+RUN cargo build --release -p emporium-gateway --bin emporium
+
+FROM debian:bookworm-slim
+RUN apt-get update && apt-get install -y --no-install-recommends ca-certificates curl \
+    && rm -rf /var/lib/apt/lists/*
+COPY --from=build /src/target/release/emporium /usr/local/bin/emporium
+WORKDIR /var/lib/emporium
+EXPOSE 8080
+ENTRYPOINT ["emporium"]
+CMD ["serve"]

@@ -1,0 +1,859 @@
+//! The order aggregate: prices and validates a new order, then guards its status transitions.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::Aggregate;
+use serde::{Deserialize, Serialize};
+
+use super::{
+    Allocation, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
+    PlacedLine,
+};
+use crate::values::{CustomerId, Money, OrderId, Reason, Region, Sku};
+
+/// Most lines one order may have; bounds event size and checkout fan-out.
+pub const MAX_LINES: usize = 100;
+
+/// Longest payment token accepted, in characters.
+pub const MAX_PAYMENT_TOKEN_LEN: usize = 256;
+
+/// A customer order. `Default` is the not-yet-placed order every stream starts from.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct Order {
+    order_id: Option<OrderId>,
+    customer_id: Option<CustomerId>,
+    lines: Vec<PlacedLine>,
+    shipping_region: Option<Region>,
+    total: Option<Money>,
+    payment_token: Option<String>,
+    status: Option<OrderStatus>,
+    allocation: Vec<Allocation>,
+    reject_reason: Option<Reason>,
+    cancel_reason: Option<Reason>,
+}
+
+impl Order {
+    #[must_use]
+    pub fn is_placed(&self) -> bool {
+        self.status.is_some()
+    }
+
+    /// `None` until the order is placed.
+    #[must_use]
+    pub fn status(&self) -> Option<OrderStatus> {
+        self.status
+    }
+
+    #[must_use]
+    pub fn order_id(&self) -> Option<OrderId> {
+        self.order_id
+    }
+
+    #[must_use]
+    pub fn customer_id(&self) -> Option<&CustomerId> {
+        self.customer_id.as_ref()
+    }
+
+    #[must_use]
+    pub fn lines(&self) -> &[PlacedLine] {
+        &self.lines
+    }
+
+    #[must_use]
+    pub fn shipping_region(&self) -> Option<&Region> {
+        self.shipping_region.as_ref()
+    }
+
+    #[must_use]
+    pub fn total(&self) -> Option<&Money> {
+        self.total.as_ref()
+    }
+
+    #[must_use]
+    pub fn payment_token(&self) -> Option<&str> {
+        self.payment_token.as_deref()
+    }
+
+    /// Empty until the order is confirmed.
+    #[must_use]
+    pub fn allocation(&self) -> &[Allocation] {
+        &self.allocation
+    }
+
+    #[must_use]
+    pub fn reject_reason(&self) -> Option<&Reason> {
+        self.reject_reason.as_ref()
+    }
+
+    #[must_use]
+    pub fn cancel_reason(&self) -> Option<&Reason> {
+        self.cancel_reason.as_ref()
+    }
+
+    /// The order id and current status, if `action` is legal now.
+    fn transition(&self, action: OrderAction) -> Result<(OrderId, OrderStatus), OrderError> {
+        let (Some(order_id), Some(status)) = (self.order_id, self.status) else {
+            return Err(OrderError::NotPlaced);
+        };
+        if status.allows(action) {
+            Ok((order_id, status))
+        } else {
+            Err(OrderError::IllegalTransition {
+                from: status,
+                action,
+            })
+        }
+    }
+
+    /// The rules, synchronous and side-effect free.
+    fn decide(&self, command: OrderCommand) -> Result<OrderEvent, OrderError> {
+        match command {
+            OrderCommand::PlaceOrder {
+                order_id,
+                customer_id,
+                lines,
+                shipping_region,
+                payment_token,
+            } => {
+                if self.is_placed() {
+                    return Err(OrderError::AlreadyPlaced);
+                }
+                check_payment_token(&payment_token)?;
+                let (lines, total) = price_lines(lines)?;
+                Ok(OrderEvent::OrderPlaced {
+                    order_id,
+                    customer_id,
+                    lines,
+                    shipping_region,
+                    total,
+                    payment_token,
+                })
+            }
+            OrderCommand::ConfirmOrder { allocation } => {
+                let (order_id, _) = self.transition(OrderAction::Confirm)?;
+                check_allocation(&self.lines, &allocation)?;
+                Ok(OrderEvent::OrderConfirmed {
+                    order_id,
+                    allocation,
+                    total: self.total.ok_or(OrderError::NotPlaced)?,
+                })
+            }
+            OrderCommand::RejectOrder { reason } => {
+                let (order_id, _) = self.transition(OrderAction::Reject)?;
+                Ok(OrderEvent::OrderRejected { order_id, reason })
+            }
+            OrderCommand::CancelOrder { reason } => {
+                let (order_id, previous_status) = self.transition(OrderAction::Cancel)?;
+                Ok(OrderEvent::OrderCancelled {
+                    order_id,
+                    reason,
+                    previous_status,
+                })
+            }
+        }
+    }
+}
+
+/// The token is opaque, but it ends up in a stored event and in calls to the provider, so
+/// reject what is obviously not a token.
+fn check_payment_token(token: &str) -> Result<(), OrderError> {
+    let len = token.chars().count();
+    let visible = token.chars().all(|c| !c.is_whitespace() && !c.is_control());
+    if (1..=MAX_PAYMENT_TOKEN_LEN).contains(&len) && visible {
+        Ok(())
+    } else {
+        Err(OrderError::InvalidPaymentToken)
+    }
+}
+
+/// Checks the line rules and computes each line total and the order total.
+fn price_lines(lines: Vec<OrderLine>) -> Result<(Vec<PlacedLine>, Money), OrderError> {
+    let Some(first) = lines.first() else {
+        return Err(OrderError::EmptyOrder);
+    };
+    if lines.len() > MAX_LINES {
+        return Err(OrderError::TooManyLines { max: MAX_LINES });
+    }
+    let currency = first.unit_price.currency();
+    let mut seen = BTreeSet::new();
+    for line in &lines {
+        if !seen.insert(&line.sku) {
+            return Err(OrderError::DuplicateLine {
+                sku: line.sku.clone(),
+            });
+        }
+        if line.unit_price.currency() != currency {
+            return Err(OrderError::MixedCurrencies {
+                expected: currency,
+                got: line.unit_price.currency(),
+            });
+        }
+    }
+
+    // Currencies are known to agree, so arithmetic can only fail by exceeding the maximum.
+    let mut total = Money::zero(currency);
+    let mut placed = Vec::with_capacity(lines.len());
+    for OrderLine {
+        sku,
+        qty,
+        unit_price,
+    } in lines
+    {
+        let line_total = unit_price
+            .checked_mul_qty(qty)
+            .map_err(|_| OrderError::AmountOverflow)?;
+        total = total
+            .checked_add(&line_total)
+            .map_err(|_| OrderError::AmountOverflow)?;
+        placed.push(PlacedLine {
+            sku,
+            qty,
+            unit_price,
+            line_total,
+        });
+    }
+    Ok((placed, total))
+}
+
+/// The allocation must cover every ordered unit exactly once: per SKU the allocated
+/// quantities add up to the ordered quantity, and no (sku, warehouse) pair repeats, because
+/// reservations are idempotent per order and item, so a repeated pair would reserve only once.
+fn check_allocation(lines: &[PlacedLine], allocation: &[Allocation]) -> Result<(), OrderError> {
+    let mut pairs = BTreeSet::new();
+    let mut allocated: BTreeMap<&Sku, u64> = BTreeMap::new();
+    for entry in allocation {
+        if !pairs.insert((&entry.sku, &entry.warehouse_id)) {
+            return Err(OrderError::DuplicateAllocation {
+                sku: entry.sku.clone(),
+                warehouse_id: entry.warehouse_id.clone(),
+            });
+        }
+        *allocated.entry(&entry.sku).or_default() += u64::from(entry.qty.get());
+    }
+    for line in lines {
+        let ordered = u64::from(line.qty.get());
+        let got = allocated.remove(&line.sku).unwrap_or(0);
+        if got != ordered {
+            return Err(OrderError::AllocationMismatch {
+                sku: line.sku.clone(),
+                ordered,
+                allocated: got,
+            });
+        }
+    }
+    if let Some((sku, got)) = allocated.into_iter().next() {
+        return Err(OrderError::AllocationMismatch {
+            sku: sku.clone(),
+            ordered: 0,
+            allocated: got,
+        });
+    }
+    Ok(())
+}
+
+impl Aggregate for Order {
+    const TYPE: &'static str = "Order";
+    type Command = OrderCommand;
+    type Event = OrderEvent;
+    type Error = OrderError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: Self::Command,
+        _services: &Self::Services,
+        sink: &EventSink<Self>,
+    ) -> Result<(), Self::Error> {
+        let event = self.decide(command)?;
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: Self::Event) {
+        match event {
+            OrderEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                lines,
+                shipping_region,
+                total,
+                payment_token,
+            } => {
+                self.order_id = Some(order_id);
+                self.customer_id = Some(customer_id);
+                self.lines = lines;
+                self.shipping_region = Some(shipping_region);
+                self.total = Some(total);
+                self.payment_token = Some(payment_token);
+                self.status = Some(OrderStatus::Pending);
+            }
+            OrderEvent::OrderConfirmed { allocation, .. } => {
+                self.allocation = allocation;
+                self.status = Some(OrderStatus::Confirmed);
+            }
+            OrderEvent::OrderRejected { reason, .. } => {
+                self.reject_reason = Some(reason);
+                self.status = Some(OrderStatus::Rejected);
+            }
+            OrderEvent::OrderCancelled { reason, .. } => {
+                self.cancel_reason = reason;
+                self.status = Some(OrderStatus::Cancelled);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use cqrs_es::test::TestFramework;
+    use cqrs_es::DomainEvent;
+
+    use super::*;
+    use crate::fixtures::{
+        customer_id, eur, order_id, qty, reason, region, sku, usd, warehouse_id,
+    };
+    use crate::values::MAX_AMOUNT_MINOR;
+
+    type OrderTest = TestFramework<Order>;
+
+    fn line(code: &str, n: i64, unit_price: Money) -> OrderLine {
+        OrderLine {
+            sku: sku(code),
+            qty: qty(n),
+            unit_price,
+        }
+    }
+
+    fn place(lines: Vec<OrderLine>) -> OrderCommand {
+        OrderCommand::PlaceOrder {
+            order_id: order_id(1),
+            customer_id: customer_id("cust-1"),
+            lines,
+            shipping_region: region("eu-west"),
+            payment_token: "tok_visa".to_owned(),
+        }
+    }
+
+    fn standard_lines() -> Vec<OrderLine> {
+        vec![line("LAMP-1", 2, eur(1999)), line("BULB-7", 3, eur(250))]
+    }
+
+    fn placed() -> OrderEvent {
+        OrderEvent::OrderPlaced {
+            order_id: order_id(1),
+            customer_id: customer_id("cust-1"),
+            lines: vec![
+                PlacedLine {
+                    sku: sku("LAMP-1"),
+                    qty: qty(2),
+                    unit_price: eur(1999),
+                    line_total: eur(3998),
+                },
+                PlacedLine {
+                    sku: sku("BULB-7"),
+                    qty: qty(3),
+                    unit_price: eur(250),
+                    line_total: eur(750),
+                },
+            ],
+            shipping_region: region("eu-west"),
+            total: eur(4748),
+            payment_token: "tok_visa".to_owned(),
+        }
+    }
+
+    fn alloc(code: &str, warehouse: &str, n: i64) -> Allocation {
+        Allocation {
+            sku: sku(code),
+            warehouse_id: warehouse_id(warehouse),
+            qty: qty(n),
+        }
+    }
+
+    fn standard_allocation() -> Vec<Allocation> {
+        vec![alloc("LAMP-1", "wh-1", 2), alloc("BULB-7", "wh-2", 3)]
+    }
+
+    fn confirmed() -> OrderEvent {
+        OrderEvent::OrderConfirmed {
+            order_id: order_id(1),
+            allocation: standard_allocation(),
+            total: eur(4748),
+        }
+    }
+
+    fn rejected() -> OrderEvent {
+        OrderEvent::OrderRejected {
+            order_id: order_id(1),
+            reason: reason("out of stock"),
+        }
+    }
+
+    fn cancelled(previous_status: OrderStatus) -> OrderEvent {
+        OrderEvent::OrderCancelled {
+            order_id: order_id(1),
+            reason: None,
+            previous_status,
+        }
+    }
+
+    fn confirm(allocation: Vec<Allocation>) -> OrderCommand {
+        OrderCommand::ConfirmOrder { allocation }
+    }
+
+    fn reject() -> OrderCommand {
+        OrderCommand::RejectOrder {
+            reason: reason("out of stock"),
+        }
+    }
+
+    fn cancel() -> OrderCommand {
+        OrderCommand::CancelOrder { reason: None }
+    }
+
+    // --- placing ---
+
+    #[test]
+    fn placing_an_order_records_line_totals_and_the_order_total() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(standard_lines()))
+            .then_expect_events(vec![placed()]);
+    }
+
+    #[test]
+    fn placing_an_order_twice_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(place(standard_lines()))
+            .then_expect_error(OrderError::AlreadyPlaced);
+    }
+
+    #[test]
+    fn placing_an_order_without_lines_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(vec![]))
+            .then_expect_error(OrderError::EmptyOrder);
+    }
+
+    #[test]
+    fn placing_an_order_with_more_than_100_lines_is_rejected() {
+        let lines = (0..=MAX_LINES)
+            .map(|i| line(&format!("SKU-{i}"), 1, eur(1)))
+            .collect();
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(lines))
+            .then_expect_error(OrderError::TooManyLines { max: 100 });
+    }
+
+    #[test]
+    fn placing_an_order_with_exactly_100_lines_is_accepted() {
+        let lines = (0..MAX_LINES)
+            .map(|i| line(&format!("SKU-{i}"), 1, eur(1)))
+            .collect();
+        let events = OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(lines))
+            .inspect_result()
+            .unwrap();
+        assert!(matches!(
+            &events[..],
+            [OrderEvent::OrderPlaced { lines, total, .. }]
+                if lines.len() == MAX_LINES && *total == eur(100)
+        ));
+    }
+
+    #[test]
+    fn placing_an_order_with_the_same_sku_on_two_lines_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(vec![
+                line("LAMP-1", 1, eur(1999)),
+                line("LAMP-1", 1, eur(1999)),
+            ]))
+            .then_expect_error(OrderError::DuplicateLine { sku: sku("LAMP-1") });
+    }
+
+    #[test]
+    fn placing_an_order_priced_in_two_currencies_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(vec![
+                line("LAMP-1", 1, eur(1999)),
+                line("BULB-7", 1, usd(250)),
+            ]))
+            .then_expect_error(OrderError::MixedCurrencies {
+                expected: eur(0).currency(),
+                got: usd(0).currency(),
+            });
+    }
+
+    #[test]
+    fn placing_an_order_whose_line_total_exceeds_the_maximum_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(vec![line("LAMP-1", 2, eur(MAX_AMOUNT_MINOR))]))
+            .then_expect_error(OrderError::AmountOverflow);
+    }
+
+    #[test]
+    fn placing_an_order_whose_total_exceeds_the_maximum_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place(vec![
+                line("LAMP-1", 1, eur(MAX_AMOUNT_MINOR)),
+                line("BULB-7", 1, eur(1)),
+            ]))
+            .then_expect_error(OrderError::AmountOverflow);
+    }
+
+    #[test]
+    fn placing_an_order_with_a_malformed_payment_token_is_rejected() {
+        for token in [
+            "",
+            "tok visa",
+            "tok\n",
+            &"t".repeat(MAX_PAYMENT_TOKEN_LEN + 1),
+        ] {
+            OrderTest::with(())
+                .given_no_previous_events()
+                .when(OrderCommand::PlaceOrder {
+                    order_id: order_id(1),
+                    customer_id: customer_id("cust-1"),
+                    lines: standard_lines(),
+                    shipping_region: region("eu-west"),
+                    payment_token: token.to_owned(),
+                })
+                .then_expect_error(OrderError::InvalidPaymentToken);
+        }
+    }
+
+    // --- before placing ---
+
+    #[test]
+    fn confirming_an_order_that_was_never_placed_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(confirm(standard_allocation()))
+            .then_expect_error(OrderError::NotPlaced);
+    }
+
+    #[test]
+    fn rejecting_an_order_that_was_never_placed_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(reject())
+            .then_expect_error(OrderError::NotPlaced);
+    }
+
+    #[test]
+    fn cancelling_an_order_that_was_never_placed_is_rejected() {
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(cancel())
+            .then_expect_error(OrderError::NotPlaced);
+    }
+
+    // --- confirming ---
+
+    #[test]
+    fn confirming_a_pending_order_records_the_allocation_and_total() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(standard_allocation()))
+            .then_expect_events(vec![confirmed()]);
+    }
+
+    #[test]
+    fn confirming_with_a_sku_split_across_warehouses_is_accepted() {
+        let allocation = vec![
+            alloc("LAMP-1", "wh-1", 1),
+            alloc("LAMP-1", "wh-2", 1),
+            alloc("BULB-7", "wh-2", 3),
+        ];
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(allocation.clone()))
+            .then_expect_events(vec![OrderEvent::OrderConfirmed {
+                order_id: order_id(1),
+                allocation,
+                total: eur(4748),
+            }]);
+    }
+
+    #[test]
+    fn confirming_with_fewer_units_allocated_than_ordered_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(vec![
+                alloc("LAMP-1", "wh-1", 1),
+                alloc("BULB-7", "wh-2", 3),
+            ]))
+            .then_expect_error(OrderError::AllocationMismatch {
+                sku: sku("LAMP-1"),
+                ordered: 2,
+                allocated: 1,
+            });
+    }
+
+    #[test]
+    fn confirming_with_more_units_allocated_than_ordered_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(vec![
+                alloc("LAMP-1", "wh-1", 2),
+                alloc("BULB-7", "wh-2", 3),
+                alloc("BULB-7", "wh-3", 1),
+            ]))
+            .then_expect_error(OrderError::AllocationMismatch {
+                sku: sku("BULB-7"),
+                ordered: 3,
+                allocated: 4,
+            });
+    }
+
+    #[test]
+    fn confirming_with_an_ordered_sku_left_out_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(vec![alloc("LAMP-1", "wh-1", 2)]))
+            .then_expect_error(OrderError::AllocationMismatch {
+                sku: sku("BULB-7"),
+                ordered: 3,
+                allocated: 0,
+            });
+    }
+
+    #[test]
+    fn confirming_with_a_sku_that_was_not_ordered_is_rejected() {
+        let mut allocation = standard_allocation();
+        allocation.push(alloc("CHAIR-9", "wh-1", 1));
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(allocation))
+            .then_expect_error(OrderError::AllocationMismatch {
+                sku: sku("CHAIR-9"),
+                ordered: 0,
+                allocated: 1,
+            });
+    }
+
+    #[test]
+    fn confirming_with_the_same_sku_and_warehouse_twice_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(confirm(vec![
+                alloc("LAMP-1", "wh-1", 1),
+                alloc("LAMP-1", "wh-1", 1),
+                alloc("BULB-7", "wh-2", 3),
+            ]))
+            .then_expect_error(OrderError::DuplicateAllocation {
+                sku: sku("LAMP-1"),
+                warehouse_id: warehouse_id("wh-1"),
+            });
+    }
+
+    #[test]
+    fn confirming_a_confirmed_order_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed(), confirmed()])
+            .when(confirm(standard_allocation()))
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Confirmed,
+                action: OrderAction::Confirm,
+            });
+    }
+
+    #[test]
+    fn confirming_a_rejected_order_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed(), rejected()])
+            .when(confirm(standard_allocation()))
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Rejected,
+                action: OrderAction::Confirm,
+            });
+    }
+
+    // --- rejecting ---
+
+    #[test]
+    fn rejecting_a_pending_order_records_the_reason() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(reject())
+            .then_expect_events(vec![rejected()]);
+    }
+
+    #[test]
+    fn rejecting_a_confirmed_order_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed(), confirmed()])
+            .when(reject())
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Confirmed,
+                action: OrderAction::Reject,
+            });
+    }
+
+    #[test]
+    fn rejecting_a_cancelled_order_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed(), cancelled(OrderStatus::Pending)])
+            .when(reject())
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Cancelled,
+                action: OrderAction::Reject,
+            });
+    }
+
+    // --- cancelling ---
+
+    #[test]
+    fn cancelling_a_pending_order_records_that_it_was_pending() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(OrderCommand::CancelOrder {
+                reason: Some(reason("changed my mind")),
+            })
+            .then_expect_events(vec![OrderEvent::OrderCancelled {
+                order_id: order_id(1),
+                reason: Some(reason("changed my mind")),
+                previous_status: OrderStatus::Pending,
+            }]);
+    }
+
+    #[test]
+    fn cancelling_a_confirmed_order_records_that_it_was_confirmed() {
+        OrderTest::with(())
+            .given(vec![placed(), confirmed()])
+            .when(cancel())
+            .then_expect_events(vec![cancelled(OrderStatus::Confirmed)]);
+    }
+
+    #[test]
+    fn cancelling_a_cancelled_order_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed(), cancelled(OrderStatus::Pending)])
+            .when(cancel())
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Cancelled,
+                action: OrderAction::Cancel,
+            });
+    }
+
+    #[test]
+    fn cancelling_a_rejected_order_is_rejected() {
+        OrderTest::with(())
+            .given(vec![placed(), rejected()])
+            .when(cancel())
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Rejected,
+                action: OrderAction::Cancel,
+            });
+    }
+
+    // --- state, statuses and contracts ---
+
+    #[test]
+    fn applying_order_events_updates_the_getters() {
+        let mut order = Order::default();
+        assert!(!order.is_placed());
+        assert_eq!(order.status(), None);
+
+        order.apply(placed());
+        assert_eq!(order.status(), Some(OrderStatus::Pending));
+        assert_eq!(order.order_id(), Some(order_id(1)));
+        assert_eq!(order.customer_id(), Some(&customer_id("cust-1")));
+        assert_eq!(order.lines().len(), 2);
+        assert_eq!(order.total(), Some(&eur(4748)));
+        assert_eq!(order.shipping_region(), Some(&region("eu-west")));
+        assert_eq!(order.payment_token(), Some("tok_visa"));
+        assert!(order.allocation().is_empty());
+
+        order.apply(confirmed());
+        assert_eq!(order.status(), Some(OrderStatus::Confirmed));
+        assert_eq!(order.allocation(), &standard_allocation()[..]);
+
+        order.apply(OrderEvent::OrderCancelled {
+            order_id: order_id(1),
+            reason: Some(reason("too slow")),
+            previous_status: OrderStatus::Confirmed,
+        });
+        assert_eq!(order.status(), Some(OrderStatus::Cancelled));
+        assert_eq!(order.cancel_reason(), Some(&reason("too slow")));
+    }
+
+    #[test]
+    fn applying_a_rejection_exposes_the_reason() {
+        let mut order = Order::default();
+        order.apply(placed());
+        order.apply(rejected());
+        assert_eq!(order.status(), Some(OrderStatus::Rejected));
+        assert_eq!(order.reject_reason(), Some(&reason("out of stock")));
+    }
+
+    #[test]
+    fn only_rejected_and_cancelled_orders_are_terminal() {
+        assert!(!OrderStatus::Pending.is_terminal());
+        assert!(!OrderStatus::Confirmed.is_terminal());
+        assert!(OrderStatus::Rejected.is_terminal());
+        assert!(OrderStatus::Cancelled.is_terminal());
+    }
+
+    #[test]
+    fn order_statuses_and_actions_serialise_in_lowercase() {
+        for status in [
+            OrderStatus::Pending,
+            OrderStatus::Confirmed,
+            OrderStatus::Rejected,
+            OrderStatus::Cancelled,
+        ] {
+            let json = serde_json::to_string(&status).unwrap();
+            assert_eq!(json, format!("\"{}\"", status.as_str()));
+            assert_eq!(serde_json::from_str::<OrderStatus>(&json).unwrap(), status);
+        }
+        assert_eq!(
+            serde_json::to_string(&OrderAction::Cancel).unwrap(),
+            "\"cancel\""
+        );
+        assert_eq!(
+            OrderError::IllegalTransition {
+                from: OrderStatus::Rejected,
+                action: OrderAction::Confirm
+            }
+            .to_string(),
+            "cannot confirm an order that is rejected"
+        );
+    }
+
+    #[test]
+    fn order_events_are_named_after_their_variant_at_version_1_0() {
+        assert_eq!(placed().event_type(), "OrderPlaced");
+        assert_eq!(confirmed().event_type(), "OrderConfirmed");
+        assert_eq!(rejected().event_type(), "OrderRejected");
+        assert_eq!(
+            cancelled(OrderStatus::Pending).event_type(),
+            "OrderCancelled"
+        );
+        assert_eq!(placed().event_version(), "1.0");
+    }
+
+    #[test]
+    fn order_events_survive_a_serde_round_trip() {
+        for event in [
+            placed(),
+            confirmed(),
+            rejected(),
+            cancelled(OrderStatus::Confirmed),
+        ] {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<OrderEvent>(&json).unwrap(), event);
+        }
+        let json = serde_json::to_value(cancelled(OrderStatus::Confirmed)).unwrap();
+        assert_eq!(json["OrderCancelled"]["previous_status"], "confirmed");
+    }
+}

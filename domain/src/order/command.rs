@@ -1,0 +1,45 @@
+//! What callers may ask of an order, and the line/allocation shapes they send.
+
+use serde::{Deserialize, Serialize};
+
+use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
+
+/// One requested line: `qty` units of `sku` at `unit_price` (the catalogue price the gateway
+/// looked up; the order keeps it so later price changes do not alter the order).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OrderLine {
+    pub sku: Sku,
+    pub qty: Quantity,
+    pub unit_price: Money,
+}
+
+/// `qty` units of `sku` taken from `warehouse_id`. An order's allocation may split one SKU
+/// across warehouses.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Allocation {
+    pub sku: Sku,
+    pub warehouse_id: WarehouseId,
+    pub qty: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderCommand {
+    PlaceOrder {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        lines: Vec<OrderLine>,
+        shipping_region: Region,
+        /// Opaque token from the payment provider; never card data.
+        payment_token: String,
+    },
+    /// Stock is reserved as `allocation` and payment is authorised.
+    ConfirmOrder {
+        allocation: Vec<Allocation>,
+    },
+    RejectOrder {
+        reason: Reason,
+    },
+    CancelOrder {
+        reason: Option<Reason>,
+    },
+}

@@ -1,0 +1,61 @@
+//! What happened to an order. Events carry computed facts (line totals, order total, the
+//! previous status) so read models never redo pricing. Stored forever: change shapes only with
+//! a new `event_version` and an upcaster.
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use super::{Allocation, OrderStatus};
+use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku};
+
+/// An order line as accepted, with its total (`unit_price × qty`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlacedLine {
+    pub sku: Sku,
+    pub qty: Quantity,
+    pub unit_price: Money,
+    pub line_total: Money,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum OrderEvent {
+    OrderPlaced {
+        order_id: OrderId,
+        customer_id: CustomerId,
+        lines: Vec<PlacedLine>,
+        shipping_region: Region,
+        total: Money,
+        payment_token: String,
+    },
+    OrderConfirmed {
+        order_id: OrderId,
+        allocation: Vec<Allocation>,
+        total: Money,
+    },
+    OrderRejected {
+        order_id: OrderId,
+        reason: Reason,
+    },
+    OrderCancelled {
+        order_id: OrderId,
+        reason: Option<Reason>,
+        /// Tells the saga whether there is stock to release and payment to void.
+        previous_status: OrderStatus,
+    },
+}
+
+impl DomainEvent for OrderEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::OrderPlaced { .. } => "OrderPlaced",
+            Self::OrderConfirmed { .. } => "OrderConfirmed",
+            Self::OrderRejected { .. } => "OrderRejected",
+            Self::OrderCancelled { .. } => "OrderCancelled",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}

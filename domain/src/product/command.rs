@@ -1,0 +1,26 @@
+//! What callers may ask of a product. Fields are already-validated value types, so a command
+//! that exists is well-formed; the aggregate only checks rules that depend on its history.
+
+use serde::{Deserialize, Serialize};
+
+use crate::values::{Category, Description, Money, Sku, Title};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProductCommand {
+    CreateProduct {
+        sku: Sku,
+        title: Title,
+        description: Description,
+        category: Category,
+        price: Money,
+    },
+    ChangeProductDetails {
+        title: Title,
+        description: Description,
+        category: Category,
+    },
+    ChangePrice {
+        price: Money,
+    },
+    Discontinue,
+}

@@ -1,0 +1,47 @@
+//! What happened to a product. These are stored forever and published to read models: add
+//! fields only with an upcaster, and bump `event_version` when a shape changes.
+
+use cqrs_es::DomainEvent;
+use serde::{Deserialize, Serialize};
+
+use crate::values::{Category, Description, Money, Sku, Title};
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum ProductEvent {
+    ProductCreated {
+        sku: Sku,
+        title: Title,
+        description: Description,
+        category: Category,
+        price: Money,
+    },
+    ProductDetailsChanged {
+        title: Title,
+        description: Description,
+        category: Category,
+    },
+    ProductPriceChanged {
+        sku: Sku,
+        old_price: Money,
+        new_price: Money,
+    },
+    ProductDiscontinued {
+        sku: Sku,
+    },
+}
+
+impl DomainEvent for ProductEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::ProductCreated { .. } => "ProductCreated",
+            Self::ProductDetailsChanged { .. } => "ProductDetailsChanged",
+            Self::ProductPriceChanged { .. } => "ProductPriceChanged",
+            Self::ProductDiscontinued { .. } => "ProductDiscontinued",
+        }
+        .to_owned()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_owned()
+    }
+}
