@@ -24,6 +24,18 @@ pub use metadata::EventMetadata;
 pub use repository::EventRepository;
 pub use store::{CommandError, Db, Store, StoreConfig};
 
+/// Runs the same code against whichever pool `db` holds: `on_db!(db, pool => query.fetch_all(pool).await)`.
+/// Each arm is type-checked on its own, so binds and row decoding must work on both backends.
+#[macro_export]
+macro_rules! on_db {
+    ($db:expr, $pool:ident => $body:expr) => {
+        match $db {
+            $crate::Db::Postgres($pool) => $body,
+            $crate::Db::Sqlite($pool) => $body,
+        }
+    };
+}
+
 /// Failures of the storage layer itself (not of a command's business rules).
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {

@@ -38,16 +38,20 @@ impl Db {
         }
     }
 
+    /// `sql` written with Postgres placeholders (`$1`, `$2`, ...) in this backend's dialect:
+    /// SQLite's numbered placeholders are `?1`, `?2`, ...
+    pub fn sql<'a>(&self, sql: &'a str) -> std::borrow::Cow<'a, str> {
+        match self {
+            Db::Postgres(_) => std::borrow::Cow::Borrowed(sql),
+            Db::Sqlite(_) => std::borrow::Cow::Owned(sql.replace('$', "?")),
+        }
+    }
+
     /// One round trip to the database, for readiness checks.
     pub async fn ping(&self) -> Result<(), StoreError> {
-        match self {
-            Db::Postgres(p) => {
-                sqlx::query("SELECT 1").execute(p).await?;
-            }
-            Db::Sqlite(p) => {
-                sqlx::query("SELECT 1").execute(p).await?;
-            }
-        }
+        crate::on_db!(self, pool => {
+            sqlx::query("SELECT 1").execute(pool).await?;
+        });
         Ok(())
     }
 }
@@ -185,31 +189,46 @@ impl Store {
         A::Command: Clone,
     {
         let framework = self.framework::<A>();
+        let started = std::time::Instant::now();
         let _turn = self.locks[stripe(A::TYPE, id)].lock().await;
         let mut attempt = 0;
-        loop {
+        let result = loop {
             attempt += 1;
             match framework
                 .execute_with_metadata(id, command.clone(), metadata.to_map())
                 .await
             {
-                Ok(()) => return Ok(()),
-                Err(AggregateError::UserError(e)) => return Err(CommandError::Rejected(e)),
+                Ok(()) => break Ok(()),
+                Err(AggregateError::UserError(e)) => break Err(CommandError::Rejected(e)),
                 Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
+                    metrics::counter!("emporium_command_retries_total", "aggregate" => A::TYPE)
+                        .increment(1);
                     // Jitter spreads retries of writers that collided at the same moment.
                     let jitter = u64::from(rand_jitter()) % (attempt as u64 * 2 + 1);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                Err(AggregateError::AggregateConflict) => return Err(CommandError::Conflict),
+                Err(AggregateError::AggregateConflict) => break Err(CommandError::Conflict),
                 Err(AggregateError::DatabaseConnectionError(e)) => {
-                    return Err(CommandError::Unavailable(e.to_string()))
+                    break Err(CommandError::Unavailable(e.to_string()))
                 }
                 Err(AggregateError::DeserializationError(e))
                 | Err(AggregateError::UnexpectedError(e)) => {
-                    return Err(CommandError::Internal(e.to_string()))
+                    break Err(CommandError::Internal(e.to_string()))
                 }
             }
-        }
+        };
+        let outcome = match &result {
+            Ok(()) => "accepted",
+            Err(CommandError::Rejected(_)) => "rejected",
+            Err(CommandError::Conflict) => "conflict",
+            Err(CommandError::Unavailable(_)) => "unavailable",
+            Err(CommandError::Internal(_)) => "error",
+        };
+        metrics::counter!("emporium_commands_total", "aggregate" => A::TYPE, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("emporium_command_duration_seconds", "aggregate" => A::TYPE)
+            .record(started.elapsed().as_secs_f64());
+        result
     }
 
     /// The current state of aggregate `id` and how many events it has (0 = never created).
@@ -227,43 +246,21 @@ impl Store {
 
     /// Ids of every aggregate of a type, sorted (small sets only: warehouses, say).
     pub async fn aggregate_ids(&self, aggregate_type: &str) -> Result<Vec<String>, StoreError> {
-        let ids = match &self.db {
-            Db::Postgres(p) => {
-                sqlx::query_scalar(
-                    "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 \
-                     ORDER BY aggregate_id",
-                )
-                .bind(aggregate_type)
-                .fetch_all(p)
-                .await?
-            }
-            Db::Sqlite(p) => {
-                sqlx::query_scalar(
-                    "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = ?1 \
-                     ORDER BY aggregate_id",
-                )
-                .bind(aggregate_type)
-                .fetch_all(p)
-                .await?
-            }
-        };
+        let sql = self.db.sql(
+            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 \
+             ORDER BY aggregate_id",
+        );
+        let ids = crate::on_db!(&self.db, pool => {
+            sqlx::query_scalar(&sql).bind(aggregate_type).fetch_all(pool).await?
+        });
         Ok(ids)
     }
 
     /// Number of stored events (tests and health output).
     pub async fn event_count(&self) -> Result<i64, StoreError> {
-        let n = match &self.db {
-            Db::Postgres(p) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM events")
-                    .fetch_one(p)
-                    .await?
-            }
-            Db::Sqlite(p) => {
-                sqlx::query_scalar("SELECT COUNT(*) FROM events")
-                    .fetch_one(p)
-                    .await?
-            }
-        };
+        let n = crate::on_db!(&self.db, pool => {
+            sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?
+        });
         Ok(n)
     }
 }

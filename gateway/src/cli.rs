@@ -7,8 +7,9 @@ use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use emporium_event_store::{Store, StoreConfig};
 
-use crate::auth::{generate_key, KeyRing};
-use crate::state::AppState;
+use crate::auth::Role;
+use crate::keys::KeyStore;
+use crate::state::{ApiConfig, AppState};
 
 #[derive(Debug, Parser)]
 #[command(name = "emporium", version, about = "Event-sourced commerce engine")]
@@ -26,6 +27,34 @@ pub enum Command {
     /// Measure the engine (see README).
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Manage API keys.
+    Keys(KeysArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeysArgs {
+    #[command(flatten)]
+    pub store: StoreArgs,
+    #[command(subcommand)]
+    pub command: KeysCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Create a key and print it (it is shown only this once).
+    Create {
+        #[arg(long, value_enum)]
+        role: Role,
+        /// The customer a `client` key is bound to.
+        #[arg(long)]
+        customer: Option<String>,
+        #[arg(long, default_value = "")]
+        label: String,
+    },
+    /// List keys (ids, roles, customers; never secrets).
+    List,
+    /// Revoke a key by id.
+    Revoke { key_id: String },
 }
 
 #[derive(Debug, Args, Clone)]
@@ -61,9 +90,27 @@ pub struct ServeArgs {
     /// Seed demo warehouses, products and stock (only into an empty store).
     #[arg(long)]
     pub demo: bool,
-    /// Admin API key; generated and printed when unset.
+    /// Bootstrap admin API key (kept in memory only). Without it and without an admin key
+    /// in the database, one is created on first start and printed once.
     #[arg(long, env = "EMPORIUM_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Commands handled at once; more are refused with 503 + Retry-After.
+    #[arg(long, env = "EMPORIUM_MAX_INFLIGHT_COMMANDS", default_value_t = 256)]
+    pub max_inflight_commands: usize,
+    /// Requests per second per API key (0 = unlimited); bursts up to --rate-limit-burst.
+    #[arg(long, env = "EMPORIUM_RATE_LIMIT", default_value_t = 0)]
+    pub rate_limit: u32,
+    #[arg(long, env = "EMPORIUM_RATE_LIMIT_BURST", default_value_t = 0)]
+    pub rate_limit_burst: u32,
+    /// How long idempotency records are kept, in hours.
+    #[arg(long, env = "EMPORIUM_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
+    pub idempotency_ttl_hours: u64,
+    /// Longest a request may take, in seconds, before 504.
+    #[arg(long, env = "EMPORIUM_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
+    pub request_timeout_secs: u64,
+    /// Serve /metrics to non-loopback clients too.
+    #[arg(long, env = "EMPORIUM_METRICS_PUBLIC")]
+    pub metrics_public: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -117,7 +164,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(args).await,
+        Command::Keys(args) => keys(args).await,
     }
+}
+
+async fn keys(args: KeysArgs) -> anyhow::Result<()> {
+    let store = Store::open(&args.store.config())
+        .await
+        .context("opening the event store")?;
+    let keys = KeyStore::new(store.db().clone(), None);
+    match args.command {
+        KeysCommand::Create {
+            role,
+            customer,
+            label,
+        } => {
+            let customer = customer
+                .map(|c| emporium_domain::values::CustomerId::parse(&c))
+                .transpose()?;
+            let created = keys.create(role, customer, &label).await?;
+            println!("key id:  {}", created.info.key_id);
+            println!("role:    {}", created.info.role.as_str());
+            if let Some(c) = &created.info.customer_id {
+                println!("customer: {c}");
+            }
+            println!("key:     {}", created.key);
+            println!("(store the key now: it cannot be shown again)");
+        }
+        KeysCommand::List => {
+            println!(
+                "{:<18} {:<9} {:<20} {:<8} label",
+                "key id", "role", "customer", "state"
+            );
+            for k in keys.list().await? {
+                println!(
+                    "{:<18} {:<9} {:<20} {:<8} {}",
+                    k.key_id,
+                    k.role.as_str(),
+                    k.customer_id.as_deref().unwrap_or("-"),
+                    if k.revoked_at.is_some() {
+                        "revoked"
+                    } else {
+                        "active"
+                    },
+                    k.label
+                );
+            }
+        }
+        KeysCommand::Revoke { key_id } => {
+            if keys.revoke(&key_id).await? {
+                println!("revoked {key_id}");
+            } else {
+                anyhow::bail!("no active key {key_id}");
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn serve(args: ServeArgs) -> anyhow::Result<()> {
@@ -137,18 +239,28 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .await
             .context("seeding demo data")?;
     }
-    let admin_key = match args.admin_key.filter(|k| !k.is_empty()) {
-        Some(k) => k,
-        None => {
-            let k = generate_key();
-            println!("admin key (generated for this run; set EMPORIUM_ADMIN_KEY to fix one): {k}");
-            k
-        }
+    let bootstrap = args.admin_key.clone().filter(|k| !k.is_empty());
+    let config = ApiConfig {
+        idempotency_ttl: std::time::Duration::from_secs(args.idempotency_ttl_hours * 3600),
+        max_inflight_commands: args.max_inflight_commands,
+        rate_limit_per_sec: args.rate_limit,
+        rate_limit_burst: args.rate_limit_burst,
+        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
+        metrics_public: args.metrics_public,
     };
-    let state = AppState {
-        store,
-        keys: KeyRing::with_admin_key(&admin_key),
-    };
+    let state = AppState::new(store, bootstrap.as_deref(), config);
+    if bootstrap.is_none() && !state.keys.has_admin().await? {
+        let created = state
+            .keys
+            .create(Role::Admin, None, "created on first start")
+            .await?;
+        println!(
+            "admin key (created on first start, shown once; `emporium keys` manages keys): {}",
+            created.key
+        );
+    }
+    crate::metrics::handle();
+    tokio::spawn(crate::app::upkeep(state.clone()));
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;

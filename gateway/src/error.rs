@@ -8,7 +8,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 
 /// One invalid field: a JSON pointer into the request and what is wrong with it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub pointer: String,
     pub detail: String,
@@ -23,8 +23,8 @@ impl FieldError {
     }
 }
 
-/// The problem document.
-#[derive(Debug, Clone, Serialize)]
+/// The problem document (RFC 9457).
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_uri: String,
@@ -45,6 +45,8 @@ pub enum ApiError {
     BadRequest(String),
     /// 401: no or unknown API key.
     Unauthorized,
+    /// 403: the key's role may not call this route, or the resource is not the caller's.
+    Forbidden(String),
     /// 404: the addressed resource does not exist.
     NotFound(String),
     /// 409: a business rule refused the command in the resource's current state.
@@ -57,6 +59,12 @@ pub enum ApiError {
     Validation(Vec<FieldError>),
     /// 422: a rule about the request's content (not the resource's state).
     Unprocessable { code: &'static str, detail: String },
+    /// 429: the key's rate limit is exceeded.
+    TooManyRequests(String),
+    /// 503: the server sheds load; retry after a moment.
+    Overloaded,
+    /// 504: the request took longer than the configured timeout.
+    Timeout,
     /// 503: the event store cannot be reached or stayed contended; retry later.
     Unavailable(String),
     /// 500: a defect. The detail is logged, not sent.
@@ -86,7 +94,11 @@ impl ApiError {
         match self {
             Self::BadRequest(_) => StatusCode::BAD_REQUEST,
             Self::Unauthorized => StatusCode::UNAUTHORIZED,
+            Self::Forbidden(_) => StatusCode::FORBIDDEN,
             Self::NotFound(_) => StatusCode::NOT_FOUND,
+            Self::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
+            Self::Overloaded => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Timeout => StatusCode::GATEWAY_TIMEOUT,
             Self::Conflict { .. } => StatusCode::CONFLICT,
             Self::PayloadTooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             Self::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -107,7 +119,27 @@ impl ApiError {
                 vec![],
                 None,
             ),
+            Self::Forbidden(d) => ("forbidden", "Forbidden", d.clone(), vec![], None),
             Self::NotFound(d) => ("not-found", "Not found", d.clone(), vec![], None),
+            Self::TooManyRequests(d) => {
+                ("rate-limited", "Too many requests", d.clone(), vec![], None)
+            }
+            Self::Overloaded => (
+                "overloaded",
+                "Overloaded",
+                "the server is at its command concurrency limit; retry shortly".to_string(),
+                vec![],
+                None,
+            ),
+            Self::Timeout => (
+                "timeout",
+                "Request timed out",
+                "the request took too long; a command may or may not have been applied \
+                 (retry with the same Idempotency-Key)"
+                    .to_string(),
+                vec![],
+                None,
+            ),
             Self::Conflict { code, detail } => (
                 "conflict",
                 "Refused in the current state",
@@ -209,7 +241,7 @@ impl IntoResponse for ApiError {
                     .headers_mut()
                     .insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer"));
             }
-            Self::Unavailable(_) => {
+            Self::Unavailable(_) | Self::Overloaded => {
                 response
                     .headers_mut()
                     .insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
@@ -222,6 +254,72 @@ impl IntoResponse for ApiError {
         }
         response
     }
+}
+
+/// The problems any authenticated command route may answer, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum CommandProblems {
+    /// The body is not JSON or a path parameter is malformed.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// No or unknown API key.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key's role may not call this route (or the resource is another customer's).
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The addressed resource does not exist.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// A business rule refused the command in the current state (`code` names it).
+    #[response(status = 409, content_type = "application/problem+json")]
+    Conflict(Problem),
+    /// The body exceeds the size limit.
+    #[response(status = 413, content_type = "application/problem+json")]
+    TooLarge(Problem),
+    /// The body is not `application/json`.
+    #[response(status = 415, content_type = "application/problem+json")]
+    UnsupportedMediaType(Problem),
+    /// Invalid fields (listed in `errors` as JSON pointers), or an Idempotency-Key reused with another body.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// The key's rate limit is exceeded; see Retry-After.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+    /// Load shed or the event store is unavailable; see Retry-After.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
+    /// The request exceeded the server's time limit.
+    #[response(status = 504, content_type = "application/problem+json")]
+    Timeout(Problem),
+}
+
+/// The problems any authenticated read route may answer, for the OpenAPI document.
+#[derive(utoipa::IntoResponses)]
+#[allow(dead_code)]
+pub enum ReadProblems {
+    /// A path or query parameter is malformed.
+    #[response(status = 400, content_type = "application/problem+json")]
+    BadRequest(Problem),
+    /// No or unknown API key.
+    #[response(status = 401, content_type = "application/problem+json")]
+    Unauthorized(Problem),
+    /// The key's role may not call this route.
+    #[response(status = 403, content_type = "application/problem+json")]
+    Forbidden(Problem),
+    /// The addressed resource does not exist.
+    #[response(status = 404, content_type = "application/problem+json")]
+    NotFound(Problem),
+    /// Invalid query parameters.
+    #[response(status = 422, content_type = "application/problem+json")]
+    Unprocessable(Problem),
+    /// The key's rate limit is exceeded.
+    #[response(status = 429, content_type = "application/problem+json")]
+    TooManyRequests(Problem),
+    /// The event store is unavailable.
+    #[response(status = 503, content_type = "application/problem+json")]
+    Unavailable(Problem),
 }
 
 /// The hidden cause of a 5xx, logged by the tracing layer with the request id.

@@ -74,11 +74,17 @@ impl From<QueryRejection> for ApiError {
 pub struct RequestContext {
     pub actor: Actor,
     pub request_id: String,
+    /// `X-Correlation-Id` from the client, joining this request to a flow it tracks.
+    pub correlation_id: Option<String>,
 }
 
 impl RequestContext {
     pub fn metadata(&self) -> EventMetadata {
-        EventMetadata::for_request(self.actor.key_id.clone(), self.request_id.clone())
+        let m = EventMetadata::for_request(self.actor.key_id.clone(), self.request_id.clone());
+        match &self.correlation_id {
+            Some(c) => m.correlated_with(c.clone()),
+            None => m,
+        }
     }
 }
 
@@ -97,6 +103,16 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .and_then(|v| v.to_str().ok())
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
-        Ok(Self { actor, request_id })
+        let correlation_id = parts
+            .headers
+            .get("x-correlation-id")
+            .and_then(|v| v.to_str().ok())
+            .filter(|v| (1..=128).contains(&v.len()))
+            .map(str::to_string);
+        Ok(Self {
+            actor,
+            request_id,
+            correlation_id,
+        })
     }
 }

@@ -7,7 +7,8 @@
 //! - [`error`]: `ApiError`, rendered as problem+json; database text never reaches a client.
 //! - [`extract`]: JSON/path/query extractors with problem+json rejections, and the request
 //!   context (actor, request id) that becomes event metadata.
-//! - [`auth`]: bearer keys.
+//! - [`auth`], [`keys`]: API keys, roles and per-route access; [`idempotency`]:
+//!   `Idempotency-Key` for commands; [`metrics`]: Prometheus.
 //! - [`cli`], [`demo`], [`bench`]: the binary's subcommands.
 //!
 //! Architecture invariant: the gateway validates at the edge and holds no business rules;
@@ -20,8 +21,11 @@ pub mod cli;
 pub mod demo;
 pub mod error;
 pub mod extract;
+pub mod idempotency;
+pub mod keys;
+pub mod metrics;
 pub mod routes;
 pub mod state;
 
 pub use app::{app, serve};
-pub use state::AppState;
+pub use state::{ApiConfig, AppState};

@@ -1,11 +1,60 @@
-//! Shared state handed to every handler.
+//! Shared state handed to every handler, and the API's tunables.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use emporium_event_store::Store;
 
-use crate::auth::KeyRing;
+use crate::auth::{rate_limiter, KeyedLimiter};
+use crate::keys::KeyStore;
+
+/// Tunables of the HTTP API (CLI flags / environment, see `cli.rs`).
+#[derive(Debug, Clone)]
+pub struct ApiConfig {
+    /// How long an idempotency record is kept.
+    pub idempotency_ttl: Duration,
+    /// Commands handled at once; more are shed with 503 + Retry-After.
+    pub max_inflight_commands: usize,
+    /// Sustained requests per second per API key (0 = unlimited).
+    pub rate_limit_per_sec: u32,
+    /// Burst allowance per API key.
+    pub rate_limit_burst: u32,
+    /// Longest a request may take before 504.
+    pub request_timeout: Duration,
+    /// Serve `/metrics` to non-loopback peers too.
+    pub metrics_public: bool,
+}
+
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            idempotency_ttl: Duration::from_secs(24 * 3600),
+            max_inflight_commands: 256,
+            rate_limit_per_sec: 0,
+            rate_limit_burst: 0,
+            request_timeout: Duration::from_secs(30),
+            metrics_public: false,
+        }
+    }
+}
 
 #[derive(Clone)]
 pub struct AppState {
     pub store: Store,
-    pub keys: KeyRing,
+    pub keys: Arc<KeyStore>,
+    pub config: Arc<ApiConfig>,
+    pub limiter: Option<Arc<KeyedLimiter>>,
+}
+
+impl AppState {
+    pub fn new(store: Store, bootstrap_admin_key: Option<&str>, config: ApiConfig) -> Self {
+        let keys = Arc::new(KeyStore::new(store.db().clone(), bootstrap_admin_key));
+        let limiter = rate_limiter(config.rate_limit_per_sec, config.rate_limit_burst);
+        Self {
+            store,
+            keys,
+            config: Arc::new(config),
+            limiter,
+        }
+    }
 }

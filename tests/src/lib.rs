@@ -5,8 +5,9 @@
 
 use emporium_event_store::testing::{TestDataDir, TestDatabase};
 use emporium_event_store::Store;
-use emporium_gateway::auth::KeyRing;
-use emporium_gateway::AppState;
+use emporium_gateway::app::RouteSpec;
+use emporium_gateway::keys::Role;
+use emporium_gateway::{ApiConfig, AppState};
 use serde_json::{json, Value};
 
 pub const ADMIN_KEY: &str = "test-admin-key";
@@ -28,6 +29,9 @@ pub struct TestApp {
     pub base: String,
     pub client: reqwest::Client,
     pub store: Store,
+    pub state: AppState,
+    /// Every registered route with its access rule.
+    pub routes: Vec<RouteSpec>,
     _holder: Holder,
     server: tokio::task::JoinHandle<()>,
 }
@@ -48,6 +52,10 @@ pub struct Reply {
 
 impl TestApp {
     pub async fn spawn(backend: Backend) -> Self {
+        Self::spawn_with(backend, ApiConfig::default()).await
+    }
+
+    pub async fn spawn_with(backend: Backend, config: ApiConfig) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             let _ = tracing_subscriber_init();
         }
@@ -61,31 +69,57 @@ impl TestApp {
                 (dir.store(8).await, Holder::Sqlite(dir))
             }
         };
-        let state = AppState {
-            store: store.clone(),
-            keys: KeyRing::with_admin_key(ADMIN_KEY),
-        };
+        let state = AppState::new(store.clone(), Some(ADMIN_KEY), config);
+        let built = emporium_gateway::app::build(state.clone());
+        let routes = built.routes.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind a loopback port");
         let addr = listener.local_addr().expect("local addr");
+        let router = built.router;
         let server = tokio::spawn(async move {
-            let _ = emporium_gateway::serve(listener, state, std::future::pending()).await;
+            let _ =
+                emporium_gateway::app::serve_router(listener, router, std::future::pending()).await;
         });
         Self {
             base: format!("http://{addr}"),
             client: reqwest::Client::new(),
             store,
+            state,
+            routes,
             _holder: holder,
             server,
         }
     }
 
+    /// Creates an API key with `role` (client keys are bound to `customer`).
+    pub async fn key(&self, role: Role, customer: Option<&str>) -> String {
+        let customer = customer
+            .map(|c| emporium_domain::values::CustomerId::parse(c).expect("valid customer id"));
+        self.state
+            .keys
+            .create(role, customer, "test")
+            .await
+            .expect("create a key")
+            .key
+    }
+
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
-        let mut req = self
-            .client
-            .request(method, format!("{}{path}", self.base))
-            .bearer_auth(ADMIN_KEY);
+        self.send_as(Some(ADMIN_KEY), method, path, body).await
+    }
+
+    /// Sends a request with `key` (or none).
+    pub async fn send_as(
+        &self,
+        key: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<Value>,
+    ) -> Reply {
+        let mut req = self.client.request(method, format!("{}{path}", self.base));
+        if let Some(k) = key {
+            req = req.bearer_auth(k);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }

@@ -5,12 +5,13 @@ use axum::Json;
 use emporium_event_store::FeedEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::error::ApiError;
+use crate::error::{ApiError, ReadProblems};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Feed position to read after (0 = from the start).
     pub after: Option<i64>,
@@ -19,14 +20,18 @@ pub struct EventsQuery {
     pub limit: Option<i64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct EventsPage {
+    #[schema(value_type = Vec<FeedEventDoc>)]
     pub events: Vec<FeedEvent>,
     /// Pass as `after` (or `cursor`) for the next page; absent when this page was short.
     pub next_cursor: Option<String>,
     pub head: i64,
 }
 
+/// The global feed: every event in commit order, after a position cursor.
+#[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
+    responses((status = 200, description = "A page of the feed", body = EventsPage), ReadProblems))]
 pub async fn list(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<EventsQuery>,
@@ -56,4 +61,34 @@ pub async fn list(
         next_cursor,
         head,
     }))
+}
+
+/// One event of the feed, as documented in the OpenAPI spec (mirrors `FeedEvent`).
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct FeedEventDoc {
+    /// Gap-free position in commit order.
+    position: i64,
+    event_id: uuid::Uuid,
+    aggregate_type: String,
+    aggregate_id: String,
+    /// 1-based sequence within the aggregate.
+    sequence: i64,
+    event_type: String,
+    event_version: String,
+    /// The event body, `{"<EventType>": {...}}`.
+    payload: serde_json::Value,
+    metadata: MetadataDoc,
+    recorded_at: chrono::DateTime<chrono::Utc>,
+}
+
+/// Who and what caused an event.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+pub struct MetadataDoc {
+    /// API key id (or `system:<component>`).
+    actor: String,
+    request_id: String,
+    correlation_id: String,
+    causation_id: String,
 }

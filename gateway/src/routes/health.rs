@@ -9,11 +9,14 @@ use serde_json::json;
 use crate::state::AppState;
 
 /// The process is up and serving HTTP.
+#[utoipa::path(get, path = "/health/live", tag = "operations", responses((status = 200, description = "Alive")))]
 pub async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
 /// The process can do its job: the event store answers.
+#[utoipa::path(get, path = "/health/ready", tag = "operations",
+    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     let db = state.store.db();
     match db.ping().await {

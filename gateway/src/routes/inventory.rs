@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 use super::products::{load_product, parse_sku};
 use super::warehouses::{load_warehouse, parse_warehouse_id};
 use super::{execute, Fields};
-use crate::error::ApiError;
+use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::extract::{ApiJson, ApiPath, RequestContext};
 use crate::state::AppState;
 
@@ -30,27 +30,27 @@ impl From<StockItemError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveBody {
     pub qty: i64,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
     pub delta: i64,
     pub reason: String,
 }
 
-#[derive(Debug, Serialize, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Serialize, Clone, Copy, Default, PartialEq, Eq, utoipa::ToSchema)]
 pub struct Levels {
     pub on_hand: u64,
     pub reserved: u64,
     pub available: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StockLevelView {
     pub warehouse_id: String,
     pub sku: String,
@@ -58,7 +58,7 @@ pub struct StockLevelView {
     pub levels: Levels,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct SkuInventoryView {
     pub sku: String,
     pub warehouses: Vec<StockLevelView>,
@@ -98,6 +98,10 @@ async fn target(
     Ok((warehouse_id, sku))
 }
 
+/// Stock arrives at a warehouse.
+#[utoipa::path(post, path = "/v1/inventory/{warehouse_id}/{sku}/receive", tag = "inventory", request_body = ReceiveBody,
+    params(("warehouse_id" = String, Path, description = "Warehouse id"), ("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "Levels after receiving", body = StockLevelView), CommandProblems))]
 pub async fn receive(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -126,6 +130,10 @@ pub async fn receive(
     }))
 }
 
+/// Correct a count (positive or negative delta, with a reason). On hand may not drop below what is reserved.
+#[utoipa::path(post, path = "/v1/inventory/{warehouse_id}/{sku}/adjust", tag = "inventory", request_body = AdjustBody,
+    params(("warehouse_id" = String, Path, description = "Warehouse id"), ("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "Levels after the adjustment", body = StockLevelView), CommandProblems))]
 pub async fn adjust(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -164,6 +172,10 @@ pub async fn adjust(
 }
 
 /// Levels of one sku in every warehouse that ever held it, and the total.
+/// On hand, reserved and available stock of a SKU per warehouse.
+#[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory",
+    params(("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "Levels per warehouse and in total", body = SkuInventoryView), ReadProblems))]
 pub async fn by_sku(
     State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,

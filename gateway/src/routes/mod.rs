@@ -4,6 +4,7 @@
 pub mod events;
 pub mod health;
 pub mod inventory;
+pub mod keys;
 pub mod orders;
 pub mod products;
 pub mod warehouses;
@@ -54,10 +55,15 @@ impl Fields {
 }
 
 /// `{"amount_minor": 1999, "currency": "EUR"}` as it arrives, before validation.
-#[derive(Debug, Clone, Deserialize, Serialize)]
+#[derive(Debug, Clone, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({"amount_minor": 1999, "currency": "EUR"}))]
 pub struct MoneyBody {
+    /// Integer minor units (cents): 1999 is 19.99 EUR. No fractions, never negative.
+    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
     pub amount_minor: i64,
+    /// ISO 4217 alphabetic code, upper case.
+    #[schema(pattern = "^[A-Z]{3}$")]
     pub currency: String,
 }
 

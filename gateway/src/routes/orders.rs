@@ -12,8 +12,9 @@ use serde::{Deserialize, Serialize};
 
 use super::products::load_product;
 use super::{execute, Fields, MoneyBody};
-use crate::error::ApiError;
+use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::extract::{ApiJson, ApiPath, RequestContext};
+use crate::keys::{Actor, Role};
 use crate::state::AppState;
 
 impl From<OrderError> for ApiError {
@@ -35,35 +36,36 @@ impl From<OrderError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderBody {
-    pub customer_id: String,
+    /// Required for admin keys; a client key may omit it (it is bound to one customer).
+    pub customer_id: Option<String>,
     pub lines: Vec<LineBody>,
     pub shipping: ShippingBody,
     pub payment: PaymentBody,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
     pub sku: String,
     pub qty: i64,
 }
 
-#[derive(Debug, Deserialize, Serialize)]
+#[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingBody {
     pub region: String,
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
     pub token: String,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
     pub reason: Option<String>,
@@ -71,7 +73,7 @@ pub struct CancelBody {
 
 /// A validated order request, before prices are looked up.
 struct OrderRequest {
-    customer_id: CustomerId,
+    customer_id: Option<CustomerId>,
     lines: Vec<(Sku, Quantity)>,
     region: Region,
     token: String,
@@ -82,7 +84,10 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
 
     fn try_from(b: PlaceOrderBody) -> Result<Self, ApiError> {
         let mut f = Fields::default();
-        let customer_id = f.check("/customer_id", CustomerId::parse(&b.customer_id));
+        let customer_id = match &b.customer_id {
+            Some(c) => f.check("/customer_id", CustomerId::parse(c)).map(Some),
+            None => Some(None),
+        };
         let region = f.check("/shipping/region", Region::parse(&b.shipping.region));
         let token = b.payment.token;
         if token.is_empty()
@@ -130,13 +135,13 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct PlacedView {
     pub order_id: String,
     pub status: &'static str,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct LineView {
     pub sku: String,
     pub qty: u32,
@@ -144,14 +149,14 @@ pub struct LineView {
     pub line_total: MoneyBody,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct AllocationView {
     pub sku: String,
     pub warehouse_id: String,
     pub qty: u32,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: String,
     pub customer_id: String,
@@ -163,12 +168,30 @@ pub struct OrderView {
     pub reject_reason: Option<String>,
 }
 
+/// Place an order. Prices are captured from the catalog now; the order starts `pending`
+/// and the checkout saga moves it on. With an `Idempotency-Key`, the order id is derived from
+/// the key, so a retry can never place a second order.
+#[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrderBody,
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body, same answer")),
+    responses((status = 202, description = "Accepted, pending", body = PlacedView), CommandProblems))]
 pub async fn place(
     State(state): State<AppState>,
     ctx: RequestContext,
+    headers: axum::http::HeaderMap,
     ApiJson(body): ApiJson<PlaceOrderBody>,
 ) -> Result<(StatusCode, Json<PlacedView>), ApiError> {
     let request = OrderRequest::try_from(body)?;
+    let customer_id = match (&ctx.actor.customer_id, request.customer_id) {
+        (Some(own), None) => own.clone(),
+        (Some(own), Some(asked)) if *own == asked => asked,
+        (Some(_), Some(_)) => {
+            return Err(ApiError::Forbidden(
+                "a client key may only place orders for its own customer".into(),
+            ))
+        }
+        (None, Some(c)) => c,
+        (None, None) => return Err(ApiError::field("/customer_id", "customer_id is required")),
+    };
     // The unit price is captured now: later price changes do not touch placed orders.
     let mut f = Fields::default();
     let mut lines = Vec::with_capacity(request.lines.len());
@@ -194,20 +217,38 @@ pub async fn place(
     if !f.is_empty() {
         return Err(f.into_error());
     }
-    let order_id = OrderId::new();
-    execute::<Order>(
+    let order_id = match crate::idempotency::key_of(&headers) {
+        Some(key) => OrderId::from_uuid(crate::idempotency::order_id_for(&ctx.actor, key)),
+        None => OrderId::new(),
+    };
+    let placed = execute::<Order>(
         &state,
         &ctx,
         &order_id.to_string(),
         OrderCommand::PlaceOrder {
             order_id,
-            customer_id: request.customer_id,
+            customer_id: customer_id.clone(),
             lines,
             shipping_region: request.region,
             payment_token: request.token,
         },
     )
-    .await?;
+    .await;
+    match placed {
+        Ok(()) => {}
+        // A re-run of an idempotent request whose first run placed the order but died
+        // before its response was stored: the order is there, answer as the first run.
+        Err(ApiError::Conflict {
+            code: "order_exists",
+            ..
+        }) if crate::idempotency::key_of(&headers).is_some() => {
+            let existing = load_order(&state, &order_id).await?;
+            if existing.customer_id() != Some(&customer_id) {
+                return Err(ApiError::conflict("order_exists", "order already exists"));
+            }
+        }
+        Err(e) => return Err(e),
+    }
     Ok((
         StatusCode::ACCEPTED,
         Json(PlacedView {
@@ -227,6 +268,21 @@ async fn load_order(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
         return Err(ApiError::NotFound(format!("no order {id}")));
     }
     Ok(order)
+}
+
+/// The order if the caller may see it. Another customer's order is reported as missing, so
+/// client keys cannot probe which order ids exist.
+async fn load_visible_order(
+    state: &AppState,
+    actor: &Actor,
+    id: &OrderId,
+) -> Result<Order, ApiError> {
+    let order = load_order(state, id).await?;
+    match (&actor.role, &actor.customer_id) {
+        (Role::Client, Some(own)) if order.customer_id() == Some(own) => Ok(order),
+        (Role::Client, _) => Err(ApiError::NotFound(format!("no order {id}"))),
+        _ => Ok(order),
+    }
 }
 
 fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
@@ -266,15 +322,24 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
     })
 }
 
+/// Read an order: status, lines, allocation, total, reject reason.
+#[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses((status = 200, description = "The order", body = OrderView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
+    ctx: RequestContext,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<OrderView>, ApiError> {
     let id = parse_order_id(&id)?;
-    let order = load_order(&state, &id).await?;
+    let order = load_visible_order(&state, &ctx.actor, &id).await?;
     Ok(Json(view(&id, &order)?))
 }
 
+/// Cancel an order (pending or confirmed). The body is optional: `{"reason": "..."}`.
+#[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body(content = Option<CancelBody>),
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses((status = 200, description = "Cancelled", body = OrderView), CommandProblems))]
 pub async fn cancel(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -293,7 +358,7 @@ pub async fn cancel(
         Some(r) => Some(Reason::parse(&r).map_err(|e| ApiError::field("/reason", e))?),
         None => None,
     };
-    load_order(&state, &id).await?;
+    load_visible_order(&state, &ctx.actor, &id).await?;
     execute::<Order>(
         &state,
         &ctx,

@@ -8,7 +8,7 @@ use emporium_domain::values::{Category, Description, Sku, Title};
 use serde::{Deserialize, Serialize};
 
 use super::{execute, Fields, MoneyBody};
-use crate::error::ApiError;
+use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::extract::{ApiJson, ApiPath, RequestContext};
 use crate::state::AppState;
 
@@ -22,7 +22,7 @@ impl From<ProductError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductBody {
     pub sku: String,
@@ -58,7 +58,7 @@ impl TryFrom<CreateProductBody> for ProductCommand {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeDetailsBody {
     pub title: String,
@@ -88,7 +88,7 @@ impl TryFrom<ChangeDetailsBody> for ProductCommand {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePriceBody {
     pub price: MoneyBody,
@@ -106,7 +106,7 @@ impl TryFrom<ChangePriceBody> for ProductCommand {
     }
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ProductView {
     pub sku: String,
     pub title: String,
@@ -149,6 +149,9 @@ async fn current_view(state: &AppState, sku: &Sku) -> Result<ProductView, ApiErr
     view(&load_product(state, sku).await?)
 }
 
+/// Create a product.
+#[utoipa::path(post, path = "/v1/products", tag = "catalog", request_body = CreateProductBody,
+    responses((status = 201, description = "Created", body = ProductView), CommandProblems))]
 pub async fn create(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -163,6 +166,10 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(current_view(&state, &sku).await?)))
 }
 
+/// Read a product.
+#[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
+    params(("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "The product", body = ProductView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,
@@ -171,6 +178,10 @@ pub async fn get(
     Ok(Json(current_view(&state, &sku).await?))
 }
 
+/// Change a product's title, description and category.
+#[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", request_body = ChangeDetailsBody,
+    params(("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "Changed", body = ProductView), CommandProblems))]
 pub async fn change_details(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -183,6 +194,10 @@ pub async fn change_details(
     Ok(Json(current_view(&state, &sku).await?))
 }
 
+/// Change a product's price (placed orders keep the price they captured).
+#[utoipa::path(put, path = "/v1/products/{sku}/price", tag = "catalog", request_body = ChangePriceBody,
+    params(("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "Changed", body = ProductView), CommandProblems))]
 pub async fn change_price(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -195,6 +210,10 @@ pub async fn change_price(
     Ok(Json(current_view(&state, &sku).await?))
 }
 
+/// Discontinue a product: it can no longer be ordered.
+#[utoipa::path(post, path = "/v1/products/{sku}/discontinue", tag = "catalog",
+    params(("sku" = String, Path, description = "Product SKU")),
+    responses((status = 200, description = "Discontinued", body = ProductView), CommandProblems))]
 pub async fn discontinue(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -8,7 +8,7 @@ use emporium_domain::warehouse::{Warehouse, WarehouseCommand, WarehouseError};
 use serde::{Deserialize, Serialize};
 
 use super::{execute, Fields};
-use crate::error::ApiError;
+use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::extract::{ApiJson, ApiPath, RequestContext};
 use crate::state::AppState;
 
@@ -22,7 +22,7 @@ impl From<WarehouseError> for ApiError {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWarehouseBody {
     pub id: String,
@@ -54,13 +54,13 @@ impl TryFrom<RegisterWarehouseBody> for WarehouseCommand {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePriorityBody {
     pub priority: i64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WarehouseView {
     pub id: String,
     pub name: String,
@@ -69,7 +69,7 @@ pub struct WarehouseView {
     pub open: bool,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct WarehouseList {
     pub items: Vec<WarehouseView>,
     pub next_cursor: Option<String>,
@@ -107,6 +107,9 @@ pub(crate) fn view(w: &Warehouse) -> Result<WarehouseView, ApiError> {
     }
 }
 
+/// Register a warehouse.
+#[utoipa::path(post, path = "/v1/warehouses", tag = "warehouses", request_body = RegisterWarehouseBody,
+    responses((status = 201, description = "Registered", body = WarehouseView), CommandProblems))]
 pub async fn register(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -125,6 +128,9 @@ pub async fn register(
 }
 
 /// All warehouses. There are few; the cursor is there for the list convention.
+/// List warehouses.
+#[utoipa::path(get, path = "/v1/warehouses", tag = "warehouses",
+    responses((status = 200, description = "All warehouses", body = WarehouseList), ReadProblems))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<WarehouseList>, ApiError> {
     let mut items = Vec::new();
     for id in state.store.aggregate_ids("Warehouse").await? {
@@ -139,6 +145,10 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<WarehouseList>, 
     }))
 }
 
+/// Read a warehouse.
+#[utoipa::path(get, path = "/v1/warehouses/{id}", tag = "warehouses",
+    params(("id" = String, Path, description = "Warehouse id")),
+    responses((status = 200, description = "The warehouse", body = WarehouseView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
@@ -147,6 +157,10 @@ pub async fn get(
     Ok(Json(view(&load_warehouse(&state, &id).await?)?))
 }
 
+/// Change a warehouse's allocation priority (lower is preferred).
+#[utoipa::path(put, path = "/v1/warehouses/{id}/priority", tag = "warehouses", request_body = ChangePriorityBody,
+    params(("id" = String, Path, description = "Warehouse id")),
+    responses((status = 200, description = "Changed", body = WarehouseView), CommandProblems))]
 pub async fn change_priority(
     State(state): State<AppState>,
     ctx: RequestContext,
@@ -165,6 +179,10 @@ pub async fn change_priority(
     Ok(Json(view(&load_warehouse(&state, &id).await?)?))
 }
 
+/// Close a warehouse: it receives no more stock.
+#[utoipa::path(post, path = "/v1/warehouses/{id}/close", tag = "warehouses",
+    params(("id" = String, Path, description = "Warehouse id")),
+    responses((status = 200, description = "Closed", body = WarehouseView), CommandProblems))]
 pub async fn close(
     State(state): State<AppState>,
     ctx: RequestContext,

@@ -1,0 +1,88 @@
+//! API key administration (admin only): create (the secret is shown once), list, revoke.
+
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::Json;
+use emporium_domain::values::CustomerId;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ApiError, CommandProblems, ReadProblems};
+use crate::extract::{ApiJson, ApiPath};
+use crate::keys::{CreatedKey, KeyError, KeyInfo, Role};
+use crate::state::AppState;
+
+impl From<KeyError> for ApiError {
+    fn from(e: KeyError) -> Self {
+        match e {
+            KeyError::ClientWithoutCustomer => ApiError::field("/customer_id", e),
+            KeyError::CustomerOnNonClient => ApiError::field("/customer_id", e),
+            KeyError::LabelTooLong => ApiError::field("/label", e),
+            KeyError::Store(s) => ApiError::from(s),
+        }
+    }
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateKeyBody {
+    pub role: Role,
+    /// Required for (and only for) `client` keys.
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub label: String,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct KeyList {
+    pub items: Vec<KeyInfo>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Revoked {
+    pub key_id: String,
+    pub revoked: bool,
+}
+
+/// Create an API key. The response carries the key itself, which is never shown again.
+#[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKeyBody,
+    responses((status = 201, description = "Created; store `key` now", body = CreatedKey), CommandProblems))]
+pub async fn create(
+    State(state): State<AppState>,
+    ApiJson(body): ApiJson<CreateKeyBody>,
+) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+    let customer = match &body.customer_id {
+        Some(c) => Some(CustomerId::parse(c).map_err(|e| ApiError::field("/customer_id", e))?),
+        None => None,
+    };
+    let created = state.keys.create(body.role, customer, &body.label).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// List API keys (never their secrets).
+#[utoipa::path(get, path = "/v1/keys", tag = "keys",
+    responses((status = 200, description = "All keys", body = KeyList), ReadProblems))]
+pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, ApiError> {
+    Ok(Json(KeyList {
+        items: state.keys.list().await?,
+        next_cursor: None,
+    }))
+}
+
+/// Revoke an API key; it stops working at once on this node, within 5 s on others.
+#[utoipa::path(post, path = "/v1/keys/{key_id}/revoke", tag = "keys",
+    params(("key_id" = String, Path, description = "Key id")),
+    responses((status = 200, description = "Revoked", body = Revoked), CommandProblems))]
+pub async fn revoke(
+    State(state): State<AppState>,
+    ApiPath(key_id): ApiPath<String>,
+) -> Result<Json<Revoked>, ApiError> {
+    if state.keys.revoke(&key_id).await? {
+        Ok(Json(Revoked {
+            key_id,
+            revoked: true,
+        }))
+    } else {
+        Err(ApiError::NotFound(format!("no active key {key_id}")))
+    }
+}
