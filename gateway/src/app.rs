@@ -149,6 +149,7 @@ impl Api {
 
 /// Builds the router and its OpenAPI document over `state`.
 pub fn build(state: AppState) -> Built {
+    crate::metrics::handle();
     let api = Api {
         router: OpenApiRouter::with_openapi(ApiDoc::openapi()),
         routes: Vec::new(),

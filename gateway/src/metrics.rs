@@ -33,8 +33,22 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
                 .ok()?
                 .install_recorder()
                 .ok()
+                .inspect(|_| preregister())
         })
         .as_ref()
+}
+
+/// Series that should read 0 rather than be absent before their first event.
+fn preregister() {
+    for aggregate in ["Product", "Warehouse", "StockItem", "Order", "Payment"] {
+        metrics::counter!("emporium_command_retries_total", "aggregate" => aggregate).increment(0);
+        for outcome in ["accepted", "rejected", "conflict", "unavailable", "error"] {
+            metrics::counter!("emporium_commands_total", "aggregate" => aggregate, "outcome" => outcome)
+                .increment(0);
+        }
+    }
+    metrics::counter!("emporium_rate_limited_total").increment(0);
+    metrics::counter!("emporium_load_shed_total").increment(0);
 }
 
 /// Counts and times each request under its route template (`/v1/orders/{id}`), never the

@@ -188,3 +188,89 @@ async fn demo_mode_seeds_once() {
         "a second --demo start adds nothing"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
+    use reqwest::Method;
+    let db = TestDatabase::create().await;
+    let dir = TestDataDir::create();
+    let mut server = start(dir.path(), Some(db.url()), false);
+    let b = server.base.clone();
+    let (s, _) = call(
+        &b,
+        Method::POST,
+        "/v1/warehouses",
+        Some(json!({"id": "wh-1", "name": "one", "region": "eu-west", "priority": 1})),
+    )
+    .await;
+    assert_eq!(s, 201);
+    for i in 0..16 {
+        let (s, _) = call(
+            &b,
+            Method::POST,
+            "/v1/products",
+            Some(json!({
+            "sku": format!("SKU-{i}"), "title": "Thing", "description": "", "category": "c",
+            "price": {"amount_minor": 100, "currency": "EUR"}})),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+
+    let workers: Vec<_> = (0..16)
+        .map(|i| {
+            let url = format!("{b}/v1/inventory/wh-1/SKU-{i}/receive");
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(20))
+                    .build()
+                    .unwrap();
+                let mut accepted = 0u64;
+                for _ in 0..100_000 {
+                    match client
+                        .post(&url)
+                        .bearer_auth(KEY)
+                        .json(&json!({"qty": 1}))
+                        .send()
+                        .await
+                    {
+                        Ok(r) if r.status() == 200 => accepted += 1,
+                        Ok(r) => panic!("unexpected status {}", r.status()),
+                        // The server has stopped accepting connections.
+                        Err(_) => break,
+                    }
+                }
+                accepted
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let exit = tokio::task::spawn_blocking(move || {
+        let status = server.child.wait();
+        (server, status)
+    })
+    .await
+    .unwrap();
+    let (_server, status) = exit;
+    assert!(status.unwrap().success(), "a clean exit after draining");
+
+    let mut accepted = 0;
+    for w in workers {
+        accepted += w.await.unwrap();
+    }
+    assert!(accepted > 50, "the load was real ({accepted} accepted)");
+    let store = db.store(2).await;
+    let stored = store.event_count().await.unwrap() - 17;
+    println!("accepted {accepted}, stored {stored}");
+    assert!(
+        stored >= accepted as i64,
+        "an accepted command was lost: {accepted} accepted, {stored} stored"
+    );
+    assert!(
+        stored <= accepted as i64 + 16,
+        "at most the in-flight requests without a response"
+    );
+}
