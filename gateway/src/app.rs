@@ -249,7 +249,8 @@ pub fn build(state: AppState) -> Built {
                 .and_then(|v| v.to_str().ok())
                 .unwrap_or_default();
             tracing::info_span!("request", method = %r.method(), uri = %r.uri().path(), request_id = %id)
-        }))
+        })
+        .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
         .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
     Built {
         router,
