@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use sqlx::Row;
 use tokio::sync::Notify;
@@ -26,8 +26,9 @@ const SEQUENCER_LOCK: i64 = 0x454D_504F_5249_5531;
 /// Rows stamped per step: bounded so one step's transaction stays short.
 const STAMP_BATCH: i64 = 10_000;
 
-/// One event as the feed delivers it.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One event as the feed delivers it. Also the JSON body of every NATS message (see
+/// docs/events.md): a contract, so fields are only ever added.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FeedEvent {
     /// Gap-free position in commit order; the cursor clients pass back as `after`.
     pub position: i64,
@@ -131,6 +132,11 @@ impl Feed {
             }
         };
         Ok(head.unwrap_or(0))
+    }
+
+    /// Resolves at the next append through this process.
+    pub async fn appended(&self) {
+        self.appended.notified().await;
     }
 
     /// A follower that catches up from `after` and then waits for new events.

@@ -7,14 +7,21 @@
 //!   own single-statement append that stamps an `event_id` on every event.
 //! - [`feed`]: the global feed, a gap-free commit-order sequence over all events, read by
 //!   cursor or followed live.
+//! - [`relay`]: publishes the feed to NATS JetStream (one active relay per database).
+//! - [`bus`]: subscribers for workers: a durable JetStream pull consumer, or the in-process
+//!   bus over the feed in embedded mode, behind one trait.
+//! - [`nats`]: subject, stream and consumer names derived from one prefix.
 //! - [`metadata`]: actor, request, correlation and causation ids carried by every event.
 //! - [`testing`]: throwaway Postgres databases and SQLite files for tests.
 //!
 //! Architecture invariant: nothing here knows a concrete aggregate; the store is generic
 //! over `cqrs_es::Aggregate`, and the feed contract is the same on both backends.
 
+pub mod bus;
 pub mod feed;
 pub mod metadata;
+pub mod nats;
+pub mod relay;
 pub mod repository;
 pub mod store;
 pub mod testing;

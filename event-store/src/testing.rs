@@ -133,3 +133,179 @@ impl Drop for TestDataDir {
         let _ = std::fs::remove_dir_all(&self.path);
     }
 }
+
+/// The NATS server tests use: `NATS_URL`, else the local default.
+pub fn nats_url() -> String {
+    std::env::var("NATS_URL").unwrap_or_else(|_| "nats://127.0.0.1:4222".to_string())
+}
+
+/// A unique subject prefix on the shared test NATS server; its streams are deleted on drop.
+pub struct TestNats {
+    pub client: async_nats::Client,
+    pub prefix: String,
+}
+
+impl TestNats {
+    pub async fn connect() -> Self {
+        let url = nats_url();
+        let client = async_nats::connect(&url).await.unwrap_or_else(|e| {
+            panic!("tests need NATS with JetStream at {url} (set NATS_URL): {e}")
+        });
+        Self {
+            client,
+            prefix: format!("t{}", &Uuid::new_v4().simple().to_string()[..12]),
+        }
+    }
+
+    pub fn names(&self) -> crate::nats::NatsNames {
+        crate::nats::NatsNames::new(&self.prefix)
+    }
+}
+
+impl Drop for TestNats {
+    fn drop(&mut self) {
+        let client = self.client.clone();
+        let names = self.names();
+        let _ = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .expect("runtime for cleaning up a test stream");
+            rt.block_on(async move {
+                let js = async_nats::jetstream::new(client);
+                let _ = js.delete_stream(names.stream()).await;
+                let _ = js.delete_stream(names.dlq_stream()).await;
+            });
+        })
+        .join();
+    }
+}
+
+/// A private nats-server process (JetStream on, file store in a temp dir) that a test can
+/// stop and restart on the same port with the same data.
+pub struct NatsServer {
+    pub port: u16,
+    dir: TestDataDir,
+    child: Option<std::process::Child>,
+}
+
+impl NatsServer {
+    pub fn start() -> Self {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        let mut server = Self {
+            port,
+            dir: TestDataDir::create(),
+            child: None,
+        };
+        server.restart();
+        server
+    }
+
+    pub fn url(&self) -> String {
+        format!("nats://127.0.0.1:{}", self.port)
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("nats-server")
+            .args([
+                "-a",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-js",
+                "-sd",
+            ])
+            .arg(self.dir.path())
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("tests need the nats-server binary on PATH");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("nats-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for NatsServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// Appends `n` events for one aggregate straight into the events table in one transaction,
+/// bypassing aggregates (for feed and relay tests that need volume). Returns their ids.
+pub async fn append_raw(db: &Db, aggregate_id: &str, first_seq: i64, n: i64) -> Vec<Uuid> {
+    let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
+    let payload = serde_json::json!({"Raw": {"n": 1}}).to_string();
+    let metadata = serde_json::to_string(&crate::EventMetadata::system("test").to_map())
+        .expect("metadata json");
+    let mut sql = String::from(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, event_id) VALUES ",
+    );
+    for i in 0..n {
+        if i > 0 {
+            sql.push(',');
+        }
+        let b = i * 4;
+        match db {
+            Db::Postgres(_) => sql.push_str(&format!(
+                "('Raw', ${}, ${}, 'Raw', '1.0', ${}::jsonb, '{}'::jsonb, ${})",
+                b + 1,
+                b + 2,
+                b + 3,
+                metadata.replace('\'', "''"),
+                b + 4
+            )),
+            Db::Sqlite(_) => sql.push_str(&format!(
+                "('Raw', ?{}, ?{}, 'Raw', '1.0', ?{}, '{}', ?{})",
+                b + 1,
+                b + 2,
+                b + 3,
+                metadata.replace('\'', "''"),
+                b + 4
+            )),
+        }
+    }
+    match db {
+        Db::Postgres(pool) => {
+            let mut q = sqlx::query(&sql);
+            for (i, id) in ids.iter().enumerate() {
+                q = q
+                    .bind(aggregate_id)
+                    .bind(first_seq + i as i64)
+                    .bind(&payload)
+                    .bind(*id);
+            }
+            q.execute(pool).await.expect("append raw events");
+        }
+        Db::Sqlite(pool) => {
+            let mut q = sqlx::query(&sql);
+            for (i, id) in ids.iter().enumerate() {
+                q = q
+                    .bind(aggregate_id)
+                    .bind(first_seq + i as i64)
+                    .bind(&payload)
+                    .bind(id.to_string());
+            }
+            q.execute(pool).await.expect("append raw events");
+        }
+    }
+    ids
+}

@@ -1,0 +1,411 @@
+//! The relay: publishes every event of the global feed to NATS JetStream, in feed order,
+//! exactly once in effect.
+//!
+//! The store is the outbox: commands never wait for NATS. The relay reads the feed after its
+//! checkpoint, publishes with `Nats-Msg-Id` = event id (so the server drops a re-publish
+//! inside the stream's duplicate window), keeps up to `max_inflight` acks outstanding, and
+//! moves the checkpoint only past events whose acks arrived, all of them, in order. After any
+//! failure it starts again from the checkpoint. One relay is active per database and stream:
+//! on Postgres the leader holds a session advisory lock on its own connection, which the
+//! server releases the moment that process dies (see docs/adr/0005-relay.md).
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_nats::jetstream::message::PublishMessage as Publish;
+use async_nats::jetstream::{self, stream};
+use async_nats::HeaderMap;
+use sqlx::Connection;
+
+use crate::feed::FeedEvent;
+use crate::nats::NatsNames;
+use crate::store::Db;
+use crate::{on_db, Store, StoreError};
+
+/// Relay settings.
+#[derive(Debug, Clone)]
+pub struct RelayConfig {
+    pub names: NatsNames,
+    /// The stream's duplicate window: must exceed the longest gap between a message's first
+    /// publish and a re-publish (see the ADR).
+    pub duplicate_window: Duration,
+    /// Events read from the feed per step.
+    pub batch: i64,
+    /// Publishes awaiting their ack at once.
+    pub max_inflight: usize,
+    /// How long to wait for one ack before treating the batch as failed.
+    pub ack_timeout: Duration,
+}
+
+impl RelayConfig {
+    pub fn new(prefix: &str) -> Self {
+        Self {
+            names: NatsNames::new(prefix),
+            duplicate_window: Duration::from_secs(600),
+            batch: 2000,
+            max_inflight: 512,
+            ack_timeout: Duration::from_secs(5),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("nats: {0}")]
+    Nats(String),
+}
+
+impl From<sqlx::Error> for RelayError {
+    fn from(e: sqlx::Error) -> Self {
+        RelayError::Store(StoreError::Database(e))
+    }
+}
+
+/// What the relay is doing, for health and metrics.
+#[derive(Debug, Default)]
+pub struct RelayStatus {
+    pub leader: AtomicBool,
+    pub nats_ok: AtomicBool,
+    /// Last feed position known to be in the stream.
+    pub position: AtomicI64,
+    /// Last feed position seen.
+    pub head: AtomicI64,
+    pub published: AtomicU64,
+}
+
+impl RelayStatus {
+    pub fn lag(&self) -> i64 {
+        (self.head.load(Ordering::Relaxed) - self.position.load(Ordering::Relaxed)).max(0)
+    }
+}
+
+/// The result of one step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Published this many events and moved the checkpoint past them.
+    Published(usize),
+    /// Nothing new in the feed.
+    Idle,
+}
+
+/// Publishes the feed to JetStream.
+pub struct Relay {
+    store: Store,
+    js: jetstream::Context,
+    config: RelayConfig,
+    status: Arc<RelayStatus>,
+    checkpoint: Option<i64>,
+}
+
+impl Relay {
+    pub fn new(store: Store, client: async_nats::Client, config: RelayConfig) -> Self {
+        let js = jetstream::context::ContextBuilder::new()
+            .timeout(config.ack_timeout)
+            .max_ack_inflight(config.max_inflight)
+            .backpressure_on_inflight(true)
+            .build(client);
+        Self {
+            store,
+            js,
+            config,
+            status: Arc::default(),
+            checkpoint: None,
+        }
+    }
+
+    pub fn status(&self) -> Arc<RelayStatus> {
+        self.status.clone()
+    }
+
+    pub fn names(&self) -> &NatsNames {
+        &self.config.names
+    }
+
+    /// Creates the events stream, or updates it to this configuration (idempotent).
+    pub async fn ensure_stream(&self) -> Result<(), RelayError> {
+        ensure_events_stream(&self.js, &self.config.names, self.config.duplicate_window).await
+    }
+
+    fn checkpoint_name(&self) -> String {
+        format!("relay:{}", self.config.names.stream())
+    }
+
+    async fn load_checkpoint(&mut self) -> Result<i64, RelayError> {
+        if let Some(c) = self.checkpoint {
+            return Ok(c);
+        }
+        let db = self.store.db();
+        let sql = db.sql("SELECT position FROM relay_checkpoints WHERE name = $1");
+        let name = self.checkpoint_name();
+        let c: Option<i64> = on_db!(db, pool => {
+            sqlx::query_scalar(&sql).bind(&name).fetch_optional(pool).await?
+        });
+        let c = c.unwrap_or(0);
+        self.checkpoint = Some(c);
+        self.status.position.store(c, Ordering::Relaxed);
+        Ok(c)
+    }
+
+    async fn save_checkpoint(&mut self, position: i64) -> Result<(), RelayError> {
+        let db = self.store.db();
+        let sql = db.sql(
+            "INSERT INTO relay_checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+             ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
+             updated_at = excluded.updated_at",
+        );
+        let name = self.checkpoint_name();
+        let now = chrono::Utc::now().timestamp_millis();
+        on_db!(db, pool => {
+            sqlx::query(&sql).bind(&name).bind(position).bind(now).execute(pool).await?.rows_affected()
+        });
+        self.checkpoint = Some(position);
+        self.status.position.store(position, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// One step: publish the next batch of the feed and move the checkpoint past what was
+    /// acknowledged. On error the checkpoint stays where the acks stopped; the next step
+    /// re-publishes from there (the server drops the duplicates).
+    pub async fn try_step(&mut self) -> Result<Step, RelayError> {
+        let from = self.load_checkpoint().await?;
+        let events = self
+            .store
+            .feed()
+            .read_after(from, self.config.batch)
+            .await?;
+        if let Some(last) = events.last() {
+            self.status.head.fetch_max(last.position, Ordering::Relaxed);
+        } else {
+            return Ok(Step::Idle);
+        }
+        let mut inflight = VecDeque::with_capacity(self.config.max_inflight);
+        let mut acked_to = from;
+        let mut failure = None;
+        for event in &events {
+            let sent = self
+                .js
+                .send_publish(
+                    self.config
+                        .names
+                        .subject(&event.aggregate_type, &event.aggregate_id),
+                    message(event)?,
+                )
+                .await;
+            match sent {
+                Ok(ack) => inflight.push_back((event.position, ack)),
+                Err(e) => {
+                    failure = Some(e.to_string());
+                    break;
+                }
+            }
+            if inflight.len() >= self.config.max_inflight {
+                if let Some((position, ack)) = inflight.pop_front() {
+                    match ack.await {
+                        Ok(_) => acked_to = position,
+                        Err(e) => {
+                            failure = Some(e.to_string());
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        if failure.is_none() {
+            while let Some((position, ack)) = inflight.pop_front() {
+                match ack.await {
+                    Ok(_) => acked_to = position,
+                    Err(e) => {
+                        failure = Some(e.to_string());
+                        break;
+                    }
+                }
+            }
+        }
+        let published = (acked_to - from) as usize;
+        if acked_to > from {
+            self.save_checkpoint(acked_to).await?;
+            self.status
+                .published
+                .fetch_add(published as u64, Ordering::Relaxed);
+            metrics::counter!("emporium_relay_published_total").increment(published as u64);
+        }
+        metrics::gauge!("emporium_relay_position").set(acked_to as f64);
+        metrics::gauge!("emporium_relay_lag").set(self.status.lag() as f64);
+        match failure {
+            Some(e) => {
+                self.status.nats_ok.store(false, Ordering::Relaxed);
+                Err(RelayError::Nats(e))
+            }
+            None => {
+                self.status.nats_ok.store(true, Ordering::Relaxed);
+                Ok(Step::Published(published))
+            }
+        }
+    }
+
+    /// Runs until `shutdown` resolves: wins (or waits for) leadership, then steps, backing
+    /// off from 100 ms to 5 s while NATS or the database fails.
+    pub async fn run(mut self, shutdown: impl std::future::Future<Output = ()>) {
+        tokio::pin!(shutdown);
+        let mut backoff = Duration::from_millis(100);
+        let mut stream_ready = false;
+        loop {
+            let mut leadership = match Leadership::acquire(self.store.db(), &self.checkpoint_name())
+                .await
+            {
+                Ok(Some(l)) => l,
+                Ok(None) => {
+                    self.status.leader.store(false, Ordering::Relaxed);
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(Duration::from_millis(500)) => continue,
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "relay: cannot reach the database for leadership");
+                    tokio::select! {
+                        () = &mut shutdown => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            tracing::info!(stream = %self.config.names.stream(), "relay: leader");
+            self.status.leader.store(true, Ordering::Relaxed);
+            // Another process may have moved the checkpoint while we waited.
+            self.checkpoint = None;
+            loop {
+                if !stream_ready {
+                    match self.ensure_stream().await {
+                        Ok(()) => stream_ready = true,
+                        Err(e) => {
+                            self.status.nats_ok.store(false, Ordering::Relaxed);
+                            tracing::warn!(error = %e, "relay: cannot create the stream yet");
+                        }
+                    }
+                }
+                let outcome = if stream_ready {
+                    Some(self.try_step().await)
+                } else {
+                    None
+                };
+                let wait = match outcome {
+                    Some(Ok(Step::Published(_))) => {
+                        backoff = Duration::from_millis(100);
+                        Duration::ZERO
+                    }
+                    Some(Ok(Step::Idle)) => {
+                        backoff = Duration::from_millis(100);
+                        Duration::from_millis(20)
+                    }
+                    Some(Err(e)) => {
+                        tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed");
+                        let w = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        w
+                    }
+                    None => {
+                        let w = backoff;
+                        backoff = (backoff * 2).min(Duration::from_secs(5));
+                        w
+                    }
+                };
+                if !leadership.still_held().await {
+                    tracing::warn!("relay: lost leadership");
+                    self.status.leader.store(false, Ordering::Relaxed);
+                    break;
+                }
+                if wait.is_zero() {
+                    continue;
+                }
+                let appended = self.store.feed().appended();
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = appended => {}
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+/// Creates or updates the events stream (file storage, the given duplicate window).
+pub async fn ensure_events_stream(
+    js: &jetstream::Context,
+    names: &NatsNames,
+    duplicate_window: Duration,
+) -> Result<(), RelayError> {
+    js.create_or_update_stream(stream::Config {
+        name: names.stream(),
+        subjects: vec![names.events_wildcard()],
+        storage: stream::StorageType::File,
+        duplicate_window,
+        ..Default::default()
+    })
+    .await
+    .map_err(|e| RelayError::Nats(e.to_string()))?;
+    Ok(())
+}
+
+/// The NATS message for an event: JSON body (the feed event) and headers.
+fn message(e: &FeedEvent) -> Result<Publish, RelayError> {
+    let body = serde_json::to_vec(e)
+        .map_err(|err| RelayError::Store(StoreError::Decode(err.to_string())))?;
+    let mut headers = HeaderMap::new();
+    headers.insert("Emporium-Event-Type", e.event_type.as_str());
+    headers.insert("Emporium-Event-Version", e.event_version.as_str());
+    headers.insert("Emporium-Position", e.position.to_string().as_str());
+    headers.insert("Emporium-Aggregate-Type", e.aggregate_type.as_str());
+    headers.insert("Emporium-Aggregate-Id", e.aggregate_id.as_str());
+    headers.insert("Emporium-Sequence", e.sequence.to_string().as_str());
+    headers.insert(
+        "Emporium-Correlation-Id",
+        e.metadata.correlation_id.as_str(),
+    );
+    headers.insert("Emporium-Causation-Id", e.metadata.causation_id.as_str());
+    Ok(Publish::build()
+        .payload(body.into())
+        .headers(headers)
+        .message_id(e.event_id.to_string()))
+}
+
+/// The relay's claim to be the one publisher for a stream.
+enum Leadership {
+    /// A session advisory lock held on this dedicated connection.
+    Postgres(sqlx::PgConnection),
+    /// The embedded store has one process.
+    Embedded,
+}
+
+impl Leadership {
+    async fn acquire(db: &Db, name: &str) -> Result<Option<Self>, StoreError> {
+        match db {
+            Db::Sqlite(_) => Ok(Some(Leadership::Embedded)),
+            Db::Postgres(pool) => {
+                let options = pool.connect_options().as_ref().clone();
+                let mut conn = sqlx::PgConnection::connect_with(&options).await?;
+                let won: bool = sqlx::query_scalar("SELECT pg_try_advisory_lock(hashtext($1))")
+                    .bind(name)
+                    .fetch_one(&mut conn)
+                    .await?;
+                if won {
+                    Ok(Some(Leadership::Postgres(conn)))
+                } else {
+                    let _ = conn.close().await;
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    async fn still_held(&mut self) -> bool {
+        match self {
+            Leadership::Embedded => true,
+            // If the connection is gone, so is the lock: another process may lead now.
+            Leadership::Postgres(conn) => sqlx::query("SELECT 1").execute(&mut *conn).await.is_ok(),
+        }
+    }
+}
