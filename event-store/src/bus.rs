@@ -72,13 +72,15 @@ pub struct Delivery {
 }
 
 enum Settle {
-    Nats {
-        message: jetstream::Message,
-        max_deliver: i64,
-        js: jetstream::Context,
-        dlq_subject: String,
-    },
+    Nats(Box<NatsSettle>),
     Local,
+}
+
+struct NatsSettle {
+    message: jetstream::Message,
+    max_deliver: i64,
+    js: jetstream::Context,
+    dlq_subject: String,
 }
 
 /// How a local delivery was settled, reported back to its subscriber.
@@ -172,12 +174,12 @@ impl Subscriber for NatsSubscriber {
                     return Ok(Delivery {
                         event,
                         attempt,
-                        settle: Settle::Nats {
+                        settle: Settle::Nats(Box::new(NatsSettle {
                             message,
                             max_deliver: self.config.max_deliver,
                             js: self.js.clone(),
                             dlq_subject: self.names.dlq_subject(&self.config.name),
-                        },
+                        })),
                     })
                 }
                 Err(e) => {
@@ -200,7 +202,7 @@ impl Subscriber for NatsSubscriber {
         match delivery.settle {
             // Double ack: returns once the server has recorded it, so a crash right after
             // cannot bring the message back.
-            Settle::Nats { message, .. } => message.double_ack().await.map_err(nats_err),
+            Settle::Nats(s) => s.message.double_ack().await.map_err(nats_err),
             Settle::Local => Err(BusError::Nats(
                 "a local delivery given to a NATS subscriber".into(),
             )),
@@ -208,17 +210,17 @@ impl Subscriber for NatsSubscriber {
     }
 
     async fn nak(&mut self, delivery: Delivery, delay: Option<Duration>) -> Result<(), BusError> {
-        let Settle::Nats {
-            message,
-            max_deliver,
-            js,
-            dlq_subject,
-        } = delivery.settle
-        else {
+        let Settle::Nats(settle) = delivery.settle else {
             return Err(BusError::Nats(
                 "a local delivery given to a NATS subscriber".into(),
             ));
         };
+        let NatsSettle {
+            message,
+            max_deliver,
+            js,
+            dlq_subject,
+        } = *settle;
         if delivery.attempt as i64 >= max_deliver {
             js.publish(dlq_subject, message.payload.clone())
                 .await
