@@ -350,8 +350,8 @@ pub async fn ensure_events_stream(
     Ok(())
 }
 
-/// The NATS message for an event: JSON body (the feed event) and headers.
-fn message(e: &FeedEvent) -> Result<Publish, RelayError> {
+/// The NATS message for an event: JSON body (the feed event) and headers (docs/events.md).
+pub fn message(e: &FeedEvent) -> Result<Publish, RelayError> {
     let body = serde_json::to_vec(e)
         .map_err(|err| RelayError::Store(StoreError::Decode(err.to_string())))?;
     let mut headers = HeaderMap::new();

@@ -108,6 +108,16 @@ pub struct ServeArgs {
     /// Longest a request may take, in seconds, before 504.
     #[arg(long, env = "EMPORIUM_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
+    /// NATS server for the event relay; unset means the in-process bus only.
+    #[arg(long, env = "NATS_URL")]
+    pub nats_url: Option<String>,
+    /// Subject prefix; stream and consumer names derive from it.
+    #[arg(long, env = "EMPORIUM_NATS_PREFIX", default_value = "emporium")]
+    pub nats_prefix: String,
+    /// The events stream's duplicate window, in seconds (must exceed the relay's worst
+    /// re-publish gap; see docs/adr/0005-relay.md).
+    #[arg(long, env = "EMPORIUM_NATS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    pub nats_duplicate_window_secs: u64,
     /// Serve /metrics to non-loopback clients too.
     #[arg(long, env = "EMPORIUM_METRICS_PUBLIC")]
     pub metrics_public: bool,
@@ -117,6 +127,8 @@ pub struct ServeArgs {
 pub enum BenchCommand {
     /// Reserve-stock commands against Postgres versus plain INSERT baselines.
     Commands(crate::bench::BenchArgs),
+    /// The NATS relay versus a plain pipelined publish loop of the same messages.
+    Relay(crate::bench_relay::RelayBenchArgs),
 }
 
 /// Entry point of the binary.
@@ -164,6 +176,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(args).await,
+        Command::Bench(BenchCommand::Relay(args)) => crate::bench_relay::run(args).await,
         Command::Keys(args) => keys(args).await,
     }
 }
@@ -248,7 +261,30 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
         metrics_public: args.metrics_public,
     };
-    let state = AppState::new(store, bootstrap.as_deref(), config);
+    let mut state = AppState::new(store, bootstrap.as_deref(), config);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    let mut relay_task = None;
+    if let Some(url) = args.nats_url.clone().filter(|u| !u.is_empty()) {
+        // Start even while NATS is down: the relay catches up when it comes back.
+        let client = async_nats::ConnectOptions::new()
+            .retry_on_initial_connect()
+            .connection_timeout(std::time::Duration::from_secs(2))
+            .connect(&url)
+            .await
+            .with_context(|| format!("connecting to NATS at {url}"))?;
+        let mut relay_config = emporium_event_store::relay::RelayConfig::new(&args.nats_prefix);
+        relay_config.duplicate_window =
+            std::time::Duration::from_secs(args.nats_duplicate_window_secs.max(1));
+        let relay =
+            emporium_event_store::relay::Relay::new(state.store.clone(), client.clone(), relay_config);
+        state.bus = Some(crate::state::BusState {
+            client,
+            relay: relay.status(),
+        });
+        let token = shutdown.clone();
+        relay_task = Some(tokio::spawn(relay.run(async move { token.cancelled().await })));
+        tracing::info!(%url, prefix = %args.nats_prefix, "relay to NATS JetStream enabled");
+    }
     if bootstrap.is_none() && !state.keys.has_admin().await? {
         let created = state
             .keys
@@ -266,7 +302,16 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
     println!("emporium listening on http://{addr}");
-    crate::app::serve(listener, state, shutdown_signal()).await?;
+    let token = shutdown.clone();
+    crate::app::serve(listener, state, async move {
+        shutdown_signal().await;
+        token.cancel();
+    })
+    .await?;
+    shutdown.cancel();
+    if let Some(t) = relay_task {
+        let _ = t.await;
+    }
     println!("emporium stopped");
     Ok(())
 }

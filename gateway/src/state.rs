@@ -44,6 +44,14 @@ pub struct AppState {
     pub keys: Arc<KeyStore>,
     pub config: Arc<ApiConfig>,
     pub limiter: Option<Arc<KeyedLimiter>>,
+    /// The NATS connection and the relay's status, when `NATS_URL` is set.
+    pub bus: Option<BusState>,
+}
+
+#[derive(Clone)]
+pub struct BusState {
+    pub client: async_nats::Client,
+    pub relay: Arc<emporium_event_store::relay::RelayStatus>,
 }
 
 impl AppState {
@@ -55,6 +63,7 @@ impl AppState {
             keys,
             config: Arc::new(config),
             limiter,
+            bus: None,
         }
     }
 }

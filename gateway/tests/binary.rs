@@ -23,6 +23,15 @@ impl Drop for Running {
 }
 
 fn start(data_dir: &std::path::Path, database_url: Option<&str>, demo: bool) -> Running {
+    start_with(data_dir, database_url, demo, &[])
+}
+
+fn start_with(
+    data_dir: &std::path::Path,
+    database_url: Option<&str>,
+    demo: bool,
+    env: &[(&str, &str)],
+) -> Running {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
     cmd.arg("serve")
         .arg("--listen")
@@ -31,6 +40,8 @@ fn start(data_dir: &std::path::Path, database_url: Option<&str>, demo: bool) -> 
         .arg(data_dir)
         .env("EMPORIUM_ADMIN_KEY", KEY)
         .env_remove("DATABASE_URL")
+        .env_remove("NATS_URL")
+        .envs(env.iter().copied())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
     if demo {
@@ -273,4 +284,73 @@ async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
         stored <= accepted as i64 + 16,
         "at most the in-flight requests without a response"
     );
+}
+
+async fn ready(base: &str) -> Value {
+    reqwest::get(format!("{base}/health/ready")).await.unwrap().json().await.unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_seconds() {
+    use emporium_event_store::testing::TestNats;
+    use reqwest::Method;
+    let db = TestDatabase::create().await;
+    let nats = TestNats::connect().await;
+    let url = emporium_event_store::testing::nats_url();
+    let env = [("NATS_URL", url.as_str()), ("EMPORIUM_NATS_PREFIX", nats.prefix.as_str())];
+    let (d1, d2) = (TestDataDir::create(), TestDataDir::create());
+    let mut a = Some(start_with(d1.path(), Some(db.url()), false, &env));
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let b = start_with(d2.path(), Some(db.url()), false, &env);
+    let a_base = a.as_ref().unwrap().base.clone();
+
+    // Exactly one leader.
+    let mut leaders = 0;
+    for _ in 0..50 {
+        let (ra, rb) = (ready(&a_base).await, ready(&b.base).await);
+        leaders = [&ra, &rb]
+            .iter()
+            .filter(|r| r["bus"]["relay"]["leader"] == true)
+            .count();
+        if leaders == 1 && ra["bus"]["relay"]["leader"] == true {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(leaders, 1, "one active relay");
+    assert_eq!(ready(&b.base).await["bus"]["relay"]["leader"], false);
+
+    let js = async_nats::jetstream::new(nats.client.clone());
+    let count = |js: async_nats::jetstream::Context, stream: String| async move {
+        match js.get_stream(stream).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        }
+    };
+    let (s, _) = call(&b.base, Method::POST, "/v1/warehouses",
+        Some(json!({"id": "wh-1", "name": "one", "region": "eu-west", "priority": 1}))).await;
+    assert_eq!(s, 201);
+    let stream = nats.names().stream();
+    for _ in 0..100 {
+        if count(js.clone(), stream.clone()).await == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(count(js.clone(), stream.clone()).await, 1, "the leader published it");
+
+    // Kill the leader hard; the other engine takes over.
+    drop(a.take());
+    let killed_at = std::time::Instant::now();
+    let (s, _) = call(&b.base, Method::POST, "/v1/warehouses",
+        Some(json!({"id": "wh-2", "name": "two", "region": "eu-west", "priority": 1}))).await;
+    assert_eq!(s, 201);
+    while count(js.clone(), stream.clone()).await < 2 && killed_at.elapsed() < Duration::from_secs(10) {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let took = killed_at.elapsed();
+    assert_eq!(count(js.clone(), stream.clone()).await, 2);
+    println!("failover published after {took:?}");
+    assert!(took < Duration::from_secs(5), "took {took:?}");
+    assert_eq!(ready(&b.base).await["bus"]["relay"]["leader"], true);
 }

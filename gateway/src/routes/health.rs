@@ -14,19 +14,44 @@ pub async fn live() -> impl IntoResponse {
     Json(json!({"status": "ok"}))
 }
 
-/// The process can do its job: the event store answers.
+/// The process can do its job: the event store answers. With NATS configured, the relay's
+/// state and lag are reported too; NATS being down does not make the engine unready (commands
+/// are still accepted: the store is the outbox), it shows as `"degraded"`.
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
-    responses((status = 200, description = "Ready"), (status = 503, description = "Not ready")))]
+    responses((status = 200, description = "Ready (or degraded: NATS down, relay catching up)"), (status = 503, description = "Not ready: the database does not answer")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    use std::sync::atomic::Ordering;
     let db = state.store.db();
-    match db.ping().await {
-        Ok(()) => (
-            StatusCode::OK,
-            Json(json!({"status": "ready", "database": {"kind": db.kind(), "ok": true}})),
-        ),
-        Err(_) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(json!({"status": "not_ready", "database": {"kind": db.kind(), "ok": false}})),
-        ),
+    let db_ok = db.ping().await.is_ok();
+    let mut body = json!({"database": {"kind": db.kind(), "ok": db_ok}});
+    let mut degraded = false;
+    match &state.bus {
+        Some(bus) => {
+            let connected = matches!(
+                bus.client.connection_state(),
+                async_nats::connection::State::Connected
+            );
+            degraded |= !connected;
+            let r = &bus.relay;
+            body["bus"] = json!({
+                "kind": "nats",
+                "connected": connected,
+                "relay": {
+                    "leader": r.leader.load(Ordering::Relaxed),
+                    "position": r.position.load(Ordering::Relaxed),
+                    "head": r.head.load(Ordering::Relaxed),
+                    "lag": r.lag(),
+                    "published": r.published.load(Ordering::Relaxed),
+                },
+            });
+        }
+        None => body["bus"] = json!({"kind": "in-process", "connected": true}),
     }
+    let (status, word) = match (db_ok, degraded) {
+        (false, _) => (StatusCode::SERVICE_UNAVAILABLE, "not_ready"),
+        (true, true) => (StatusCode::OK, "degraded"),
+        (true, false) => (StatusCode::OK, "ready"),
+    };
+    body["status"] = json!(word);
+    (status, Json(body))
 }
