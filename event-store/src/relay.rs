@@ -302,6 +302,11 @@ impl Relay {
                         Duration::from_millis(20)
                     }
                     Some(Err(e)) => {
+                        // Keep the reported lag true while NATS is away.
+                        if let Ok(head) = self.store.feed().head().await {
+                            self.status.head.fetch_max(head, Ordering::Relaxed);
+                            metrics::gauge!("emporium_relay_lag").set(self.status.lag() as f64);
+                        }
                         tracing::warn!(error = %e, retry_in = ?backoff, "relay: publish failed");
                         let w = backoff;
                         backoff = (backoff * 2).min(Duration::from_secs(5));

@@ -309,3 +309,85 @@ pub async fn append_raw(db: &Db, aggregate_id: &str, first_seq: i64, n: i64) -> 
     }
     ids
 }
+
+/// Waits until the stream holds `expected` messages (or 90 s pass).
+pub async fn wait_for_count(
+    js: &async_nats::jetstream::Context,
+    names: &crate::nats::NatsNames,
+    expected: u64,
+) -> u64 {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(90);
+    loop {
+        let n = match js.get_stream(names.stream()).await {
+            Ok(mut s) => s.info().await.map(|i| i.state.messages).unwrap_or(0),
+            Err(_) => 0,
+        };
+        if n >= expected || std::time::Instant::now() > deadline {
+            return n;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+/// Reads every message of the stream and checks: exactly the store's events, no
+/// duplicates, and per subject in feed-position order.
+pub async fn assert_stream_matches_store(
+    js: &async_nats::jetstream::Context,
+    names: &crate::nats::NatsNames,
+    store: &Store,
+) {
+    let expected = store.event_count().await.unwrap() as u64;
+    let count = wait_for_count(js, names, expected).await;
+    // A little longer, so a late duplicate would show up in the count.
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    let mut stream = js.get_stream(names.stream()).await.unwrap();
+    let info = stream.info().await.unwrap().clone();
+    assert_eq!(count, expected);
+    assert_eq!(
+        info.state.messages, expected,
+        "exactly one message per event"
+    );
+
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut seen_ids = std::collections::HashSet::new();
+    let mut last_position: std::collections::HashMap<String, i64> =
+        std::collections::HashMap::new();
+    for _ in 0..expected {
+        let m = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures::StreamExt::next(&mut messages),
+        )
+        .await
+        .expect("every message can be read")
+        .unwrap()
+        .unwrap();
+        let e: crate::FeedEvent = serde_json::from_slice(&m.payload).unwrap();
+        assert_eq!(
+            m.subject.as_str(),
+            names.subject(&e.aggregate_type, &e.aggregate_id)
+        );
+        let headers = m.headers.as_ref().unwrap();
+        assert_eq!(
+            headers.get("Nats-Msg-Id").unwrap().as_str(),
+            e.event_id.to_string()
+        );
+        assert_eq!(
+            headers.get("Emporium-Position").unwrap().as_str(),
+            e.position.to_string()
+        );
+        assert!(seen_ids.insert(e.event_id), "duplicate {}", e.event_id);
+        let prev = last_position
+            .insert(m.subject.to_string(), e.position)
+            .unwrap_or(0);
+        assert!(e.position > prev, "{} out of order", m.subject);
+    }
+    assert_eq!(seen_ids.len() as u64, expected);
+}

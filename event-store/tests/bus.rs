@@ -66,7 +66,9 @@ async fn the_local_bus_redelivers_dead_letters_and_resumes_after_its_last_ack() 
     let dir = TestDataDir::create();
     let store = dir.store(4).await;
     append_raw(store.db(), "a", 1, 5).await;
-    let mut sub = LocalSubscriber::open(store.clone(), config()).await.unwrap();
+    let mut sub = LocalSubscriber::open(store.clone(), config())
+        .await
+        .unwrap();
     ack_nak_and_dead_letter(&mut sub).await;
     drop(sub);
 
@@ -77,7 +79,9 @@ async fn the_local_bus_redelivers_dead_letters_and_resumes_after_its_last_ack() 
     assert_eq!(dead, 1);
     // A new subscriber with the same name resumes after the last ack.
     append_raw(store.db(), "b", 1, 1).await;
-    let mut again = LocalSubscriber::open(store.clone(), config()).await.unwrap();
+    let mut again = LocalSubscriber::open(store.clone(), config())
+        .await
+        .unwrap();
     let d = next(&mut again).await;
     assert_eq!(d.event.position, 6, "resumes after the last settled event");
 }
@@ -97,11 +101,18 @@ async fn the_local_bus_filters_by_aggregate_type() {
     .await
     .unwrap();
     let waited = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
-    assert!(waited.is_err(), "no Raw event is delivered to an Other subscriber");
+    assert!(
+        waited.is_err(),
+        "no Raw event is delivered to an Other subscriber"
+    );
 }
 
 async fn relayed(store: &Store, nats: &TestNats) -> tokio::task::JoinHandle<()> {
-    let relay = Relay::new(store.clone(), nats.client.clone(), RelayConfig::new(&nats.prefix));
+    let relay = Relay::new(
+        store.clone(),
+        nats.client.clone(),
+        RelayConfig::new(&nats.prefix),
+    );
     tokio::spawn(relay.run(std::future::pending()))
 }
 
@@ -119,7 +130,11 @@ async fn a_jetstream_subscriber_redelivers_and_dead_letters() {
 
     let js = jetstream::new(nats.client.clone());
     let mut dlq = js.get_stream(nats.names().dlq_stream()).await.unwrap();
-    assert_eq!(dlq.info().await.unwrap().state.messages, 1, "one dead letter");
+    assert_eq!(
+        dlq.info().await.unwrap().state.messages,
+        1,
+        "one dead letter"
+    );
     relay.abort();
 }
 
@@ -136,10 +151,11 @@ async fn competing_jetstream_workers_share_the_events_without_overlap() {
         .map(|_| {
             let (client, names) = (nats.client.clone(), nats.names());
             tokio::spawn(async move {
-                let mut sub = NatsSubscriber::connect(client, names, config()).await.unwrap();
+                let mut sub = NatsSubscriber::connect(client, names, config())
+                    .await
+                    .unwrap();
                 let mut mine = Vec::new();
-                while let Ok(Ok(d)) =
-                    tokio::time::timeout(Duration::from_secs(3), sub.next()).await
+                while let Ok(Ok(d)) = tokio::time::timeout(Duration::from_secs(3), sub.next()).await
                 {
                     mine.push(d.event.position);
                     sub.ack(d).await.unwrap();

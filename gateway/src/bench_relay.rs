@@ -18,7 +18,11 @@ use sqlx::Connection;
 #[derive(Debug, Args)]
 pub struct RelayBenchArgs {
     /// Postgres server; a throwaway database is created there.
-    #[arg(long, env = "DATABASE_URL", default_value = "postgres://postgres@127.0.0.1:5432/postgres")]
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
     pub database_url: String,
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
     pub nats_url: String,
@@ -35,7 +39,9 @@ pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
     let mut admin = sqlx::PgConnection::connect(&args.database_url)
         .await
         .with_context(|| format!("connecting to {}", args.database_url))?;
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut admin).await?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
     let result = bench(&args, &name).await;
     sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
         .execute(&mut admin)
@@ -143,4 +149,3 @@ async fn bench(args: &RelayBenchArgs, db_name: &str) -> anyhow::Result<()> {
     println!("relay/plain over {} rounds: {mean:.2}x", ratios.len());
     Ok(())
 }
-

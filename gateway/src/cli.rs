@@ -116,7 +116,11 @@ pub struct ServeArgs {
     pub nats_prefix: String,
     /// The events stream's duplicate window, in seconds (must exceed the relay's worst
     /// re-publish gap; see docs/adr/0005-relay.md).
-    #[arg(long, env = "EMPORIUM_NATS_DUPLICATE_WINDOW_SECS", default_value_t = 600)]
+    #[arg(
+        long,
+        env = "EMPORIUM_NATS_DUPLICATE_WINDOW_SECS",
+        default_value_t = 600
+    )]
     pub nats_duplicate_window_secs: u64,
     /// Serve /metrics to non-loopback clients too.
     #[arg(long, env = "EMPORIUM_METRICS_PUBLIC")]
@@ -275,14 +279,19 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         let mut relay_config = emporium_event_store::relay::RelayConfig::new(&args.nats_prefix);
         relay_config.duplicate_window =
             std::time::Duration::from_secs(args.nats_duplicate_window_secs.max(1));
-        let relay =
-            emporium_event_store::relay::Relay::new(state.store.clone(), client.clone(), relay_config);
+        let relay = emporium_event_store::relay::Relay::new(
+            state.store.clone(),
+            client.clone(),
+            relay_config,
+        );
         state.bus = Some(crate::state::BusState {
             client,
             relay: relay.status(),
         });
         let token = shutdown.clone();
-        relay_task = Some(tokio::spawn(relay.run(async move { token.cancelled().await })));
+        relay_task = Some(tokio::spawn(
+            relay.run(async move { token.cancelled().await }),
+        ));
         tracing::info!(%url, prefix = %args.nats_prefix, "relay to NATS JetStream enabled");
     }
     if bootstrap.is_none() && !state.keys.has_admin().await? {

@@ -287,7 +287,12 @@ async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
 }
 
 async fn ready(base: &str) -> Value {
-    reqwest::get(format!("{base}/health/ready")).await.unwrap().json().await.unwrap()
+    reqwest::get(format!("{base}/health/ready"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -297,7 +302,10 @@ async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_sec
     let db = TestDatabase::create().await;
     let nats = TestNats::connect().await;
     let url = emporium_event_store::testing::nats_url();
-    let env = [("NATS_URL", url.as_str()), ("EMPORIUM_NATS_PREFIX", nats.prefix.as_str())];
+    let env = [
+        ("NATS_URL", url.as_str()),
+        ("EMPORIUM_NATS_PREFIX", nats.prefix.as_str()),
+    ];
     let (d1, d2) = (TestDataDir::create(), TestDataDir::create());
     let mut a = Some(start_with(d1.path(), Some(db.url()), false, &env));
     tokio::time::sleep(Duration::from_millis(500)).await;
@@ -327,8 +335,13 @@ async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_sec
             Err(_) => 0,
         }
     };
-    let (s, _) = call(&b.base, Method::POST, "/v1/warehouses",
-        Some(json!({"id": "wh-1", "name": "one", "region": "eu-west", "priority": 1}))).await;
+    let (s, _) = call(
+        &b.base,
+        Method::POST,
+        "/v1/warehouses",
+        Some(json!({"id": "wh-1", "name": "one", "region": "eu-west", "priority": 1})),
+    )
+    .await;
     assert_eq!(s, 201);
     let stream = nats.names().stream();
     for _ in 0..100 {
@@ -337,15 +350,26 @@ async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_sec
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(count(js.clone(), stream.clone()).await, 1, "the leader published it");
+    assert_eq!(
+        count(js.clone(), stream.clone()).await,
+        1,
+        "the leader published it"
+    );
 
     // Kill the leader hard; the other engine takes over.
     drop(a.take());
     let killed_at = std::time::Instant::now();
-    let (s, _) = call(&b.base, Method::POST, "/v1/warehouses",
-        Some(json!({"id": "wh-2", "name": "two", "region": "eu-west", "priority": 1}))).await;
+    let (s, _) = call(
+        &b.base,
+        Method::POST,
+        "/v1/warehouses",
+        Some(json!({"id": "wh-2", "name": "two", "region": "eu-west", "priority": 1})),
+    )
+    .await;
     assert_eq!(s, 201);
-    while count(js.clone(), stream.clone()).await < 2 && killed_at.elapsed() < Duration::from_secs(10) {
+    while count(js.clone(), stream.clone()).await < 2
+        && killed_at.elapsed() < Duration::from_secs(10)
+    {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     let took = killed_at.elapsed();
