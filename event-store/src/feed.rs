@@ -43,6 +43,23 @@ pub struct FeedEvent {
     pub recorded_at: DateTime<Utc>,
 }
 
+/// A feed event whose payload stays the stored JSON text: the relay forwards it without
+/// parsing it into a tree and printing it again. Serialises to exactly the JSON shape of
+/// [`FeedEvent`].
+#[derive(Debug, Clone, Serialize)]
+pub struct RawFeedEvent {
+    pub position: i64,
+    pub event_id: Uuid,
+    pub aggregate_type: String,
+    pub aggregate_id: String,
+    pub sequence: i64,
+    pub event_type: String,
+    pub event_version: String,
+    pub payload: Box<serde_json::value::RawValue>,
+    pub metadata: EventMetadata,
+    pub recorded_at: DateTime<Utc>,
+}
+
 /// Reads the global feed. Cheap to clone.
 #[derive(Clone)]
 pub struct Feed {
@@ -114,6 +131,43 @@ impl Feed {
                 rows.iter().map(sqlite_row).collect()
             }
         }
+    }
+
+    /// Like [`Feed::read_after`], with payloads left as JSON text.
+    pub async fn read_after_raw(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RawFeedEvent>, StoreError> {
+        let sql = match &self.db {
+            Db::Postgres(_) => {
+                self.stamp().await?;
+                include_str!("../sql/pg_feed_after_raw.sql")
+            }
+            Db::Sqlite(_) => include_str!("../sql/sqlite_feed_after.sql"),
+        };
+        crate::on_db!(&self.db, pool => {
+            let rows = sqlx::query(sql).bind(after).bind(limit).fetch_all(pool).await?;
+            rows.iter().map(|row| {
+                let decode = |what: &str, e: &dyn std::fmt::Display| {
+                    StoreError::Decode(format!("{what}: {e}"))
+                };
+                let payload: String = row.try_get("payload")?;
+                Ok(RawFeedEvent {
+                    position: row.try_get("feed_position")?,
+                    event_id: row_uuid(row)?,
+                    aggregate_type: row.try_get("aggregate_type")?,
+                    aggregate_id: row.try_get("aggregate_id")?,
+                    sequence: row.try_get("sequence")?,
+                    event_type: row.try_get("event_type")?,
+                    event_version: row.try_get("event_version")?,
+                    payload: serde_json::value::RawValue::from_string(payload)
+                        .map_err(|e| decode("payload", &e))?,
+                    metadata: row_metadata(row)?,
+                    recorded_at: row_time(row)?,
+                })
+            }).collect()
+        })
     }
 
     /// The last stamped position (0 when the log is empty).
@@ -227,4 +281,56 @@ fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<FeedEvent, StoreError> {
             .map_err(|e| decode("recorded_at", &e))?
             .with_timezone(&Utc),
     })
+}
+
+/// Column decoders whose stored types differ per backend (uuid / text, jsonb / text,
+/// timestamptz / text).
+trait BackendRow {
+    fn uuid(&self) -> Result<Uuid, StoreError>;
+    fn metadata(&self) -> Result<EventMetadata, StoreError>;
+    fn time(&self) -> Result<DateTime<Utc>, StoreError>;
+}
+
+impl BackendRow for sqlx::postgres::PgRow {
+    fn uuid(&self) -> Result<Uuid, StoreError> {
+        Ok(self.try_get("event_id")?)
+    }
+    fn metadata(&self) -> Result<EventMetadata, StoreError> {
+        let v: Value = self.try_get("metadata")?;
+        Ok(EventMetadata::from_json(&v))
+    }
+    fn time(&self) -> Result<DateTime<Utc>, StoreError> {
+        Ok(self.try_get("recorded_at")?)
+    }
+}
+
+impl BackendRow for sqlx::sqlite::SqliteRow {
+    fn uuid(&self) -> Result<Uuid, StoreError> {
+        let s: String = self.try_get("event_id")?;
+        Uuid::parse_str(&s).map_err(|e| StoreError::Decode(format!("event_id: {e}")))
+    }
+    fn metadata(&self) -> Result<EventMetadata, StoreError> {
+        let s: String = self.try_get("metadata")?;
+        let v: Value =
+            serde_json::from_str(&s).map_err(|e| StoreError::Decode(format!("metadata: {e}")))?;
+        Ok(EventMetadata::from_json(&v))
+    }
+    fn time(&self) -> Result<DateTime<Utc>, StoreError> {
+        let s: String = self.try_get("recorded_at")?;
+        DateTime::parse_from_rfc3339(&s)
+            .map(|t| t.with_timezone(&Utc))
+            .map_err(|e| StoreError::Decode(format!("recorded_at: {e}")))
+    }
+}
+
+fn row_uuid(row: &impl BackendRow) -> Result<Uuid, StoreError> {
+    row.uuid()
+}
+
+fn row_metadata(row: &impl BackendRow) -> Result<EventMetadata, StoreError> {
+    row.metadata()
+}
+
+fn row_time(row: &impl BackendRow) -> Result<DateTime<Utc>, StoreError> {
+    row.time()
 }

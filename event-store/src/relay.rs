@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use sqlx::Connection;
 
-use crate::feed::FeedEvent;
+use crate::feed::RawFeedEvent;
 use crate::nats::NatsNames;
 use crate::store::Db;
 use crate::{on_db, Store, StoreError};
@@ -45,7 +45,7 @@ impl RelayConfig {
             names: NatsNames::new(prefix),
             duplicate_window: Duration::from_secs(600),
             batch: 2000,
-            max_inflight: 512,
+            max_inflight: 4096,
             ack_timeout: Duration::from_secs(5),
         }
     }
@@ -83,10 +83,14 @@ impl RelayStatus {
     }
 }
 
+/// A batch being read on another task.
+type Prefetch = tokio::task::JoinHandle<Result<Vec<RawFeedEvent>, StoreError>>;
+
 /// The result of one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Step {
-    /// Published this many events and moved the checkpoint past them.
+    /// Moved the checkpoint past this many events (0 when a batch was sent but its acks are
+    /// still in flight).
     Published(usize),
     /// Nothing new in the feed.
     Idle,
@@ -99,6 +103,13 @@ pub struct Relay {
     config: RelayConfig,
     status: Arc<RelayStatus>,
     checkpoint: Option<i64>,
+    /// Publishes awaiting their ack, oldest first. Kept across steps, so the server keeps
+    /// working through them while the next batch is read from the database.
+    inflight: VecDeque<(i64, async_nats::jetstream::context::PublishAckFuture)>,
+    /// The last position handed to NATS (acked or not).
+    sent_to: Option<i64>,
+    /// The next batch, read on another task while this one is being sent.
+    prefetch: Option<(i64, Prefetch)>,
 }
 
 impl Relay {
@@ -114,6 +125,9 @@ impl Relay {
             config,
             status: Arc::default(),
             checkpoint: None,
+            inflight: VecDeque::new(),
+            sent_to: None,
+            prefetch: None,
         }
     }
 
@@ -167,84 +181,121 @@ impl Relay {
         Ok(())
     }
 
-    /// One step: publish the next batch of the feed and move the checkpoint past what was
-    /// acknowledged. On error the checkpoint stays where the acks stopped; the next step
-    /// re-publishes from there (the server drops the duplicates).
+    /// One step: publish the next batch of the feed and move the checkpoint past every event
+    /// whose ack (and all earlier acks) arrived. Up to `max_inflight` publishes stay
+    /// outstanding between steps; when the feed is drained they are awaited. On error the
+    /// in-flight publishes are forgotten and the next step re-publishes from the checkpoint
+    /// (the server drops the duplicates).
     pub async fn try_step(&mut self) -> Result<Step, RelayError> {
-        let from = self.load_checkpoint().await?;
-        let events = self
-            .store
-            .feed()
-            .read_after(from, self.config.batch)
-            .await?;
-        if let Some(last) = events.last() {
-            self.status.head.fetch_max(last.position, Ordering::Relaxed);
-        } else {
-            return Ok(Step::Idle);
-        }
-        let mut inflight = VecDeque::with_capacity(self.config.max_inflight);
-        let mut acked_to = from;
-        let mut failure = None;
-        for event in &events {
-            let sent = self
-                .js
-                .send_publish(
-                    self.config
-                        .names
-                        .subject(&event.aggregate_type, &event.aggregate_id),
-                    message(event)?,
-                )
-                .await;
-            match sent {
-                Ok(ack) => inflight.push_back((event.position, ack)),
-                Err(e) => {
-                    failure = Some(e.to_string());
-                    break;
-                }
-            }
-            if inflight.len() >= self.config.max_inflight {
-                if let Some((position, ack)) = inflight.pop_front() {
-                    match ack.await {
-                        Ok(_) => acked_to = position,
-                        Err(e) => {
-                            failure = Some(e.to_string());
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-        if failure.is_none() {
-            while let Some((position, ack)) = inflight.pop_front() {
-                match ack.await {
-                    Ok(_) => acked_to = position,
-                    Err(e) => {
-                        failure = Some(e.to_string());
-                        break;
-                    }
-                }
-            }
-        }
-        let published = (acked_to - from) as usize;
-        if acked_to > from {
+        let checkpoint = self.load_checkpoint().await?;
+        let result = self.step_from(checkpoint).await;
+        let acked_to = match &result {
+            Ok((acked, _)) => *acked,
+            Err((acked, _)) => *acked,
+        };
+        if acked_to > checkpoint {
             self.save_checkpoint(acked_to).await?;
-            self.status
-                .published
-                .fetch_add(published as u64, Ordering::Relaxed);
-            metrics::counter!("emporium_relay_published_total").increment(published as u64);
+            let n = (acked_to - checkpoint) as u64;
+            self.status.published.fetch_add(n, Ordering::Relaxed);
+            metrics::counter!("emporium_relay_published_total").increment(n);
         }
         metrics::gauge!("emporium_relay_position").set(acked_to as f64);
         metrics::gauge!("emporium_relay_lag").set(self.status.lag() as f64);
-        match failure {
-            Some(e) => {
-                self.status.nats_ok.store(false, Ordering::Relaxed);
-                Err(RelayError::Nats(e))
-            }
-            None => {
+        match result {
+            Ok((_, sent)) => {
                 self.status.nats_ok.store(true, Ordering::Relaxed);
-                Ok(Step::Published(published))
+                if acked_to > checkpoint || sent > 0 {
+                    Ok(Step::Published((acked_to - checkpoint) as usize))
+                } else {
+                    Ok(Step::Idle)
+                }
+            }
+            Err((_, e)) => {
+                self.inflight.clear();
+                self.sent_to = None;
+                if let Some((_, h)) = self.prefetch.take() {
+                    h.abort();
+                }
+                self.status.nats_ok.store(false, Ordering::Relaxed);
+                Err(e)
             }
         }
+    }
+
+    /// Sends the next batch (or, with nothing new, awaits everything in flight). Returns the
+    /// position acknowledged so far (also on failure) and how many events were sent.
+    async fn step_from(&mut self, checkpoint: i64) -> Result<(i64, usize), (i64, RelayError)> {
+        let mut acked_to = checkpoint;
+        let send_from = self.sent_to.unwrap_or(checkpoint);
+        let read = match self.prefetch.take() {
+            Some((after, handle)) if after == send_from => match handle.await {
+                Ok(r) => r,
+                Err(e) => Err(StoreError::Decode(format!("prefetch task: {e}"))),
+            },
+            Some((_, handle)) => {
+                handle.abort();
+                self.store
+                    .feed()
+                    .read_after_raw(send_from, self.config.batch)
+                    .await
+            }
+            None => {
+                self.store
+                    .feed()
+                    .read_after_raw(send_from, self.config.batch)
+                    .await
+            }
+        };
+        let events = match read {
+            Ok(e) => e,
+            Err(e) => return Err((acked_to, e.into())),
+        };
+        // A full batch means more is probably waiting: read it on another task while this
+        // one is sent.
+        if let Some(last) = events
+            .last()
+            .filter(|_| events.len() as i64 == self.config.batch)
+        {
+            let (feed, after, batch) =
+                (self.store.feed().clone(), last.position, self.config.batch);
+            self.prefetch = Some((
+                after,
+                tokio::spawn(async move { feed.read_after_raw(after, batch).await }),
+            ));
+        }
+        if events.is_empty() {
+            while let Some((position, ack)) = self.inflight.pop_front() {
+                match ack.await {
+                    Ok(_) => acked_to = position,
+                    Err(e) => return Err((acked_to, RelayError::Nats(e.to_string()))),
+                }
+            }
+            return Ok((acked_to, 0));
+        }
+        if let Some(last) = events.last() {
+            self.status.head.fetch_max(last.position, Ordering::Relaxed);
+        }
+        for event in &events {
+            let msg = message(event).map_err(|e| (acked_to, e))?;
+            let subject = self
+                .config
+                .names
+                .subject(&event.aggregate_type, &event.aggregate_id);
+            match self.js.send_publish(subject, msg).await {
+                Ok(ack) => self.inflight.push_back((event.position, ack)),
+                Err(e) => return Err((acked_to, RelayError::Nats(e.to_string()))),
+            }
+            self.sent_to = Some(event.position);
+            if self.inflight.len() >= self.config.max_inflight {
+                if let Some((position, ack)) = self.inflight.pop_front() {
+                    match ack.await {
+                        Ok(_) => acked_to = position,
+                        Err(e) => return Err((acked_to, RelayError::Nats(e.to_string()))),
+                    }
+                }
+            }
+        }
+        Ok((acked_to, events.len()))
     }
 
     /// Runs until `shutdown` resolves: wins (or waits for) leadership, then steps, backing
@@ -277,6 +328,11 @@ impl Relay {
             self.status.leader.store(true, Ordering::Relaxed);
             // Another process may have moved the checkpoint while we waited.
             self.checkpoint = None;
+            self.inflight.clear();
+            self.sent_to = None;
+            if let Some((_, h)) = self.prefetch.take() {
+                h.abort();
+            }
             loop {
                 if !stream_ready {
                     match self.ensure_stream().await {
@@ -356,7 +412,7 @@ pub async fn ensure_events_stream(
 }
 
 /// The NATS message for an event: JSON body (the feed event) and headers (docs/events.md).
-pub fn message(e: &FeedEvent) -> Result<Publish, RelayError> {
+pub fn message(e: &RawFeedEvent) -> Result<Publish, RelayError> {
     let body = serde_json::to_vec(e)
         .map_err(|err| RelayError::Store(StoreError::Decode(err.to_string())))?;
     let mut headers = HeaderMap::new();
