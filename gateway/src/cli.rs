@@ -133,6 +133,8 @@ pub enum BenchCommand {
     Commands(crate::bench::BenchArgs),
     /// The NATS relay versus a plain pipelined publish loop of the same messages.
     Relay(crate::bench_relay::RelayBenchArgs),
+    /// The NDJSON export of /v1/events versus `psql COPY` of the same rows.
+    Export(crate::bench_export::ExportBenchArgs),
 }
 
 /// Entry point of the binary.
@@ -181,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(args).await,
         Command::Bench(BenchCommand::Relay(args)) => crate::bench_relay::run(args).await,
+        Command::Bench(BenchCommand::Export(args)) => crate::bench_export::run(args).await,
         Command::Keys(args) => keys(args).await,
     }
 }

@@ -17,6 +17,7 @@
 pub mod app;
 pub mod auth;
 pub mod bench;
+pub mod bench_export;
 pub mod bench_relay;
 pub mod cli;
 pub mod demo;
