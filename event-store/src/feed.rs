@@ -133,6 +133,38 @@ impl Feed {
         }
     }
 
+    /// The events at the given positions, in position order (for timelines).
+    pub async fn read_positions(&self, positions: &[i64]) -> Result<Vec<FeedEvent>, StoreError> {
+        let mut out = Vec::with_capacity(positions.len());
+        for chunk in positions.chunks(500) {
+            let list = chunk
+                .iter()
+                .map(i64::to_string)
+                .collect::<Vec<_>>()
+                .join(",");
+            let sql = format!(
+                "SELECT feed_position, event_id, aggregate_type, aggregate_id, sequence, event_type,
+                        event_version, payload, metadata, recorded_at
+                   FROM events WHERE feed_position IN ({list}) ORDER BY feed_position"
+            );
+            match &self.db {
+                Db::Postgres(pool) => {
+                    let rows = sqlx::query(&sql).fetch_all(pool).await?;
+                    for r in &rows {
+                        out.push(pg_row(r)?);
+                    }
+                }
+                Db::Sqlite(pool) => {
+                    let rows = sqlx::query(&sql).fetch_all(pool).await?;
+                    for r in &rows {
+                        out.push(sqlite_row(r)?);
+                    }
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// Like [`Feed::read_after`], with payloads left as JSON text.
     pub async fn read_after_raw(
         &self,

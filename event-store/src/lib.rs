@@ -7,6 +7,7 @@
 //!   own single-statement append that stamps an `event_id` on every event.
 //! - [`feed`]: the global feed, a gap-free commit-order sequence over all events, read by
 //!   cursor or followed live.
+//! - [`export`]: streams a filtered range of the feed in one query, for analysts' exports.
 //! - [`relay`]: publishes the feed to NATS JetStream (one active relay per database).
 //! - [`bus`]: subscribers for workers: a durable JetStream pull consumer, or the in-process
 //!   bus over the feed in embedded mode, behind one trait.
@@ -18,6 +19,7 @@
 //! over `cqrs_es::Aggregate`, and the feed contract is the same on both backends.
 
 pub mod bus;
+pub mod export;
 pub mod feed;
 pub mod metadata;
 pub mod nats;

@@ -434,7 +434,7 @@ pub fn message(e: &RawFeedEvent) -> Result<Publish, RelayError> {
 }
 
 /// The relay's claim to be the one publisher for a stream.
-enum Leadership {
+pub enum Leadership {
     /// A session advisory lock held on this dedicated connection.
     Postgres(sqlx::PgConnection),
     /// The embedded store has one process.
@@ -442,7 +442,7 @@ enum Leadership {
 }
 
 impl Leadership {
-    async fn acquire(db: &Db, name: &str) -> Result<Option<Self>, StoreError> {
+    pub async fn acquire(db: &Db, name: &str) -> Result<Option<Self>, StoreError> {
         match db {
             Db::Sqlite(_) => Ok(Some(Leadership::Embedded)),
             Db::Postgres(pool) => {
@@ -462,7 +462,7 @@ impl Leadership {
         }
     }
 
-    async fn still_held(&mut self) -> bool {
+    pub async fn still_held(&mut self) -> bool {
         match self {
             Leadership::Embedded => true,
             // If the connection is gone, so is the lock: another process may lead now.

@@ -27,7 +27,10 @@ use utoipa_swagger_ui::SwaggerUi;
 
 use crate::auth::{authorize, Access, Role};
 use crate::error::{ApiError, InternalDetail};
-use crate::routes::{events, health, inventory, keys, orders, products, warehouses};
+use crate::routes::{
+    analytics, catalog, events, health, inventory, keys, orders, products, projections, timeline,
+    warehouses,
+};
 use crate::state::AppState;
 
 /// Largest accepted request body. Orders are the biggest commands: 100 lines fit in ~10 KiB.
@@ -36,6 +39,8 @@ pub const BODY_LIMIT: usize = 256 * 1024;
 const OPERATOR: Access = Access::Roles(&[Role::Operator]);
 const CLIENT: Access = Access::Roles(&[Role::Client]);
 const HISTORY: Access = Access::Roles(&[Role::Analyst, Role::Auditor]);
+const ANALYST: Access = Access::Roles(&[Role::Analyst]);
+const AUDITOR: Access = Access::Roles(&[Role::Auditor]);
 const ADMIN: Access = Access::Roles(&[]);
 
 /// One registered route: what the role-matrix and spec tests walk.
@@ -60,6 +65,7 @@ pub struct RouteSpec {
         (name = "inventory", description = "Stock per warehouse and SKU"),
         (name = "orders", description = "Placing, reading and cancelling orders"),
         (name = "events", description = "The global event feed"),
+        (name = "analytics", description = "Figures over time ranges, and a live stream"),
         (name = "keys", description = "API keys (admin)"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
@@ -173,6 +179,14 @@ pub fn build(state: AppState) -> Built {
         .add(CLIENT, routes!(orders::place))
         .add(CLIENT, routes!(orders::get))
         .add(CLIENT, routes!(orders::cancel))
+        .add(AUDITOR, routes!(timeline::get))
+        .add(Access::AnyRole, routes!(catalog::search))
+        .add(ANALYST, routes!(analytics::summary))
+        .add(ANALYST, routes!(analytics::top_products))
+        .add(ANALYST, routes!(analytics::warehouses))
+        .add(ANALYST, routes!(analytics::funnel))
+        .add(ANALYST, routes!(analytics::stream))
+        .add(ANALYST, routes!(projections::list))
         .add(HISTORY, routes!(events::list))
         .add(ADMIN, routes!(keys::create))
         .add(ADMIN, routes!(keys::list))

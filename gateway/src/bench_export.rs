@@ -1,4 +1,324 @@
-//! `emporium bench export`: see the module written for the export issue.
-pub async fn run(_args: ExportBenchArgs) -> anyhow::Result<()> { Ok(()) }
-#[derive(Debug, clap::Args)]
-pub struct ExportBenchArgs {}
+//! `emporium bench export`: how fast `GET /v1/events` streams the feed as NDJSON, against
+//! `psql`'s `COPY ... TO STDOUT` of the same rows and columns (the database's own bulk
+//! export, the ceiling) measured in the same run on the same server, alternating.
+//!
+//! A throwaway database `emporium_bench_<uuid>` is filled with one `INSERT ... SELECT ...
+//! FROM generate_series` per batch (positions stamped as the rows go in), vacuumed, then
+//! read back whole by each contender; it is dropped at the end, also after a failure.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context};
+use clap::Args;
+use emporium_event_store::store::connect_postgres;
+use emporium_event_store::{Db, Store};
+use indicatif::{ProgressBar, ProgressStyle};
+use sqlx::{Connection, PgPool};
+use tokio::io::AsyncReadExt;
+
+#[derive(Debug, Args)]
+pub struct ExportBenchArgs {
+    /// Postgres server; a throwaway database is created there (and dropped).
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// Events in the feed to export.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub events: u64,
+    /// Rounds; each runs `psql COPY`, then the HTTP export.
+    #[arg(long, default_value_t = 2)]
+    pub rounds: usize,
+}
+
+/// Rows per fill statement (one progress step).
+const FILL_BATCH: u64 = 50_000;
+const KEY: &str = "bench-key";
+
+/// The bench's rows: orders going through four events each, with ~200-byte payloads and the
+/// metadata every command writes. Positions are stamped as the rows go in: a fresh database
+/// has no concurrent writers, so `global_position` order is commit order.
+const FILL_SQL: &str = r#"
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    payload, metadata, global_position, feed_position)
+SELECT 'Order',
+       'order-' || ((i - 1) / 4),
+       (i - 1) % 4 + 1,
+       t.event_type,
+       '1.0',
+       jsonb_build_object(t.event_type, jsonb_build_object(
+           'order_id', md5(((i - 1) / 4)::text)::uuid,
+           'customer_id', 'c-' || (i % 5000),
+           'lines', jsonb_build_array(jsonb_build_object(
+               'sku', 'SKU-' || lpad((i % 1000)::text, 5, '0'),
+               'qty', 1 + i % 5,
+               'unit_price_minor', 100 + (i * 7) % 10000)),
+           'currency', 'EUR',
+           'total_minor', (1 + i % 5) * (100 + (i * 7) % 10000),
+           'shipping_region', 'eu-west')),
+       jsonb_build_object('actor', 'system:bench',
+                          'request_id', gen_random_uuid(),
+                          'correlation_id', gen_random_uuid(),
+                          'causation_id', gen_random_uuid()),
+       i,
+       i
+  FROM generate_series($1::bigint, $2::bigint) AS i,
+       LATERAL (SELECT (ARRAY['OrderPlaced', 'PaymentAuthorized', 'OrderConfirmed',
+                              'OrderShipped'])[(i - 1) % 4 + 1] AS event_type) AS t
+"#;
+
+pub async fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
+    if args.events == 0 || args.rounds == 0 {
+        bail!("--events and --rounds must be at least 1");
+    }
+    let name = format!("emporium_bench_{}", uuid::Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&args.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", args.database_url))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let result = bench(&args, &name).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    result
+}
+
+async fn bench(args: &ExportBenchArgs, db_name: &str) -> anyhow::Result<()> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
+        .database(db_name)
+        .to_url_lossy()
+        .to_string();
+    let pool = connect_postgres(&url, 8).await?;
+    let store = Store::from_db(Db::Postgres(pool.clone()));
+    store.migrate().await?;
+    fill(&pool, args.events).await?;
+
+    let sizes: (i64, i64) = sqlx::query_as(
+        "SELECT COALESCE(SUM(octet_length(payload::text)), 0)::bigint / COUNT(*), \
+                COALESCE(SUM(octet_length(metadata::text)), 0)::bigint / COUNT(*) FROM events",
+    )
+    .fetch_one(&pool)
+    .await?;
+    println!(
+        "{} events, payload ~{} bytes, metadata ~{} bytes as text",
+        args.events, sizes.0, sizes.1
+    );
+    let plan: Vec<String> = sqlx::query_scalar(&format!(
+        "EXPLAIN {}",
+        emporium_event_store::export::POSTGRES_SQL
+    ))
+    .bind(0_i64)
+    .bind(args.events as i64)
+    .bind(None::<String>)
+    .bind(None::<String>)
+    .bind(None::<chrono::DateTime<chrono::Utc>>)
+    .bind(None::<chrono::DateTime<chrono::Utc>>)
+    .bind(None::<i64>)
+    .fetch_all(&pool)
+    .await?;
+    let scan = plan
+        .iter()
+        .map(|l| l.trim_start_matches([' ', '-', '>']))
+        .find(|l| l.contains("Scan"))
+        .unwrap_or("?");
+    println!("export plan: {scan}");
+
+    // The gateway, in process, on a loopback port.
+    let state = crate::AppState::new(store, Some(KEY), crate::ApiConfig::default());
+    let router = crate::app::build(state).router;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let server = tokio::spawn(crate::app::serve_router(listener, router, async {
+        let _ = stopped.await;
+    }));
+    let client = reqwest::Client::new();
+    let endpoint = format!("http://{addr}/v1/events");
+
+    let copy_sql = copy_statement(args.events);
+    let mut ratios = Vec::new();
+    let mut outcome = Ok(());
+    for round in 1..=args.rounds {
+        let copy = match copy_out(&url, &copy_sql).await {
+            Ok(m) => m,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        let export = match http_export(&client, &endpoint).await {
+            Ok(m) => m,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        for (what, m) in [("psql COPY", &copy), ("HTTP NDJSON", &export)] {
+            if m.lines != args.events {
+                outcome = Err(anyhow::anyhow!(
+                    "{what} returned {} lines, expected {}",
+                    m.lines,
+                    args.events
+                ));
+            }
+        }
+        if outcome.is_err() {
+            break;
+        }
+        let ratio = export.per_sec() / copy.per_sec();
+        ratios.push(ratio);
+        println!("round {round}: psql COPY    {}", copy.line());
+        println!(
+            "round {round}: HTTP NDJSON  {}   export/COPY {ratio:.2}x",
+            export.line()
+        );
+    }
+    let _ = stop.send(());
+    let _ = server.await;
+    outcome?;
+    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    println!(
+        "export/COPY over {} rounds: {mean:.2}x (goal >= 0.5x)",
+        ratios.len()
+    );
+    Ok(())
+}
+
+async fn fill(pool: &PgPool, events: u64) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(events).with_style(
+        ProgressStyle::with_template("filling {bar:30} {pos}/{len} ({per_sec}, {eta} left)")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let mut next = 1;
+    while next <= events {
+        let last = (next + FILL_BATCH - 1).min(events);
+        sqlx::query(FILL_SQL)
+            .bind(next as i64)
+            .bind(last as i64)
+            .execute(pool)
+            .await
+            .context("filling the events table")?;
+        bar.set_position(last);
+        next = last + 1;
+    }
+    bar.finish_and_clear();
+    let spinner = ProgressBar::new_spinner().with_message("VACUUM ANALYZE events");
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    sqlx::raw_sql("VACUUM ANALYZE events").execute(pool).await?;
+    spinner.finish_and_clear();
+    Ok(())
+}
+
+/// The export statement with its parameters written in (the whole feed, no filter), as a
+/// `COPY ... TO STDOUT`: the same rows, columns and plan, the database's fastest way out.
+fn copy_statement(events: u64) -> String {
+    let mut sql = emporium_event_store::export::POSTGRES_SQL
+        .lines()
+        .filter(|l| !l.trim_start().starts_with("--"))
+        .collect::<Vec<_>>()
+        .join("\n");
+    for (param, value) in [
+        ("$7", "NULL".to_string()),
+        ("$6", "NULL".to_string()),
+        ("$5", "NULL".to_string()),
+        ("$4", "NULL".to_string()),
+        ("$3", "NULL".to_string()),
+        ("$2", events.to_string()),
+        ("$1", "0".to_string()),
+    ] {
+        sql = sql.replace(param, &value);
+    }
+    format!("COPY ({sql}) TO STDOUT")
+}
+
+struct Measured {
+    bytes: u64,
+    lines: u64,
+    elapsed: Duration,
+}
+
+impl Measured {
+    fn per_sec(&self) -> f64 {
+        self.lines as f64 / self.elapsed.as_secs_f64()
+    }
+
+    fn line(&self) -> String {
+        format!(
+            "{:>9} lines {:>8.1} MB in {:>6.2} s = {:>9.0} events/s {:>7.1} MB/s",
+            self.lines,
+            self.bytes as f64 / 1e6,
+            self.elapsed.as_secs_f64(),
+            self.per_sec(),
+            self.bytes as f64 / 1e6 / self.elapsed.as_secs_f64()
+        )
+    }
+}
+
+/// `psql <url> -c "COPY (...) TO STDOUT"`, its output counted as it arrives.
+async fn copy_out(url: &str, sql: &str) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut child = tokio::process::Command::new("psql")
+        .args(["-X", "-q", "-v", "ON_ERROR_STOP=1", url, "-c", sql])
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .context("running psql (is the PostgreSQL client installed?)")?;
+    let mut stdout = child.stdout.take().context("psql stdout")?;
+    let mut buf = vec![0_u8; 256 * 1024];
+    let (mut bytes, mut lines) = (0_u64, 0_u64);
+    loop {
+        let n = stdout.read(&mut buf).await?;
+        if n == 0 {
+            break;
+        }
+        bytes += n as u64;
+        lines += count_lines(&buf[..n]);
+    }
+    let status = child.wait().await?;
+    if !status.success() {
+        bail!("psql COPY failed: {status}");
+    }
+    Ok(Measured {
+        bytes,
+        lines,
+        elapsed: started.elapsed(),
+    })
+}
+
+/// `GET /v1/events` as NDJSON, the body counted as it streams in.
+async fn http_export(client: &reqwest::Client, endpoint: &str) -> anyhow::Result<Measured> {
+    let started = Instant::now();
+    let mut response = client
+        .get(endpoint)
+        .header("accept", "application/x-ndjson")
+        .bearer_auth(KEY)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        let status = response.status();
+        bail!(
+            "GET /v1/events answered {status}: {}",
+            response.text().await.unwrap_or_default()
+        );
+    }
+    let (mut bytes, mut lines) = (0_u64, 0_u64);
+    while let Some(chunk) = response.chunk().await? {
+        bytes += chunk.len() as u64;
+        lines += count_lines(&chunk);
+    }
+    Ok(Measured {
+        bytes,
+        lines,
+        elapsed: started.elapsed(),
+    })
+}
+
+fn count_lines(bytes: &[u8]) -> u64 {
+    bytes.iter().filter(|&&b| b == b'\n').count() as u64
+}

@@ -29,6 +29,33 @@ pub enum Command {
     Bench(BenchCommand),
     /// Manage API keys.
     Keys(KeysArgs),
+    /// Print every event concerning an order, in global order (auditors).
+    Timeline {
+        #[command(flatten)]
+        store: StoreArgs,
+        order_id: String,
+        /// JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Read models: list them, or rebuild one from the log.
+    Projections {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: ProjectionsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ProjectionsCommand {
+    /// Position, head and lag of each projection.
+    List,
+    /// Replays the whole log into fresh tables and swaps them in while the engine serves.
+    Rebuild {
+        /// catalog, analytics or timeline
+        name: String,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -185,7 +212,108 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Relay(args)) => crate::bench_relay::run(args).await,
         Command::Bench(BenchCommand::Export(args)) => crate::bench_export::run(args).await,
         Command::Keys(args) => keys(args).await,
+        Command::Timeline {
+            store,
+            order_id,
+            json,
+        } => timeline(store, &order_id, json).await,
+        Command::Projections { store, command } => projections(store, command).await,
     }
+}
+
+async fn timeline(args: StoreArgs, order_id: &str, json: bool) -> anyhow::Result<()> {
+    let store = Store::open(&args.config())
+        .await
+        .context("opening the event store")?;
+    let id = emporium_domain::values::OrderId::parse(order_id)?;
+    let state = AppState::new(store, None, ApiConfig::default());
+    // The timeline index is a projection; bring it up to date before reading.
+    let runner = emporium_projections::Runner::new(
+        state.store.clone(),
+        emporium_projections::by_name("timeline")?,
+    );
+    emporium_projections::runner::ensure(
+        state.store.db(),
+        emporium_projections::by_name("timeline")?.as_ref(),
+    )
+    .await?;
+    while runner.try_step().await? > 0 {}
+    let Some(t) = crate::routes::timeline::timeline(&state, &id)
+        .await
+        .map_err(|e| anyhow::anyhow!("{e}"))?
+    else {
+        anyhow::bail!("no order {id}");
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&t)?);
+        return Ok(());
+    }
+    println!(
+        "{:>8}  {:<24}  {:<10}  {:<28}  {:<26}  {:<18}  {:<36}",
+        "position", "time", "aggregate", "event", "aggregate id", "actor", "correlation"
+    );
+    for e in &t.events {
+        println!(
+            "{:>8}  {:<24}  {:<10}  {:<28}  {:<26}  {:<18}  {:<36}",
+            e.position,
+            e.recorded_at.format("%Y-%m-%dT%H:%M:%S%.3fZ"),
+            e.aggregate_type,
+            format!("{} v{}", e.event_type, e.event_version),
+            e.aggregate_id,
+            e.metadata.actor,
+            e.metadata.correlation_id
+        );
+    }
+    Ok(())
+}
+
+async fn projections(args: StoreArgs, command: ProjectionsCommand) -> anyhow::Result<()> {
+    let store = Store::open(&args.config())
+        .await
+        .context("opening the event store")?;
+    match command {
+        ProjectionsCommand::List => {
+            let head = store.feed().head().await?;
+            println!(
+                "{:<10} {:>10} {:>10} {:>10} {:>10}",
+                "name", "generation", "position", "head", "lag"
+            );
+            for p in emporium_projections::all() {
+                let (gen, pos) = emporium_projections::runner::state(store.db(), p.name()).await?;
+                println!(
+                    "{:<10} {:>10} {:>10} {:>10} {:>10}",
+                    p.name(),
+                    gen,
+                    pos,
+                    head,
+                    (head - pos).max(0)
+                );
+            }
+        }
+        ProjectionsCommand::Rebuild { name } => {
+            let projection = emporium_projections::by_name(&name)?;
+            let bar = indicatif::ProgressBar::new(store.feed().head().await?.max(1) as u64)
+                .with_style(
+                    indicatif::ProgressStyle::with_template(
+                        "rebuilding {msg} {bar:30} {pos}/{len} events ({per_sec}, eta {eta})",
+                    )
+                    .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+                );
+            bar.set_message(name.clone());
+            let started = std::time::Instant::now();
+            let gen = emporium_projections::rebuild(&store, projection.as_ref(), |done, head| {
+                bar.set_length(head.max(1) as u64);
+                bar.set_position(done as u64);
+            })
+            .await?;
+            bar.finish();
+            println!(
+                "{name}: generation {gen} is live ({:.1} s)",
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+    Ok(())
 }
 
 async fn keys(args: KeysArgs) -> anyhow::Result<()> {
@@ -309,6 +437,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     }
     crate::metrics::handle();
     tokio::spawn(crate::app::upkeep(state.clone()));
+    let projection_tasks = state.spawn_projections(shutdown.clone());
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -322,6 +451,9 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     .await?;
     shutdown.cancel();
     if let Some(t) = relay_task {
+        let _ = t.await;
+    }
+    for t in projection_tasks {
         let _ = t.await;
     }
     println!("emporium stopped");

@@ -99,6 +99,14 @@ pub async fn render(State(state): State<AppState>, request: Request) -> Response
     metrics::gauge!("emporium_db_pool_connections", "state" => "in_use")
         .set(f64::from(size).max(idle as f64) - idle as f64);
     metrics::gauge!("emporium_db_pool_connections", "state" => "max").set(f64::from(max));
+    if let Ok(views) = crate::routes::projections::views(&state).await {
+        for v in views {
+            metrics::gauge!("emporium_projection_lag", "projection" => v.name.clone())
+                .set(v.lag as f64);
+            metrics::gauge!("emporium_projection_position", "projection" => v.name)
+                .set(v.position as f64);
+        }
+    }
     let body = handle().map(|h| h.render()).unwrap_or_default();
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4")], body).into_response()
 }

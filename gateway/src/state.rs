@@ -46,6 +46,8 @@ pub struct AppState {
     pub limiter: Option<Arc<KeyedLimiter>>,
     /// The NATS connection and the relay's status, when `NATS_URL` is set.
     pub bus: Option<BusState>,
+    /// Projection runners in this process, by name.
+    pub projections: Vec<(&'static str, Arc<emporium_projections::RunnerStatus>)>,
 }
 
 #[derive(Clone)]
@@ -64,6 +66,24 @@ impl AppState {
             config: Arc::new(config),
             limiter,
             bus: None,
+            projections: Vec::new(),
         }
+    }
+
+    /// Starts a runner for every projection; they stop when `shutdown` is cancelled.
+    pub fn spawn_projections(
+        &mut self,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Vec<tokio::task::JoinHandle<()>> {
+        let mut handles = Vec::new();
+        for p in emporium_projections::all() {
+            let runner = emporium_projections::Runner::new(self.store.clone(), p);
+            self.projections.push((runner.name(), runner.status()));
+            let token = shutdown.clone();
+            handles.push(tokio::spawn(
+                runner.run(async move { token.cancelled().await }),
+            ));
+        }
+        handles
     }
 }

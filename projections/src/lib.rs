@@ -1,1 +1,175 @@
-//! placeholder
+//! Read models built from the global feed, exactly once: a projection's rows and its
+//! checkpoint commit in one transaction, in the same database as the events.
+//!
+//! # Layout
+//! - [`runner`]: the registry (live generation and position per projection), the runner
+//!   that follows the feed (one active per projection), and blue/green rebuilds.
+//! - [`catalog`]: products with price and availability, and catalog search.
+//! - [`analytics`]: orders, revenue, top products, warehouses, funnel.
+//! - [`timeline`]: which feed positions concern which order (auditors' timelines).
+//!
+//! Architecture invariant: projections only record facts carried by events (levels, totals
+//! and prices are in the events); they never re-run business rules.
+
+pub mod analytics;
+pub mod catalog;
+pub mod runner;
+pub mod timeline;
+
+use std::sync::Arc;
+
+use emporium_event_store::{Db, FeedEvent, StoreError};
+use serde_json::Value;
+
+pub use runner::{rebuild, Runner, RunnerStatus};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProjectionError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("unknown projection {0}")]
+    Unknown(String),
+}
+
+impl From<sqlx::Error> for ProjectionError {
+    fn from(e: sqlx::Error) -> Self {
+        ProjectionError::Store(StoreError::Database(e))
+    }
+}
+
+pub type Result<T> = std::result::Result<T, ProjectionError>;
+
+/// A transaction on either backend.
+pub enum Tx {
+    Pg(sqlx::Transaction<'static, sqlx::Postgres>),
+    Lite(sqlx::Transaction<'static, sqlx::Sqlite>),
+}
+
+/// Runs the same code on the transaction's connection: `on_tx!(tx, c => query.execute(&mut **c).await)`.
+#[macro_export]
+macro_rules! on_tx {
+    ($tx:expr, $c:ident => $body:expr) => {
+        match $tx {
+            $crate::Tx::Pg($c) => $body,
+            $crate::Tx::Lite($c) => $body,
+        }
+    };
+}
+
+impl Tx {
+    pub async fn begin(db: &Db) -> Result<Self> {
+        Ok(match db {
+            Db::Postgres(p) => Tx::Pg(p.begin().await?),
+            Db::Sqlite(p) => Tx::Lite(p.begin().await?),
+        })
+    }
+
+    pub async fn commit(self) -> Result<()> {
+        on_tx!(self, c => c.commit().await?);
+        Ok(())
+    }
+
+    /// `sql` with `$n` placeholders in this backend's dialect.
+    pub fn sql(&self, sql: &str) -> String {
+        match self {
+            Tx::Pg(_) => sql.to_string(),
+            Tx::Lite(_) => sql.replace('$', "?"),
+        }
+    }
+
+    pub fn is_postgres(&self) -> bool {
+        matches!(self, Tx::Pg(_))
+    }
+}
+
+/// A read model: its tables (one set per generation) and how an event changes them.
+#[async_trait::async_trait]
+pub trait Projection: Send + Sync + 'static {
+    /// Registry name, also the CLI's name for it.
+    fn name(&self) -> &'static str;
+    /// Base table names with the columns that order a full dump (for comparisons).
+    fn tables(&self) -> &'static [(&'static str, &'static str)];
+    /// Statements creating the tables of generation `gen` on `db`'s backend.
+    fn create_tables(&self, db: &Db, gen: i64) -> Vec<String>;
+    /// Applies one event inside the runner's transaction.
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &FeedEvent) -> Result<()>;
+}
+
+/// `catalog_products` of generation 3 is `catalog_products_g3`.
+pub fn table(base: &str, gen: i64) -> String {
+    format!("{base}_g{gen}")
+}
+
+/// The projections the engine runs.
+pub fn all() -> Vec<Arc<dyn Projection>> {
+    vec![
+        Arc::new(catalog::Catalog),
+        Arc::new(analytics::Analytics),
+        Arc::new(timeline::Timeline),
+    ]
+}
+
+pub fn by_name(name: &str) -> Result<Arc<dyn Projection>> {
+    all()
+        .into_iter()
+        .find(|p| p.name() == name)
+        .ok_or_else(|| ProjectionError::Unknown(name.to_string()))
+}
+
+/// The variant name and body of an externally tagged event payload (`{"OrderPlaced": {...}}`).
+pub(crate) fn body(payload: &Value) -> Option<(&str, &serde_json::Map<String, Value>)> {
+    let (k, v) = payload.as_object()?.iter().next()?;
+    Some((k.as_str(), v.as_object()?))
+}
+
+pub(crate) fn s<'a>(m: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
+    m.get(k).and_then(Value::as_str).unwrap_or_default()
+}
+
+pub(crate) fn i(m: &serde_json::Map<String, Value>, k: &str) -> i64 {
+    m.get(k).and_then(Value::as_i64).unwrap_or_default()
+}
+
+/// `{"amount_minor": 1999, "currency": "EUR"}` → (1999, "EUR").
+pub(crate) fn money(m: &serde_json::Map<String, Value>, k: &str) -> (i64, String) {
+    let v = m.get(k).and_then(Value::as_object);
+    (
+        v.and_then(|o| o.get("amount_minor"))
+            .and_then(Value::as_i64)
+            .unwrap_or_default(),
+        v.and_then(|o| o.get("currency"))
+            .and_then(Value::as_str)
+            .unwrap_or_default()
+            .to_string(),
+    )
+}
+
+/// Every row of every table of a projection generation, as text lines in a fixed order:
+/// what the crash and rebuild tests compare.
+pub async fn dump(db: &Db, projection: &dyn Projection, gen: i64) -> Result<Vec<String>> {
+    let mut lines = Vec::new();
+    for (base, order) in projection.tables() {
+        let t = table(base, gen);
+        let cols: Vec<String> = emporium_event_store::on_db!(db, pool => {
+            let sql = match db {
+                Db::Postgres(_) => format!(
+                    "SELECT column_name::text FROM information_schema.columns \
+                     WHERE table_name = '{t}' ORDER BY ordinal_position"
+                ),
+                Db::Sqlite(_) => format!("SELECT name FROM pragma_table_info('{t}') ORDER BY cid"),
+            };
+            sqlx::query_scalar(&sql).fetch_all(pool).await?
+        });
+        let expr = cols
+            .iter()
+            .map(|c| format!("COALESCE(CAST({c} AS TEXT), '-')"))
+            .collect::<Vec<_>>()
+            .join(" || '|' || ");
+        let sql = format!("SELECT '{base}|' || {expr} FROM {t} ORDER BY {order}");
+        let rows: Vec<String> = emporium_event_store::on_db!(db, pool => {
+            sqlx::query_scalar(&sql).fetch_all(pool).await?
+        });
+        lines.extend(rows);
+    }
+    Ok(lines)
+}

@@ -34,10 +34,12 @@ pub struct TestApp {
     pub routes: Vec<RouteSpec>,
     _holder: Holder,
     server: tokio::task::JoinHandle<()>,
+    shutdown: tokio_util::sync::CancellationToken,
 }
 
 impl Drop for TestApp {
     fn drop(&mut self) {
+        self.shutdown.cancel();
         self.server.abort();
     }
 }
@@ -69,7 +71,9 @@ impl TestApp {
                 (dir.store(8).await, Holder::Sqlite(dir))
             }
         };
-        let state = AppState::new(store.clone(), Some(ADMIN_KEY), config);
+        let mut state = AppState::new(store.clone(), Some(ADMIN_KEY), config);
+        let shutdown = tokio_util::sync::CancellationToken::new();
+        state.spawn_projections(shutdown.clone());
         let built = emporium_gateway::app::build(state.clone());
         let routes = built.routes.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
@@ -89,6 +93,7 @@ impl TestApp {
             routes,
             _holder: holder,
             server,
+            shutdown,
         }
     }
 

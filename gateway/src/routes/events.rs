@@ -1,13 +1,55 @@
-//! `GET /v1/events`: the global feed, paged by position cursor.
+//! `GET /v1/events`: the global feed, paged by position cursor as JSON, or streamed whole as
+//! NDJSON or CSV for analysts (`Accept: application/x-ndjson` / `text/csv`, or `?format=`).
+//!
+//! Streams come from [`emporium_event_store::export`]: one query over the position index,
+//! rows encoded into ~64 KiB chunks as they arrive, so memory stays flat whatever the range.
 
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
 use axum::extract::State;
+use axum::http::{header, HeaderMap, HeaderValue};
+use axum::response::{IntoResponse, Response};
 use axum::Json;
-use emporium_event_store::FeedEvent;
+use chrono::{DateTime, Utc};
+use emporium_event_store::export::{self, EventFilter};
+use emporium_event_store::feed::RawFeedEvent;
+use emporium_event_store::{FeedEvent, StoreError};
+use futures::stream::{BoxStream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ReadProblems};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
+
+/// Media type of the newline-delimited JSON export.
+pub const NDJSON: &str = "application/x-ndjson";
+/// Media type of the CSV export.
+pub const CSV: &str = "text/csv; charset=utf-8; header=present";
+/// Response header of a streamed export: the last feed position of the exported range.
+pub const FEED_THROUGH: &str = "x-feed-through";
+/// The CSV export's columns, in order.
+pub const CSV_COLUMNS: [&str; 13] = [
+    "position",
+    "event_id",
+    "recorded_at",
+    "aggregate_type",
+    "aggregate_id",
+    "sequence",
+    "event_type",
+    "event_version",
+    "actor",
+    "request_id",
+    "correlation_id",
+    "causation_id",
+    "payload",
+];
+
+/// A streamed response is handed to the connection in chunks of about this size.
+const CHUNK: usize = 64 * 1024;
+/// While the database has no row ready, a chunk this large is sent rather than held.
+const MIN_FLUSH: usize = 16 * 1024;
 
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
@@ -17,7 +59,33 @@ pub struct EventsQuery {
     pub after: Option<i64>,
     /// Alias of `after`, matching the list convention's `cursor`.
     pub cursor: Option<String>,
+    /// JSON page: page size, 1 to 1000 (default 100). NDJSON / CSV: the most events to
+    /// stream (default: the whole range).
     pub limit: Option<i64>,
+    /// Only events of this aggregate type (`Order`, `StockItem`, ...).
+    pub aggregate_type: Option<String>,
+    /// Only events of this type (`OrderPlaced`, ...).
+    pub event_type: Option<String>,
+    /// Only events recorded at or after this instant (RFC 3339, inclusive).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub from: Option<String>,
+    /// Only events recorded before this instant (RFC 3339, exclusive).
+    #[param(value_type = Option<DateTime<Utc>>)]
+    pub to: Option<String>,
+    /// The representation, overriding `Accept`: `json` (a page), `ndjson` or `csv` (the
+    /// whole range, streamed). `parquet` is not yet supported (422).
+    #[param(inline)]
+    pub format: Option<EventsFormat>,
+}
+
+/// Representations of `GET /v1/events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum EventsFormat {
+    Json,
+    Ndjson,
+    Csv,
+    Parquet,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -30,28 +98,183 @@ pub struct EventsPage {
 }
 
 /// The global feed: every event in commit order, after a position cursor.
+///
+/// Filters (`aggregate_type`, `event_type`, `from`, `to`) apply to every representation.
+///
+/// - `Accept: application/json` (or none, or `?format=json`): one page, `{events,
+///   next_cursor, head}`.
+/// - `Accept: application/x-ndjson` (or `?format=ndjson`): the whole matching range after
+///   `after`, streamed, one event per line in the page items' shape, in position order.
+/// - `Accept: text/csv` (or `?format=csv`): the same as CSV (RFC 4180, CRLF, header row)
+///   with columns `position, event_id, recorded_at, aggregate_type, aggregate_id, sequence,
+///   event_type, event_version, actor, request_id, correlation_id, causation_id, payload`
+///   (the payload as its JSON text).
+/// - Parquet (`?format=parquet` or `Accept: application/vnd.apache.parquet`) is not yet
+///   supported: 422 with code `format_not_supported`.
+///
+/// A stream covers positions up to the head when the request arrived, given in the
+/// `X-Feed-Through` header: pass it as `after` to export what came later. A failure while
+/// streaming aborts the response (no terminating chunk), so a cut export never looks
+/// complete.
 #[utoipa::path(get, path = "/v1/events", tag = "events", params(EventsQuery),
-    responses((status = 200, description = "A page of the feed", body = EventsPage), ReadProblems))]
+    responses(
+        (status = 200, description = "A page of the feed (JSON), or the whole matching range streamed (NDJSON, CSV)",
+            headers(("X-Feed-Through" = i64, description = "NDJSON / CSV only: the last feed position of the exported range")),
+            content(
+                (EventsPage = "application/json"),
+                (FeedEventDoc = "application/x-ndjson"),
+                (String = "text/csv")
+            )),
+        ReadProblems))]
 pub async fn list(
     State(state): State<AppState>,
+    headers: HeaderMap,
     ApiQuery(q): ApiQuery<EventsQuery>,
-) -> Result<Json<EventsPage>, ApiError> {
+) -> Result<Response, ApiError> {
+    let format = match q.format {
+        Some(f) => f,
+        None => negotiate(headers.get(header::ACCEPT)),
+    };
+    if format == EventsFormat::Parquet {
+        return Err(ApiError::Unprocessable {
+            code: "format_not_supported",
+            detail: "Parquet export is not yet supported; ask for application/x-ndjson or text/csv"
+                .into(),
+        });
+    }
+    let filter = filter(&q, format)?;
+    match format {
+        EventsFormat::Ndjson => stream(&state, &filter, NDJSON, Vec::new(), ndjson_line).await,
+        EventsFormat::Csv => stream(&state, &filter, CSV, csv_header(), csv_record).await,
+        _ => page(&state, filter).await.map(IntoResponse::into_response),
+    }
+}
+
+/// Validates the query into an export filter (`limit` as each representation reads it).
+fn filter(q: &EventsQuery, format: EventsFormat) -> Result<EventFilter, ApiError> {
+    let mut errors = Vec::new();
     let after = match (&q.after, &q.cursor) {
         (Some(a), _) => *a,
-        (None, Some(c)) => c
-            .parse::<i64>()
-            .map_err(|_| ApiError::field("/cursor", "must be a feed position"))?,
+        (None, Some(c)) => c.parse::<i64>().unwrap_or_else(|_| {
+            errors.push(field("/cursor", "must be a feed position"));
+            0
+        }),
         (None, None) => 0,
     };
     if after < 0 {
-        return Err(ApiError::field("/after", "must be >= 0"));
+        errors.push(field("/after", "must be >= 0"));
     }
-    let limit = q.limit.unwrap_or(100);
-    if !(1..=1000).contains(&limit) {
-        return Err(ApiError::field("/limit", "must be between 1 and 1000"));
+    let limit = match (format, q.limit) {
+        (EventsFormat::Json, l) => {
+            let l = l.unwrap_or(100);
+            if !(1..=1000).contains(&l) {
+                errors.push(field("/limit", "must be between 1 and 1000"));
+            }
+            Some(l)
+        }
+        (_, Some(l)) if l < 1 => {
+            errors.push(field("/limit", "must be at least 1"));
+            None
+        }
+        (_, l) => l,
+    };
+    let mut name = |pointer: &str, v: &Option<String>| match v.as_deref() {
+        Some(s) if s.is_empty() || s.len() > 200 => {
+            errors.push(field(pointer, "must be 1 to 200 characters"));
+            None
+        }
+        other => other.map(str::to_string),
+    };
+    let aggregate_type = name("/aggregate_type", &q.aggregate_type);
+    let event_type = name("/event_type", &q.event_type);
+    let mut time = |pointer: &str, v: &Option<String>| {
+        let s = v.as_deref()?;
+        match DateTime::parse_from_rfc3339(s) {
+            Ok(t) => Some(t.with_timezone(&Utc)),
+            Err(_) => {
+                errors.push(field(
+                    pointer,
+                    "must be an RFC 3339 date-time such as 2026-01-31T12:00:00Z",
+                ));
+                None
+            }
+        }
+    };
+    let from = time("/from", &q.from);
+    let to = time("/to", &q.to);
+    if let (Some(f), Some(t)) = (from, to) {
+        if t <= f {
+            errors.push(field("/to", "must be later than `from`"));
+        }
     }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    Ok(EventFilter {
+        after,
+        upto: None,
+        aggregate_type,
+        event_type,
+        from,
+        to,
+        limit,
+    })
+}
+
+fn field(pointer: &str, detail: &str) -> crate::error::FieldError {
+    crate::error::FieldError::new(pointer, detail)
+}
+
+/// The representation `Accept` prefers (highest `q`, then first listed); a page when it
+/// names nothing this route serves.
+fn negotiate(accept: Option<&HeaderValue>) -> EventsFormat {
+    let Some(accept) = accept.and_then(|v| v.to_str().ok()) else {
+        return EventsFormat::Json;
+    };
+    let mut best: Option<(f32, EventsFormat)> = None;
+    for range in accept.split(',') {
+        let mut parts = range.split(';');
+        let media = parts.next().unwrap_or_default().trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q="))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        let format = match media.as_str() {
+            "application/x-ndjson" | "application/ndjson" | "application/jsonl" => {
+                EventsFormat::Ndjson
+            }
+            "text/csv" => EventsFormat::Csv,
+            "application/vnd.apache.parquet" | "application/x-parquet" => EventsFormat::Parquet,
+            "application/json" | "application/*" | "*/*" => EventsFormat::Json,
+            _ => continue,
+        };
+        if q > 0.0 && best.is_none_or(|(b, _)| q > b) {
+            best = Some((q, format));
+        }
+    }
+    best.map_or(EventsFormat::Json, |(_, f)| f)
+}
+
+/// One JSON page, as before the export existed: the feed's own page read when unfiltered.
+async fn page(state: &AppState, filter: EventFilter) -> Result<Json<EventsPage>, ApiError> {
+    let limit = filter.limit.unwrap_or(100);
     let feed = state.store.feed();
-    let events = feed.read_after(after, limit).await?;
+    let unfiltered = filter.aggregate_type.is_none()
+        && filter.event_type.is_none()
+        && filter.from.is_none()
+        && filter.to.is_none();
+    let events = if unfiltered {
+        feed.read_after(filter.after, limit).await?
+    } else {
+        let export = export::open(&state.store, &filter).await?;
+        let raw: Vec<RawFeedEvent> = export
+            .events
+            .collect::<Vec<_>>()
+            .await
+            .into_iter()
+            .collect::<Result<_, _>>()?;
+        raw.into_iter().map(parsed).collect::<Result<_, _>>()?
+    };
     let head = feed.head().await?;
     let next_cursor = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.position.to_string()))
@@ -61,6 +284,193 @@ pub async fn list(
         next_cursor,
         head,
     }))
+}
+
+/// A raw event with its payload parsed, so filtered pages print exactly like unfiltered ones.
+fn parsed(e: RawFeedEvent) -> Result<FeedEvent, ApiError> {
+    let payload = serde_json::from_str(e.payload.get())
+        .map_err(|err| ApiError::Internal(format!("stored payload is not JSON: {err}")))?;
+    Ok(FeedEvent {
+        position: e.position,
+        event_id: e.event_id,
+        aggregate_type: e.aggregate_type,
+        aggregate_id: e.aggregate_id,
+        sequence: e.sequence,
+        event_type: e.event_type,
+        event_version: e.event_version,
+        payload,
+        metadata: e.metadata,
+        recorded_at: e.recorded_at,
+    })
+}
+
+/// Appends one event to a chunk.
+type Encode = fn(&RawFeedEvent, &mut Vec<u8>) -> Result<(), StoreError>;
+
+/// A streamed export: headers now, the body as the rows arrive.
+async fn stream(
+    state: &AppState,
+    filter: &EventFilter,
+    content_type: &'static str,
+    preamble: Vec<u8>,
+    encode: Encode,
+) -> Result<Response, ApiError> {
+    let export = export::open(&state.store, filter).await?;
+    let mut buf = Vec::with_capacity(CHUNK + 4096);
+    buf.extend_from_slice(&preamble);
+    let body = Chunked {
+        events: export.events,
+        encode,
+        buf,
+        failed: None,
+        done: false,
+    };
+    let mut response = Response::new(Body::from_stream(body));
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    headers.insert(FEED_THROUGH, HeaderValue::from(export.through));
+    Ok(response)
+}
+
+/// Encodes events into chunks of about [`CHUNK`] bytes; an error ends the body (after the
+/// complete lines before it), which aborts the HTTP response.
+struct Chunked {
+    events: BoxStream<'static, Result<RawFeedEvent, StoreError>>,
+    encode: Encode,
+    buf: Vec<u8>,
+    /// An error met while a chunk was pending: sent after that chunk.
+    failed: Option<StoreError>,
+    done: bool,
+}
+
+impl Chunked {
+    fn take(&mut self) -> Vec<u8> {
+        std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096))
+    }
+}
+
+impl Stream for Chunked {
+    type Item = Result<Vec<u8>, StoreError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        if let Some(e) = this.failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if this.done {
+            return Poll::Ready(None);
+        }
+        loop {
+            match this.events.poll_next_unpin(cx) {
+                Poll::Ready(Some(Ok(event))) => {
+                    let len = this.buf.len();
+                    if let Err(e) = (this.encode)(&event, &mut this.buf) {
+                        this.buf.truncate(len);
+                        this.fail(e);
+                        return this.flush_or_error();
+                    }
+                    if this.buf.len() >= CHUNK {
+                        return Poll::Ready(Some(Ok(this.take())));
+                    }
+                }
+                Poll::Ready(Some(Err(e))) => {
+                    this.fail(e);
+                    return this.flush_or_error();
+                }
+                Poll::Ready(None) => {
+                    this.done = true;
+                    if this.buf.is_empty() {
+                        return Poll::Ready(None);
+                    }
+                    return Poll::Ready(Some(Ok(this.take())));
+                }
+                Poll::Pending if this.buf.len() >= MIN_FLUSH => {
+                    return Poll::Ready(Some(Ok(this.take())));
+                }
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+    }
+}
+
+impl Chunked {
+    fn fail(&mut self, e: StoreError) {
+        tracing::error!(error = %e, "event export failed while streaming; aborting the response");
+        self.done = true;
+        self.failed = Some(e);
+    }
+
+    /// After a failure: the complete lines encoded so far, then (next poll) the error.
+    fn flush_or_error(&mut self) -> Poll<Option<Result<Vec<u8>, StoreError>>> {
+        if self.buf.is_empty() {
+            return Poll::Ready(self.failed.take().map(Err));
+        }
+        Poll::Ready(Some(Ok(self.take())))
+    }
+}
+
+fn ndjson_line(e: &RawFeedEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    serde_json::to_writer(&mut *out, e).map_err(|err| StoreError::Decode(err.to_string()))?;
+    out.push(b'\n');
+    Ok(())
+}
+
+fn csv_header() -> Vec<u8> {
+    let mut out = CSV_COLUMNS.join(",").into_bytes();
+    out.extend_from_slice(b"\r\n");
+    out
+}
+
+fn csv_record(e: &RawFeedEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
+    use std::io::Write as _;
+    let io = |err: std::io::Error| StoreError::Decode(err.to_string());
+    write!(
+        out,
+        "{},{},{},",
+        e.position,
+        e.event_id.hyphenated(),
+        e.recorded_at
+            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
+    )
+    .map_err(io)?;
+    csv_field(out, &e.aggregate_type);
+    out.push(b',');
+    csv_field(out, &e.aggregate_id);
+    write!(out, ",{},", e.sequence).map_err(io)?;
+    for f in [
+        &e.event_type,
+        &e.event_version,
+        &e.metadata.actor,
+        &e.metadata.request_id,
+        &e.metadata.correlation_id,
+        &e.metadata.causation_id,
+    ] {
+        csv_field(out, f);
+        out.push(b',');
+    }
+    csv_field(out, e.payload.get());
+    out.extend_from_slice(b"\r\n");
+    Ok(())
+}
+
+/// One CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or
+/// a line break.
+fn csv_field(out: &mut Vec<u8>, s: &str) {
+    if !s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
+        out.extend_from_slice(s.as_bytes());
+        return;
+    }
+    out.push(b'"');
+    let mut pieces = s.split('"');
+    if let Some(first) = pieces.next() {
+        out.extend_from_slice(first.as_bytes());
+    }
+    for piece in pieces {
+        out.extend_from_slice(b"\"\"");
+        out.extend_from_slice(piece.as_bytes());
+    }
+    out.push(b'"');
 }
 
 /// One event of the feed, as documented in the OpenAPI spec (mirrors `FeedEvent`).
@@ -91,4 +501,36 @@ pub struct MetadataDoc {
     request_id: String,
     correlation_id: String,
     causation_id: String,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn accept_picks_the_preferred_representation() {
+        let n = |s: &'static str| negotiate(Some(&HeaderValue::from_static(s)));
+        assert_eq!(negotiate(None), EventsFormat::Json);
+        assert_eq!(n("application/x-ndjson"), EventsFormat::Ndjson);
+        assert_eq!(n("text/csv"), EventsFormat::Csv);
+        assert_eq!(n("text/html, */*;q=0.8"), EventsFormat::Json);
+        assert_eq!(n("application/json;q=0.5, text/csv"), EventsFormat::Csv);
+        assert_eq!(n("text/csv;q=0, application/json"), EventsFormat::Json);
+        assert_eq!(n("application/x-ndjson, text/csv"), EventsFormat::Ndjson);
+        assert_eq!(n("application/vnd.apache.parquet"), EventsFormat::Parquet);
+    }
+
+    #[test]
+    fn csv_fields_are_quoted_only_when_needed() {
+        let mut out = Vec::new();
+        csv_field(&mut out, "plain");
+        out.push(b'|');
+        csv_field(&mut out, r#"{"a":"b,c"}"#);
+        out.push(b'|');
+        csv_field(&mut out, "line\nbreak");
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "plain|\"{\"\"a\"\":\"\"b,c\"\"}\"|\"line\nbreak\""
+        );
+    }
 }

@@ -1,12 +1,16 @@
 //! HTTP handlers, one module per resource, and what they share: field validation that
 //! collects every error at once, the money body shape, and running a command.
 
+pub mod analytics;
+pub mod catalog;
 pub mod events;
 pub mod health;
 pub mod inventory;
 pub mod keys;
 pub mod orders;
 pub mod products;
+pub mod projections;
+pub mod timeline;
 pub mod warehouses;
 
 use cqrs_es::Aggregate;

@@ -1,0 +1,57 @@
+//! `GET /v1/orders/{id}/timeline`: every event that concerns an order, across aggregates, in
+//! global order, with its metadata: what auditors read.
+
+use axum::extract::State;
+use axum::Json;
+use emporium_domain::order::Order;
+use emporium_domain::values::OrderId;
+use emporium_event_store::FeedEvent;
+use serde::Serialize;
+
+use super::catalog::projection_error;
+use crate::error::{ApiError, ReadProblems};
+use crate::extract::ApiPath;
+use crate::state::AppState;
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct TimelineView {
+    pub order_id: String,
+    #[schema(value_type = Vec<crate::routes::events::FeedEventDoc>)]
+    pub events: Vec<FeedEvent>,
+}
+
+/// The timeline of one order, or `None` if the order does not exist.
+pub async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<TimelineView>, ApiError> {
+    let (_, version) = state.store.load::<Order>(&id.to_string()).await?;
+    if version == 0 {
+        return Ok(None);
+    }
+    let db = state.store.db();
+    let (gen, _) = emporium_projections::runner::state(db, "timeline")
+        .await
+        .map_err(projection_error)?;
+    let positions = emporium_projections::timeline::positions(db, gen, &id.to_string())
+        .await
+        .map_err(projection_error)?;
+    let events = state.store.feed().read_positions(&positions).await?;
+    Ok(Some(TimelineView {
+        order_id: id.to_string(),
+        events,
+    }))
+}
+
+/// Every event concerning the order (order, payment, stock reservations, saga steps) in
+/// global order, with position, time, type, payload and metadata.
+#[utoipa::path(get, path = "/v1/orders/{id}/timeline", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID)")),
+    responses((status = 200, description = "The timeline", body = TimelineView), ReadProblems))]
+pub async fn get(
+    State(state): State<AppState>,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<TimelineView>, ApiError> {
+    let id = OrderId::parse(&id).map_err(|e| ApiError::field("/id", e))?;
+    timeline(&state, &id)
+        .await?
+        .map(Json)
+        .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+}

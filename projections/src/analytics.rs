@@ -1,0 +1,433 @@
+//! The analytics read model: orders with status, totals and time stamps, their lines and
+//! allocations, and stock per warehouse; and the figures analysts ask for over a time range.
+//!
+//! Definitions (a demanding analyst will ask): an order counts in a range if it was placed
+//! in it; revenue is the total of orders whose status is `confirmed` (a later cancellation
+//! removes it); the average order value is revenue over confirmed orders, per currency,
+//! rounded half up to a minor unit; top products and warehouse shares count confirmed
+//! orders only. Money is summed per currency, never converted.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, TimeZone, Utc};
+use emporium_event_store::{on_db, Db, FeedEvent};
+use serde::Serialize;
+use serde_json::Value;
+
+use crate::{body, i, money, s, table, Projection, Result, Tx};
+
+pub struct Analytics;
+
+pub const ORDERS: &str = "analytics_orders";
+pub const LINES: &str = "analytics_lines";
+pub const ALLOCATIONS: &str = "analytics_allocations";
+pub const STOCK: &str = "analytics_stock";
+
+#[async_trait::async_trait]
+impl Projection for Analytics {
+    fn name(&self) -> &'static str {
+        "analytics"
+    }
+
+    fn tables(&self) -> &'static [(&'static str, &'static str)] {
+        &[
+            (ORDERS, "order_id"),
+            (LINES, "order_id, sku"),
+            (ALLOCATIONS, "order_id, sku, warehouse_id"),
+            (STOCK, "warehouse_id, sku"),
+        ]
+    }
+
+    fn create_tables(&self, _db: &Db, gen: i64) -> Vec<String> {
+        let (o, l, a, st) = (
+            table(ORDERS, gen),
+            table(LINES, gen),
+            table(ALLOCATIONS, gen),
+            table(STOCK, gen),
+        );
+        vec![
+            format!(
+                "CREATE TABLE IF NOT EXISTS {o} (
+                    order_id text PRIMARY KEY,
+                    customer_id text NOT NULL,
+                    status text NOT NULL,
+                    total_minor bigint NOT NULL,
+                    currency text NOT NULL,
+                    line_count bigint NOT NULL,
+                    placed_at bigint NOT NULL,
+                    confirmed_at bigint,
+                    rejected_at bigint,
+                    cancelled_at bigint
+                )"
+            ),
+            format!("CREATE INDEX IF NOT EXISTS {o}_placed ON {o} (placed_at)"),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {l} (
+                    order_id text NOT NULL, sku text NOT NULL, qty bigint NOT NULL,
+                    line_total_minor bigint NOT NULL, currency text NOT NULL,
+                    PRIMARY KEY (order_id, sku)
+                )"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {a} (
+                    order_id text NOT NULL, sku text NOT NULL, warehouse_id text NOT NULL,
+                    qty bigint NOT NULL, PRIMARY KEY (order_id, sku, warehouse_id)
+                )"
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {st} (
+                    warehouse_id text NOT NULL, sku text NOT NULL, on_hand bigint NOT NULL,
+                    reserved bigint NOT NULL, available bigint NOT NULL,
+                    PRIMARY KEY (warehouse_id, sku)
+                )"
+            ),
+        ]
+    }
+
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &FeedEvent) -> Result<()> {
+        let Some((kind, b)) = body(&event.payload) else {
+            return Ok(());
+        };
+        let at = event.recorded_at.timestamp_millis();
+        let (o, l, a, st) = (
+            table(ORDERS, gen),
+            table(LINES, gen),
+            table(ALLOCATIONS, gen),
+            table(STOCK, gen),
+        );
+        let id = event.aggregate_id.as_str();
+        match (event.aggregate_type.as_str(), kind) {
+            ("Order", "OrderPlaced") => {
+                let (total, currency) = money(b, "total");
+                let lines = b
+                    .get("lines")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                let sql = tx.sql(&format!(
+                    "INSERT INTO {o} (order_id, customer_id, status, total_minor, currency,
+                       line_count, placed_at) VALUES ($1, $2, 'pending', $3, $4, $5, $6)
+                     ON CONFLICT (order_id) DO NOTHING"
+                ));
+                crate::on_tx!(tx, c => {
+                    sqlx::query(&sql).bind(id).bind(s(b, "customer_id")).bind(total).bind(&currency)
+                        .bind(lines.len() as i64).bind(at).execute(&mut **c).await?.rows_affected()
+                });
+                let sql = tx.sql(&format!(
+                    "INSERT INTO {l} (order_id, sku, qty, line_total_minor, currency)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, sku) DO NOTHING"
+                ));
+                for line in lines.iter().filter_map(Value::as_object) {
+                    let (line_total, cur) = money(line, "line_total");
+                    crate::on_tx!(tx, c => {
+                        sqlx::query(&sql).bind(id).bind(s(line, "sku")).bind(i(line, "qty"))
+                            .bind(line_total).bind(&cur).execute(&mut **c).await?.rows_affected()
+                    });
+                }
+            }
+            ("Order", "OrderConfirmed") => {
+                let sql = tx.sql(&format!(
+                    "UPDATE {o} SET status = 'confirmed', confirmed_at = $1 WHERE order_id = $2"
+                ));
+                crate::on_tx!(tx, c => {
+                    sqlx::query(&sql).bind(at).bind(id).execute(&mut **c).await?.rows_affected()
+                });
+                let sql = tx.sql(&format!(
+                    "INSERT INTO {a} (order_id, sku, warehouse_id, qty) VALUES ($1, $2, $3, $4)
+                     ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET qty = excluded.qty"
+                ));
+                let allocation = b
+                    .get("allocation")
+                    .and_then(Value::as_array)
+                    .cloned()
+                    .unwrap_or_default();
+                for alloc in allocation.iter().filter_map(Value::as_object) {
+                    crate::on_tx!(tx, c => {
+                        sqlx::query(&sql).bind(id).bind(s(alloc, "sku")).bind(s(alloc, "warehouse_id"))
+                            .bind(i(alloc, "qty")).execute(&mut **c).await?.rows_affected()
+                    });
+                }
+            }
+            ("Order", "OrderRejected" | "OrderCancelled") => {
+                let (status, column) = if kind == "OrderRejected" {
+                    ("rejected", "rejected_at")
+                } else {
+                    ("cancelled", "cancelled_at")
+                };
+                let sql = tx.sql(&format!(
+                    "UPDATE {o} SET status = '{status}', {column} = $1 WHERE order_id = $2"
+                ));
+                crate::on_tx!(tx, c => {
+                    sqlx::query(&sql).bind(at).bind(id).execute(&mut **c).await?.rows_affected()
+                });
+            }
+            ("StockItem", _) if b.contains_key("available") => {
+                let sql = tx.sql(&format!(
+                    "INSERT INTO {st} (warehouse_id, sku, on_hand, reserved, available)
+                     VALUES ($1, $2, $3, $4, $5)
+                     ON CONFLICT (warehouse_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
+                       reserved = excluded.reserved, available = excluded.available"
+                ));
+                crate::on_tx!(tx, c => {
+                    sqlx::query(&sql).bind(s(b, "warehouse_id")).bind(s(b, "sku"))
+                        .bind(i(b, "on_hand")).bind(i(b, "reserved")).bind(i(b, "available"))
+                        .execute(&mut **c).await?.rows_affected()
+                });
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
+/// A time range `[from, to)` in epoch milliseconds.
+#[derive(Debug, Clone, Copy)]
+pub struct Range {
+    pub from: i64,
+    pub to: i64,
+}
+
+impl Range {
+    pub fn new(from: Option<DateTime<Utc>>, to: Option<DateTime<Utc>>) -> Self {
+        Self {
+            from: from.map_or(i64::MIN, |t| t.timestamp_millis()),
+            to: to.map_or(i64::MAX, |t| t.timestamp_millis()),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Bucket {
+    pub start: DateTime<Utc>,
+    pub currency: String,
+    pub orders: i64,
+    pub revenue_minor: i64,
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Summary {
+    pub orders: i64,
+    pub orders_by_status: BTreeMap<String, i64>,
+    pub revenue_by_currency: BTreeMap<String, i64>,
+    pub average_order_value: BTreeMap<String, i64>,
+    pub revenue_by_hour: Vec<Bucket>,
+    pub revenue_by_day: Vec<Bucket>,
+}
+
+fn ms_to_time(ms: i64) -> DateTime<Utc> {
+    Utc.timestamp_millis_opt(ms).single().unwrap_or_default()
+}
+
+pub async fn summary(db: &Db, gen: i64, r: Range) -> Result<Summary> {
+    let o = table(ORDERS, gen);
+    let by_status_sql = db
+        .sql(&format!(
+        "SELECT status, COUNT(*) FROM {o} WHERE placed_at >= $1 AND placed_at < $2 GROUP BY status"
+    ))
+        .into_owned();
+    let revenue_sql = db
+        .sql(&format!(
+            "SELECT currency, COUNT(*), CAST(SUM(total_minor) AS BIGINT) FROM {o}
+         WHERE placed_at >= $1 AND placed_at < $2 AND status = 'confirmed' GROUP BY currency"
+        ))
+        .into_owned();
+    let bucket_sql = |size: i64| {
+        db.sql(&format!(
+            "SELECT (placed_at / {size}) * {size} AS b, currency, COUNT(*), CAST(SUM(total_minor) AS BIGINT) FROM {o}
+             WHERE placed_at >= $1 AND placed_at < $2 AND status = 'confirmed'
+             GROUP BY 1, 2 ORDER BY 1, 2"
+        ))
+        .into_owned()
+    };
+    let (hour_sql, day_sql) = (bucket_sql(3_600_000), bucket_sql(86_400_000));
+    let (statuses, revenue, hours, days): (
+        Vec<(String, i64)>,
+        Vec<(String, i64, i64)>,
+        Vec<(i64, String, i64, i64)>,
+        Vec<(i64, String, i64, i64)>,
+    ) = on_db!(db, pool => {
+        (
+            sqlx::query_as(&by_status_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
+            sqlx::query_as(&revenue_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
+            sqlx::query_as(&hour_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
+            sqlx::query_as(&day_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
+        )
+    });
+    let bucket = |rows: Vec<(i64, String, i64, i64)>| {
+        rows.into_iter()
+            .map(|(b, currency, orders, revenue_minor)| Bucket {
+                start: ms_to_time(b),
+                currency,
+                orders,
+                revenue_minor,
+            })
+            .collect()
+    };
+    Ok(Summary {
+        orders: statuses.iter().map(|(_, n)| n).sum(),
+        orders_by_status: statuses.into_iter().collect(),
+        average_order_value: revenue
+            .iter()
+            .map(|(c, n, sum)| (c.clone(), (2 * sum + n) / (2 * n).max(1)))
+            .collect(),
+        revenue_by_currency: revenue.into_iter().map(|(c, _, sum)| (c, sum)).collect(),
+        revenue_by_hour: bucket(hours),
+        revenue_by_day: bucket(days),
+    })
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct TopProduct {
+    pub sku: String,
+    pub currency: String,
+    pub units: i64,
+    pub revenue_minor: i64,
+}
+
+/// Best sellers among confirmed orders placed in the range, by units or by revenue.
+pub async fn top_products(
+    db: &Db,
+    gen: i64,
+    r: Range,
+    by_revenue: bool,
+    limit: i64,
+) -> Result<Vec<TopProduct>> {
+    let (o, l) = (table(ORDERS, gen), table(LINES, gen));
+    let order = if by_revenue {
+        "4 DESC, 3 DESC, 1"
+    } else {
+        "3 DESC, 4 DESC, 1"
+    };
+    let sql = db
+        .sql(&format!(
+            "SELECT l.sku, l.currency, CAST(SUM(l.qty) AS BIGINT), CAST(SUM(l.line_total_minor) AS BIGINT) FROM {l} l
+         JOIN {o} o ON o.order_id = l.order_id
+         WHERE o.placed_at >= $1 AND o.placed_at < $2 AND o.status = 'confirmed'
+         GROUP BY l.sku, l.currency ORDER BY {order} LIMIT $3"
+        ))
+        .into_owned();
+    let rows: Vec<(String, String, i64, i64)> = on_db!(db, pool => {
+        sqlx::query_as(&sql).bind(r.from).bind(r.to).bind(limit).fetch_all(pool).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(sku, currency, units, revenue_minor)| TopProduct {
+            sku,
+            currency,
+            units,
+            revenue_minor,
+        })
+        .collect())
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct WarehouseFigures {
+    pub warehouse_id: String,
+    pub on_hand: i64,
+    pub reserved: i64,
+    pub available: i64,
+    /// Allocation lines of confirmed orders placed in the range shipped from here.
+    pub lines_shipped: i64,
+    pub units_shipped: i64,
+    /// `lines_shipped` over all warehouses' (0..1).
+    pub share_of_lines: f64,
+}
+
+pub async fn warehouses(db: &Db, gen: i64, r: Range) -> Result<Vec<WarehouseFigures>> {
+    let (o, a, st) = (
+        table(ORDERS, gen),
+        table(ALLOCATIONS, gen),
+        table(STOCK, gen),
+    );
+    let stock_sql = format!(
+        "SELECT warehouse_id, CAST(SUM(on_hand) AS BIGINT), CAST(SUM(reserved) AS BIGINT), CAST(SUM(available) AS BIGINT) FROM {st}
+         GROUP BY warehouse_id ORDER BY warehouse_id"
+    );
+    let ship_sql = db.sql(&format!(
+        "SELECT a.warehouse_id, COUNT(*), CAST(SUM(a.qty) AS BIGINT) FROM {a} a JOIN {o} o ON o.order_id = a.order_id
+         WHERE o.placed_at >= $1 AND o.placed_at < $2 AND o.status = 'confirmed'
+         GROUP BY a.warehouse_id"
+    )).into_owned();
+    let (stock, shipped): (Vec<(String, i64, i64, i64)>, Vec<(String, i64, i64)>) = on_db!(db, pool => {
+        (
+            sqlx::query_as(&stock_sql).fetch_all(pool).await?,
+            sqlx::query_as(&ship_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
+        )
+    });
+    let total_lines: i64 = shipped.iter().map(|s| s.1).sum();
+    let mut out: BTreeMap<String, WarehouseFigures> = BTreeMap::new();
+    for (w, on_hand, reserved, available) in stock {
+        out.insert(
+            w.clone(),
+            WarehouseFigures {
+                warehouse_id: w,
+                on_hand,
+                reserved,
+                available,
+                lines_shipped: 0,
+                units_shipped: 0,
+                share_of_lines: 0.0,
+            },
+        );
+    }
+    for (w, lines, units) in shipped {
+        let e = out.entry(w.clone()).or_insert(WarehouseFigures {
+            warehouse_id: w,
+            on_hand: 0,
+            reserved: 0,
+            available: 0,
+            lines_shipped: 0,
+            units_shipped: 0,
+            share_of_lines: 0.0,
+        });
+        e.lines_shipped = lines;
+        e.units_shipped = units;
+        e.share_of_lines = if total_lines > 0 {
+            lines as f64 / total_lines as f64
+        } else {
+            0.0
+        };
+    }
+    Ok(out.into_values().collect())
+}
+
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Funnel {
+    pub placed: i64,
+    pub confirmed: i64,
+    pub cancelled: i64,
+    pub rejected: i64,
+    pub pending: i64,
+    /// Ever confirmed (including those cancelled afterwards) over placed.
+    pub confirmation_rate: f64,
+}
+
+pub async fn funnel(db: &Db, gen: i64, r: Range) -> Result<Funnel> {
+    let o = table(ORDERS, gen);
+    let sql = db
+        .sql(&format!(
+            "SELECT COUNT(*),
+                COALESCE(CAST(SUM(CASE WHEN status = 'confirmed' THEN 1 ELSE 0 END) AS BIGINT), 0),
+                COALESCE(CAST(SUM(CASE WHEN status = 'cancelled' THEN 1 ELSE 0 END) AS BIGINT), 0),
+                COALESCE(CAST(SUM(CASE WHEN status = 'rejected' THEN 1 ELSE 0 END) AS BIGINT), 0),
+                COALESCE(CAST(SUM(CASE WHEN status = 'pending' THEN 1 ELSE 0 END) AS BIGINT), 0),
+                COALESCE(CAST(SUM(CASE WHEN confirmed_at IS NOT NULL THEN 1 ELSE 0 END) AS BIGINT), 0)
+         FROM {o} WHERE placed_at >= $1 AND placed_at < $2"
+        ))
+        .into_owned();
+    let (placed, confirmed, cancelled, rejected, pending, ever): (i64, i64, i64, i64, i64, i64) = on_db!(db, pool => {
+        sqlx::query_as(&sql).bind(r.from).bind(r.to).fetch_one(pool).await?
+    });
+    Ok(Funnel {
+        placed,
+        confirmed,
+        cancelled,
+        rejected,
+        pending,
+        confirmation_rate: if placed > 0 {
+            ever as f64 / placed as f64
+        } else {
+            0.0
+        },
+    })
+}
