@@ -142,10 +142,11 @@ async fn bench(args: &ExportBenchArgs, db_name: &str) -> anyhow::Result<()> {
     let endpoint = format!("http://{addr}/v1/events");
 
     let copy_sql = copy_statement(args.events);
+    let psql_url = with_database(&args.database_url, db_name);
     let mut ratios = Vec::new();
     let mut outcome = Ok(());
     for round in 1..=args.rounds {
-        let copy = match copy_out(&url, &copy_sql).await {
+        let copy = match copy_out(&psql_url, &copy_sql).await {
             Ok(m) => m,
             Err(e) => {
                 outcome = Err(e);
@@ -213,6 +214,14 @@ async fn fill(pool: &PgPool, events: u64) -> anyhow::Result<()> {
     sqlx::raw_sql("VACUUM ANALYZE events").execute(pool).await?;
     spinner.finish_and_clear();
     Ok(())
+}
+
+/// `url` (as given, so psql understands it) naming database `db` instead.
+fn with_database(url: &str, db: &str) -> String {
+    let start = url.find("://").map_or(0, |i| i + 3);
+    let path = url[start..].find('/').map_or(url.len(), |i| start + i);
+    let query = url[path..].find('?').map_or(url.len(), |i| path + i);
+    format!("{}/{db}{}", &url[..path], &url[query..])
 }
 
 /// The export statement with its parameters written in (the whole feed, no filter), as a

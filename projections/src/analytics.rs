@@ -180,6 +180,16 @@ impl Projection for Analytics {
     }
 }
 
+type CurrencyRow = (String, i64, i64);
+type BucketRow = (i64, String, i64, i64);
+type StockRow = (String, i64, i64, i64);
+type SummaryRows = (
+    Vec<(String, i64)>,
+    Vec<CurrencyRow>,
+    Vec<BucketRow>,
+    Vec<BucketRow>,
+);
+
 /// A time range `[from, to)` in epoch milliseconds.
 #[derive(Debug, Clone, Copy)]
 pub struct Range {
@@ -240,12 +250,7 @@ pub async fn summary(db: &Db, gen: i64, r: Range) -> Result<Summary> {
         .into_owned()
     };
     let (hour_sql, day_sql) = (bucket_sql(3_600_000), bucket_sql(86_400_000));
-    let (statuses, revenue, hours, days): (
-        Vec<(String, i64)>,
-        Vec<(String, i64, i64)>,
-        Vec<(i64, String, i64, i64)>,
-        Vec<(i64, String, i64, i64)>,
-    ) = on_db!(db, pool => {
+    let (statuses, revenue, hours, days): SummaryRows = on_db!(db, pool => {
         (
             sqlx::query_as(&by_status_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
             sqlx::query_as(&revenue_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
@@ -348,7 +353,7 @@ pub async fn warehouses(db: &Db, gen: i64, r: Range) -> Result<Vec<WarehouseFigu
          WHERE o.placed_at >= $1 AND o.placed_at < $2 AND o.status = 'confirmed'
          GROUP BY a.warehouse_id"
     )).into_owned();
-    let (stock, shipped): (Vec<(String, i64, i64, i64)>, Vec<(String, i64, i64)>) = on_db!(db, pool => {
+    let (stock, shipped): (Vec<StockRow>, Vec<CurrencyRow>) = on_db!(db, pool => {
         (
             sqlx::query_as(&stock_sql).fetch_all(pool).await?,
             sqlx::query_as(&ship_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,

@@ -50,6 +50,7 @@ impl Projection for Catalog {
                     price_minor bigint NOT NULL,
                     currency text NOT NULL,
                     discontinued bigint NOT NULL DEFAULT 0,
+                    price_changes bigint NOT NULL DEFAULT 0,
                     on_hand bigint NOT NULL DEFAULT 0,
                     reserved bigint NOT NULL DEFAULT 0,
                     available bigint NOT NULL DEFAULT 0,
@@ -121,7 +122,8 @@ impl Projection for Catalog {
             ("Product", "ProductPriceChanged") => {
                 let (price, currency) = money(b, "new_price");
                 let sql = tx.sql(&format!(
-                    "UPDATE {p} SET price_minor = $1, currency = $2 WHERE sku = $3"
+                    "UPDATE {p} SET price_minor = $1, currency = $2, price_changes = price_changes + 1
+                     WHERE sku = $3"
                 ));
                 crate::on_tx!(tx, c => {
                     sqlx::query(&sql).bind(price).bind(&currency).bind(&event.aggregate_id)

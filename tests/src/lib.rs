@@ -3,6 +3,8 @@
 //!
 //! Set `TEST_LOG=1` to see the server's logs.
 
+pub mod script;
+
 use emporium_event_store::testing::{TestDataDir, TestDatabase};
 use emporium_event_store::Store;
 use emporium_gateway::app::RouteSpec;
