@@ -72,6 +72,7 @@ impl Script {
             json!({"sku": sku, "old_price": money(old, currency), "new_price": money(new, currency)}), at);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn stock_event(
         &mut self,
         warehouse: &str,
