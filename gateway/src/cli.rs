@@ -162,6 +162,10 @@ pub enum BenchCommand {
     Relay(crate::bench_relay::RelayBenchArgs),
     /// The NDJSON export of /v1/events versus `psql COPY` of the same rows.
     Export(crate::bench_export::ExportBenchArgs),
+    /// Catalog search latency on a large catalog.
+    Catalog(crate::bench_catalog::CatalogBenchArgs),
+    /// Projection lag while events are appended at a steady rate.
+    Projections(crate::bench_projections::ProjectionBenchArgs),
 }
 
 /// Entry point of the binary.
@@ -211,6 +215,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(args).await,
         Command::Bench(BenchCommand::Relay(args)) => crate::bench_relay::run(args).await,
         Command::Bench(BenchCommand::Export(args)) => crate::bench_export::run(args).await,
+        Command::Bench(BenchCommand::Projections(args)) => {
+            crate::bench_projections::run(args).await
+        }
+        Command::Bench(BenchCommand::Catalog(args)) => crate::bench_catalog::run(args).await,
         Command::Keys(args) => keys(args).await,
         Command::Timeline {
             store,

@@ -1,0 +1,186 @@
+//! `emporium bench projections`: projection lag under a steady append rate. A writer
+//! appends shop events (products, stock, orders, confirmations) at `--rate` events/s in
+//! 10 ms batches while the three projection runners follow; for every batch we record the
+//! time from its commit until every projection's position covers it.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use emporium_event_store::store::connect_postgres;
+use emporium_event_store::{Db, EventMetadata, Store};
+use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use serde_json::json;
+use sqlx::Connection;
+use uuid::Uuid;
+
+#[derive(Debug, Args)]
+pub struct ProjectionBenchArgs {
+    #[arg(
+        long,
+        env = "DATABASE_URL",
+        default_value = "postgres://postgres@127.0.0.1:5432/postgres"
+    )]
+    pub database_url: String,
+    /// Events appended per second.
+    #[arg(long, default_value_t = 2000)]
+    pub rate: u64,
+    /// Seconds to run.
+    #[arg(long, default_value_t = 30)]
+    pub duration: u64,
+}
+
+pub async fn run(args: ProjectionBenchArgs) -> anyhow::Result<()> {
+    let name = format!("emporium_bench_{}", Uuid::new_v4().simple());
+    let mut admin = sqlx::PgConnection::connect(&args.database_url)
+        .await
+        .with_context(|| format!("connecting to {}", args.database_url))?;
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut admin)
+        .await?;
+    let result = bench(&args, &name).await;
+    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        .execute(&mut admin)
+        .await?;
+    result
+}
+
+/// One 10 ms batch of shop events: products, stock, orders and confirmations.
+fn batch(n: usize, k: u64) -> Vec<(String, String, i64, String, serde_json::Value)> {
+    let mut out = Vec::with_capacity(n);
+    let mut i = 0;
+    while out.len() < n {
+        let sku = format!("B{k}-{i}");
+        let order = Uuid::new_v4().to_string();
+        let money = |a: i64| json!({"amount_minor": a, "currency": "EUR"});
+        out.push((
+            "Product".into(),
+            sku.clone(),
+            1,
+            "ProductCreated".into(),
+            json!({"ProductCreated": {
+            "sku": sku, "title": format!("Bench item {k} {i}"), "description": "bench",
+            "category": "bench", "price": money(1999)}}),
+        ));
+        out.push(("StockItem".into(), format!("w1:{sku}"), 1, "StockReceived".into(), json!({"StockReceived": {
+            "warehouse_id": "w1", "sku": sku, "qty": 10, "on_hand": 10, "reserved": 0, "available": 10}})));
+        out.push(("Order".into(), order.clone(), 1, "OrderPlaced".into(), json!({"OrderPlaced": {
+            "order_id": order, "customer_id": "c1", "shipping_region": "eu-west", "payment_token": "tok_ok",
+            "lines": [{"sku": sku, "qty": 1, "unit_price": money(1999), "line_total": money(1999)}],
+            "total": money(1999)}})));
+        out.push(("Order".into(), order.clone(), 2, "OrderConfirmed".into(), json!({"OrderConfirmed": {
+            "order_id": order, "allocation": [{"sku": sku, "warehouse_id": "w1", "qty": 1}], "total": money(1999)}})));
+        i += 1;
+    }
+    out.truncate(n);
+    out
+}
+
+async fn bench(args: &ProjectionBenchArgs, db_name: &str) -> anyhow::Result<()> {
+    use sqlx::ConnectOptions;
+    use std::str::FromStr;
+    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
+        .database(db_name)
+        .to_url_lossy()
+        .to_string();
+    let pool = connect_postgres(&url, 12).await?;
+    let store = Store::from_db(Db::Postgres(pool.clone()));
+    store.migrate().await?;
+    let stop = tokio_util::sync::CancellationToken::new();
+    let mut runners = Vec::new();
+    for p in emporium_projections::all() {
+        emporium_projections::runner::ensure(store.db(), p.as_ref()).await?;
+        let token = stop.clone();
+        runners.push(tokio::spawn(
+            emporium_projections::Runner::new(store.clone(), p)
+                .run(async move { token.cancelled().await }),
+        ));
+    }
+
+    let per_batch = (args.rate / 100).max(1) as usize;
+    let pending: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::default();
+    let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
+    let done = Arc::new(AtomicBool::new(false));
+    let poller = {
+        let (pending, hist, done, pool) =
+            (pending.clone(), hist.clone(), done.clone(), pool.clone());
+        tokio::spawn(async move {
+            loop {
+                let min: Option<i64> = sqlx::query_scalar("SELECT MIN(position) FROM projections")
+                    .fetch_one(&pool)
+                    .await
+                    .unwrap_or(None);
+                let now = Instant::now();
+                if let (Some(min), Ok(mut p), Ok(mut h)) = (min, pending.lock(), hist.lock()) {
+                    p.retain(|(n, at)| {
+                        if *n <= min {
+                            let _ = h.record(now.duration_since(*at).as_micros() as u64);
+                            false
+                        } else {
+                            true
+                        }
+                    });
+                    if done.load(Ordering::Relaxed) && p.is_empty() {
+                        return;
+                    }
+                }
+                tokio::time::sleep(Duration::from_millis(2)).await;
+            }
+        })
+    };
+
+    let meta = serde_json::to_value(EventMetadata::system("bench").to_map())?;
+    let bar = ProgressBar::new(args.duration).with_style(
+        ProgressStyle::with_template("appending {bar:30} {pos}/{len} s")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    let mut appended: i64 = 0;
+    let mut k = 0;
+    while started.elapsed() < Duration::from_secs(args.duration) {
+        tick.tick().await;
+        k += 1;
+        let rows = batch(per_batch, k);
+        let mut q = sqlx::QueryBuilder::new(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+        );
+        q.push_values(rows.iter(), |mut b, (t, id, seq, et, payload)| {
+            b.push_bind(t)
+                .push_bind(id)
+                .push_bind(seq)
+                .push_bind(et)
+                .push_bind("1.0")
+                .push_bind(payload)
+                .push_bind(&meta);
+        });
+        q.build().execute(&pool).await?;
+        appended += rows.len() as i64;
+        if let Ok(mut p) = pending.lock() {
+            p.push((appended, Instant::now()));
+        }
+        bar.set_position(started.elapsed().as_secs());
+    }
+    bar.finish_and_clear();
+    let rate = appended as f64 / started.elapsed().as_secs_f64();
+    done.store(true, Ordering::Relaxed);
+    tokio::time::timeout(Duration::from_secs(120), poller).await??;
+    stop.cancel();
+    for r in runners {
+        let _ = r.await;
+    }
+    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    println!(
+        "appended {appended} events at {rate:.0}/s; projection lag (commit → all three projections): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms over {} batches",
+        ms(0.5),
+        ms(0.95),
+        ms(0.99),
+        h.max() as f64 / 1000.0,
+        h.len()
+    );
+    Ok(())
+}
