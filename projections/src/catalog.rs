@@ -268,41 +268,64 @@ pub async fn search(db: &Db, gen: i64, q: &Search) -> Result<Results> {
     let needle = q.q.trim().to_lowercase();
     let (rows, total, facets) = match db {
         Db::Postgres(pool) => {
-            let filter = "($2::text IS NULL OR category = $2)
-                AND ($3::bigint IS NULL OR price_minor >= $3)
-                AND ($4::bigint IS NULL OR price_minor <= $4)
-                AND (NOT $5 OR available > 0)
-                AND ($1 = '' OR search % $1 OR word_similarity($1, search) >= 0.5
-                     OR to_tsvector('simple', document) @@ plainto_tsquery('simple', $1))";
-            let score = "CASE WHEN $1 = '' THEN 1.0 ELSE GREATEST(similarity($1, search),
-                 word_similarity($1, search),
-                 ts_rank(to_tsvector('simple', document), plainto_tsquery('simple', $1)))::float8 END";
+            // The WHERE clause holds only the filters given, so Postgres plans each search
+            // with the matching indexes (trigram GIN, full-text GIN, category/price btree)
+            // instead of a generic plan full of `$n IS NULL OR ...`.
+            let push_where = |qb: &mut sqlx::QueryBuilder<'_, sqlx::Postgres>| {
+                qb.push(" WHERE TRUE");
+                if let Some(c) = &q.category {
+                    qb.push(" AND category = ").push_bind(c.clone());
+                }
+                if let Some(m) = q.min_price {
+                    qb.push(" AND price_minor >= ").push_bind(m);
+                }
+                if let Some(m) = q.max_price {
+                    qb.push(" AND price_minor <= ").push_bind(m);
+                }
+                if q.in_stock {
+                    qb.push(" AND available > 0");
+                }
+                if !needle.is_empty() {
+                    qb.push(" AND (search % ").push_bind(needle.clone());
+                    qb.push(" OR ").push_bind(needle.clone()).push(" <% search");
+                    qb.push(" OR to_tsvector('simple', document) @@ plainto_tsquery('simple', ")
+                        .push_bind(needle.clone())
+                        .push("))");
+                }
+            };
             let order = match q.sort {
                 Sort::Relevance => "score DESC, sku",
                 Sort::PriceAsc => "price_minor, sku",
                 Sort::PriceDesc => "price_minor DESC, sku",
                 Sort::Title => "title, sku",
             };
-            let sql = format!(
+            let mut qb = sqlx::QueryBuilder::new(
                 "SELECT sku, title, description, category, price_minor, currency, discontinued,
-                        on_hand, reserved, available, {score} AS score
-                 FROM {p} WHERE {filter} ORDER BY {order} LIMIT $6 OFFSET $7"
+                        on_hand, reserved, available, ",
             );
+            if needle.is_empty() {
+                qb.push("1.0::float8");
+            } else {
+                qb.push("GREATEST(similarity(")
+                    .push_bind(needle.clone())
+                    .push(", search), word_similarity(")
+                    .push_bind(needle.clone())
+                    .push(", search))::float8");
+            }
+            qb.push(format!(" AS score FROM {p}"));
+            push_where(&mut qb);
+            qb.push(format!(" ORDER BY {order} LIMIT "))
+                .push_bind(q.limit)
+                .push(" OFFSET ")
+                .push_bind(q.offset);
             let mut conn = pool.acquire().await?;
-            // Per-connection similarity threshold of the `%` operator.
-            sqlx::query(&format!("SELECT set_limit({SIMILARITY})"))
-                .execute(&mut *conn)
-                .await?;
-            let rows: Vec<Row> = sqlx::query_as(&sql)
-                .bind(&needle)
-                .bind(&q.category)
-                .bind(q.min_price)
-                .bind(q.max_price)
-                .bind(q.in_stock)
-                .bind(q.limit)
-                .bind(q.offset)
-                .fetch_all(&mut *conn)
-                .await?;
+            // Per-connection thresholds of the `%` and `<%` operators.
+            sqlx::query(&format!(
+                "SELECT set_limit({SIMILARITY}), set_config('pg_trgm.word_similarity_threshold', '0.5', false)"
+            ))
+            .execute(&mut *conn)
+            .await?;
+            let rows: Vec<Row> = qb.build_query_as().fetch_all(&mut *conn).await?;
             let bands = PRICE_BANDS
                 .iter()
                 .enumerate()
@@ -312,18 +335,12 @@ pub async fn search(db: &Db, gen: i64, q: &Search) -> Result<Results> {
                 })
                 .collect::<Vec<_>>()
                 .join(" ");
-            let facet_sql = format!(
-                "SELECT category, CASE {bands} END AS band, COUNT(*) FROM {p} WHERE {filter}
-                 GROUP BY 1, 2"
-            );
-            let groups: Vec<(String, i32, i64)> = sqlx::query_as(&facet_sql)
-                .bind(&needle)
-                .bind(&q.category)
-                .bind(q.min_price)
-                .bind(q.max_price)
-                .bind(q.in_stock)
-                .fetch_all(&mut *conn)
-                .await?;
+            let mut fb = sqlx::QueryBuilder::new(format!(
+                "SELECT category, CASE {bands} END AS band, COUNT(*) FROM {p}"
+            ));
+            push_where(&mut fb);
+            fb.push(" GROUP BY 1, 2");
+            let groups: Vec<(String, i32, i64)> = fb.build_query_as().fetch_all(&mut *conn).await?;
             let mut facets = empty_facets();
             let mut total = 0;
             for (category, band, n) in groups {

@@ -466,11 +466,18 @@ async fn csv_has_a_header_and_one_row_per_event_that_parses_back(backend: Backen
     assert!(empty.body.starts_with("position,event_id,"));
 }
 
+/// Accept header, query, and the JSON pointer the problem must name.
+type BadCase = (
+    Option<&'static str>,
+    Vec<(&'static str, String)>,
+    &'static str,
+);
+
 on_both_backends!(bad_parameters_get_a_problem);
 async fn bad_parameters_get_a_problem(backend: Backend) {
     let app = TestApp::spawn(backend).await;
     append_raw(app.store.db(), "raw", 1, 5).await;
-    let cases: Vec<(Option<&str>, Vec<(&str, String)>, &str)> = vec![
+    let cases: Vec<BadCase> = vec![
         (None, vec![("from", "yesterday".into())], "/from"),
         (
             Some(NDJSON),
