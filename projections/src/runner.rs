@@ -109,9 +109,19 @@ impl Runner {
     /// position, in one transaction. Returns how many events were applied.
     pub async fn try_step(&self) -> Result<usize> {
         let db = self.store.db();
+        // Look before locking: an idle step then costs two reads, no transaction.
+        let (_, seen) = state(db, self.projection.name()).await?;
+        let mut events = self.store.feed().read_after(seen, self.batch).await?;
+        if events.is_empty() {
+            self.status.position.store(seen, Ordering::Relaxed);
+            return Ok(0);
+        }
         let mut tx = Tx::begin(db).await?;
         let (gen, position) = lock(&mut tx, self.projection.name()).await?;
-        let events = self.store.feed().read_after(position, self.batch).await?;
+        if position != seen {
+            // Another runner (or a rebuild's swap) moved it meanwhile.
+            events = self.store.feed().read_after(position, self.batch).await?;
+        }
         let Some(last) = events.last().map(|e| e.position) else {
             drop(tx);
             self.status.position.store(position, Ordering::Relaxed);
@@ -151,7 +161,7 @@ impl Runner {
             loop {
                 let wait = match self.try_step().await {
                     Ok(n) if n > 0 => Duration::ZERO,
-                    Ok(_) => Duration::from_millis(20),
+                    Ok(_) => Duration::from_millis(5),
                     Err(e) => {
                         tracing::warn!(projection = self.name(), error = %e, "projection step failed");
                         Duration::from_secs(1)
