@@ -149,6 +149,9 @@ pub struct ServeArgs {
         default_value_t = 600
     )]
     pub nats_duplicate_window_secs: u64,
+    /// Seconds a checkout may wait for the payment authorization before rejecting.
+    #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value_t = 30)]
+    pub payment_timeout_secs: u64,
     /// Serve /metrics to non-loopback clients too.
     #[arg(long, env = "EMPORIUM_METRICS_PUBLIC")]
     pub metrics_public: bool,
@@ -404,7 +407,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
         metrics_public: args.metrics_public,
     };
-    let mut state = AppState::new(store, bootstrap.as_deref(), config);
+    let mut state = AppState::new(store, bootstrap.as_deref(), config).with_checkout(
+        emporium_sagas::CheckoutConfig {
+            payment_timeout: std::time::Duration::from_secs(args.payment_timeout_secs.max(1)),
+            ..Default::default()
+        },
+    );
+    let mut nats_for_saga = None;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut relay_task = None;
     if let Some(url) = args.nats_url.clone().filter(|u| !u.is_empty()) {
@@ -423,6 +432,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             client.clone(),
             relay_config,
         );
+        nats_for_saga = Some((
+            client.clone(),
+            emporium_event_store::nats::NatsNames::new(&args.nats_prefix),
+        ));
         state.bus = Some(crate::state::BusState {
             client,
             relay: relay.status(),
@@ -446,6 +459,10 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     crate::metrics::handle();
     tokio::spawn(crate::app::upkeep(state.clone()));
     let projection_tasks = state.spawn_projections(shutdown.clone());
+    let checkout_task = state
+        .spawn_checkout(nats_for_saga, shutdown.clone())
+        .await
+        .context("starting the checkout saga")?;
     let listener = tokio::net::TcpListener::bind(&args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
@@ -464,6 +481,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
     for t in projection_tasks {
         let _ = t.await;
     }
+    let _ = checkout_task.await;
     println!("emporium stopped");
     Ok(())
 }

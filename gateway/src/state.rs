@@ -48,6 +48,8 @@ pub struct AppState {
     pub bus: Option<BusState>,
     /// Projection runners in this process, by name.
     pub projections: Vec<(&'static str, Arc<emporium_projections::RunnerStatus>)>,
+    /// The checkout saga: its worker runs when spawned; its compensation serves cancels.
+    pub checkout: Arc<emporium_sagas::CheckoutSaga>,
 }
 
 #[derive(Clone)]
@@ -61,13 +63,53 @@ impl AppState {
         let keys = Arc::new(KeyStore::new(store.db().clone(), bootstrap_admin_key));
         let limiter = rate_limiter(config.rate_limit_per_sec, config.rate_limit_burst);
         Self {
-            store,
+            store: store.clone(),
             keys,
             config: Arc::new(config),
             limiter,
             bus: None,
             projections: Vec::new(),
+            checkout: emporium_sagas::CheckoutSaga::new(
+                store.clone(),
+                Arc::new(emporium_sagas::Sandbox::new(store.db().clone())),
+                emporium_sagas::CheckoutConfig::default(),
+            ),
         }
+    }
+
+    /// Replaces the saga (other provider or timeouts); call before spawning it.
+    pub fn with_checkout(mut self, config: emporium_sagas::CheckoutConfig) -> Self {
+        self.checkout = emporium_sagas::CheckoutSaga::new(
+            self.store.clone(),
+            Arc::new(emporium_sagas::Sandbox::new(self.store.db().clone())),
+            config,
+        );
+        self
+    }
+
+    /// Starts the checkout saga on the in-process bus (embedded) or on NATS.
+    pub async fn spawn_checkout(
+        &self,
+        nats: Option<(async_nats::Client, emporium_event_store::nats::NatsNames)>,
+        shutdown: tokio_util::sync::CancellationToken,
+    ) -> Result<tokio::task::JoinHandle<()>, emporium_event_store::bus::BusError> {
+        use emporium_event_store::bus::{
+            LocalSubscriber, NatsSubscriber, Subscriber, SubscriberConfig,
+        };
+        let config = SubscriberConfig {
+            aggregate_type: Some("Order".into()),
+            ..SubscriberConfig::new("checkout")
+        };
+        let subscriber: Box<dyn Subscriber> = match nats {
+            Some((client, names)) => {
+                Box::new(NatsSubscriber::connect(client, names, config).await?)
+            }
+            None => Box::new(LocalSubscriber::open(self.store.clone(), config).await?),
+        };
+        let saga = self.checkout.clone();
+        Ok(tokio::spawn(saga.run(subscriber, async move {
+            shutdown.cancelled().await
+        })))
     }
 
     /// Starts a runner for every projection; they stop when `shutdown` is cancelled.

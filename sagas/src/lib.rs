@@ -1,1 +1,21 @@
-//! placeholder
+//! Process managers. The checkout saga takes a placed order across warehouses: allocate,
+//! reserve, authorize payment, confirm, or compensate and reject.
+//!
+//! # Layout
+//! - [`allocation`]: the pure allocation strategy (unit and property tested).
+//! - [`checkout`]: the saga's durable state, an event-sourced `Checkout` aggregate per order.
+//! - [`payment`]: the `PaymentProvider` port and the built-in sandbox provider.
+//! - [`worker`]: the saga itself, consuming `OrderPlaced` through the bus.
+//!
+//! Architecture invariant: every command the saga sends is idempotent per order (reservations
+//! keyed by order id, payments by an idempotency key, order transitions guarded), so a
+//! redelivery or resume can never reserve or authorize twice.
+
+pub mod allocation;
+pub mod checkout;
+pub mod payment;
+pub mod worker;
+
+pub use checkout::Checkout;
+pub use payment::{PaymentProvider, Sandbox};
+pub use worker::{CheckoutConfig, CheckoutSaga, Outcome};

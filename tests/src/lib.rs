@@ -60,6 +60,27 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, config: ApiConfig) -> Self {
+        Self::spawn_full(backend, config, None).await
+    }
+
+    /// With the checkout saga running (on the in-process bus, or on NATS with its relay when
+    /// `nats` names a test prefix).
+    pub async fn with_checkout(
+        backend: Backend,
+        checkout: emporium_sagas::CheckoutConfig,
+        nats: Option<&emporium_event_store::testing::TestNats>,
+    ) -> Self {
+        Self::spawn_full(backend, ApiConfig::default(), Some((checkout, nats))).await
+    }
+
+    async fn spawn_full(
+        backend: Backend,
+        config: ApiConfig,
+        checkout: Option<(
+            emporium_sagas::CheckoutConfig,
+            Option<&emporium_event_store::testing::TestNats>,
+        )>,
+    ) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             let _ = tracing_subscriber_init();
         }
@@ -76,6 +97,26 @@ impl TestApp {
         let mut state = AppState::new(store.clone(), Some(ADMIN_KEY), config);
         let shutdown = tokio_util::sync::CancellationToken::new();
         state.spawn_projections(shutdown.clone());
+        if let Some((saga_config, nats)) = checkout {
+            state = state.with_checkout(saga_config);
+            let nats = match nats {
+                Some(n) => {
+                    let relay = emporium_event_store::relay::Relay::new(
+                        store.clone(),
+                        n.client.clone(),
+                        emporium_event_store::relay::RelayConfig::new(&n.prefix),
+                    );
+                    let token = shutdown.clone();
+                    tokio::spawn(relay.run(async move { token.cancelled().await }));
+                    Some((n.client.clone(), n.names()))
+                }
+                None => None,
+            };
+            state
+                .spawn_checkout(nats, shutdown.clone())
+                .await
+                .expect("start the checkout saga");
+        }
         let built = emporium_gateway::app::build(state.clone());
         let routes = built.routes.clone();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")

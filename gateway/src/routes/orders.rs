@@ -336,7 +336,8 @@ pub async fn get(
     Ok(Json(view(&id, &order)?))
 }
 
-/// Cancel an order (pending or confirmed). The body is optional: `{"reason": "..."}`.
+/// Cancel an order (pending or confirmed): releases its stock and voids its payment.
+/// The body is optional: `{"reason": "..."}`.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body(content = Option<CancelBody>),
     params(("id" = String, Path, description = "Order id (UUID)")),
     responses((status = 200, description = "Cancelled", body = OrderView), CommandProblems))]
@@ -367,5 +368,13 @@ pub async fn cancel(
     )
     .await?;
     let order = load_order(&state, &id).await?;
+    // Give back what the order held: its stock reservations and its payment authorization.
+    // (A checkout still running sees the cancellation at its confirm step and does the same;
+    // both are idempotent.)
+    state
+        .checkout
+        .compensate(&order, &id.to_string())
+        .await
+        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(view(&id, &order)?))
 }

@@ -1,0 +1,244 @@
+//! The checkout saga's durable state: an event-sourced aggregate per order (id = order id).
+//! Its events are the saga's steps, so they appear in the order's timeline, and a restarted
+//! worker resumes from them. Every command is idempotent: repeating a step records nothing.
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::{Aggregate, DomainEvent};
+use serde::{Deserialize, Serialize};
+
+/// One shipment line: `qty` of `sku` from `warehouse_id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub sku: String,
+    pub warehouse_id: String,
+    pub qty: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckoutCommand {
+    Start { order_id: String, deadline_ms: i64 },
+    RecordReservation { allocation: Vec<Shipment> },
+    RecordAuthorization { amount_minor: i64, currency: String },
+    Complete,
+    Fail { reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum CheckoutEvent {
+    /// The saga took the order; the payment must be authorized before `deadline_ms`.
+    CheckoutStarted { order_id: String, deadline_ms: i64 },
+    /// Every allocated quantity is reserved.
+    CheckoutStockReserved {
+        order_id: String,
+        allocation: Vec<Shipment>,
+    },
+    CheckoutPaymentAuthorized {
+        order_id: String,
+        amount_minor: i64,
+        currency: String,
+    },
+    /// The order is confirmed.
+    CheckoutCompleted { order_id: String },
+    /// The order was rejected (or cancelled) and everything held for it released.
+    CheckoutFailed { order_id: String, reason: String },
+}
+
+impl DomainEvent for CheckoutEvent {
+    fn event_type(&self) -> String {
+        match self {
+            Self::CheckoutStarted { .. } => "CheckoutStarted",
+            Self::CheckoutStockReserved { .. } => "CheckoutStockReserved",
+            Self::CheckoutPaymentAuthorized { .. } => "CheckoutPaymentAuthorized",
+            Self::CheckoutCompleted { .. } => "CheckoutCompleted",
+            Self::CheckoutFailed { .. } => "CheckoutFailed",
+        }
+        .to_string()
+    }
+
+    fn event_version(&self) -> String {
+        "1.0".to_string()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CheckoutError {
+    #[error("the checkout has not started")]
+    NotStarted,
+}
+
+#[derive(Debug, Default, Clone, Serialize, Deserialize)]
+pub struct Checkout {
+    order_id: Option<String>,
+    deadline_ms: i64,
+    allocation: Option<Vec<Shipment>>,
+    authorized: bool,
+    finished: Option<bool>,
+}
+
+impl Checkout {
+    pub fn is_started(&self) -> bool {
+        self.order_id.is_some()
+    }
+    pub fn deadline_ms(&self) -> i64 {
+        self.deadline_ms
+    }
+    pub fn allocation(&self) -> Option<&[Shipment]> {
+        self.allocation.as_deref()
+    }
+    pub fn is_authorized(&self) -> bool {
+        self.authorized
+    }
+    /// `Some(true)` completed, `Some(false)` failed, `None` still running.
+    pub fn finished(&self) -> Option<bool> {
+        self.finished
+    }
+}
+
+impl Aggregate for Checkout {
+    const TYPE: &'static str = "Checkout";
+    type Command = CheckoutCommand;
+    type Event = CheckoutEvent;
+    type Error = CheckoutError;
+    type Services = ();
+
+    async fn handle(
+        &mut self,
+        command: CheckoutCommand,
+        _: &(),
+        sink: &EventSink<Self>,
+    ) -> Result<(), CheckoutError> {
+        let event = match command {
+            CheckoutCommand::Start {
+                order_id,
+                deadline_ms,
+            } => {
+                if self.is_started() {
+                    return Ok(());
+                }
+                CheckoutEvent::CheckoutStarted {
+                    order_id,
+                    deadline_ms,
+                }
+            }
+            _ if self.finished.is_some() => return Ok(()),
+            CheckoutCommand::RecordReservation { allocation } => {
+                let order_id = self.order_id.clone().ok_or(CheckoutError::NotStarted)?;
+                if self.allocation.as_ref() == Some(&allocation) {
+                    return Ok(());
+                }
+                CheckoutEvent::CheckoutStockReserved {
+                    order_id,
+                    allocation,
+                }
+            }
+            CheckoutCommand::RecordAuthorization {
+                amount_minor,
+                currency,
+            } => {
+                let order_id = self.order_id.clone().ok_or(CheckoutError::NotStarted)?;
+                if self.authorized {
+                    return Ok(());
+                }
+                CheckoutEvent::CheckoutPaymentAuthorized {
+                    order_id,
+                    amount_minor,
+                    currency,
+                }
+            }
+            CheckoutCommand::Complete => CheckoutEvent::CheckoutCompleted {
+                order_id: self.order_id.clone().ok_or(CheckoutError::NotStarted)?,
+            },
+            CheckoutCommand::Fail { reason } => CheckoutEvent::CheckoutFailed {
+                order_id: self.order_id.clone().ok_or(CheckoutError::NotStarted)?,
+                reason,
+            },
+        };
+        sink.write(event, self).await;
+        Ok(())
+    }
+
+    fn apply(&mut self, event: CheckoutEvent) {
+        match event {
+            CheckoutEvent::CheckoutStarted {
+                order_id,
+                deadline_ms,
+            } => {
+                self.order_id = Some(order_id);
+                self.deadline_ms = deadline_ms;
+            }
+            CheckoutEvent::CheckoutStockReserved { allocation, .. } => {
+                self.allocation = Some(allocation)
+            }
+            CheckoutEvent::CheckoutPaymentAuthorized { .. } => self.authorized = true,
+            CheckoutEvent::CheckoutCompleted { .. } => self.finished = Some(true),
+            CheckoutEvent::CheckoutFailed { .. } => self.finished = Some(false),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cqrs_es::test::TestFramework;
+
+    type F = TestFramework<Checkout>;
+
+    fn started() -> CheckoutEvent {
+        CheckoutEvent::CheckoutStarted {
+            order_id: "o1".into(),
+            deadline_ms: 10,
+        }
+    }
+
+    #[test]
+    fn starting_twice_records_once() {
+        F::with(())
+            .given(vec![started()])
+            .when(CheckoutCommand::Start {
+                order_id: "o1".into(),
+                deadline_ms: 99,
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn steps_need_a_started_checkout() {
+        F::with(())
+            .given_no_previous_events()
+            .when(CheckoutCommand::Complete)
+            .then_expect_error(CheckoutError::NotStarted);
+    }
+
+    #[test]
+    fn a_finished_checkout_ignores_further_steps() {
+        F::with(())
+            .given(vec![
+                started(),
+                CheckoutEvent::CheckoutCompleted {
+                    order_id: "o1".into(),
+                },
+            ])
+            .when(CheckoutCommand::Fail {
+                reason: "late".into(),
+            })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn recording_the_same_authorization_twice_records_once() {
+        F::with(())
+            .given(vec![
+                started(),
+                CheckoutEvent::CheckoutPaymentAuthorized {
+                    order_id: "o1".into(),
+                    amount_minor: 5,
+                    currency: "EUR".into(),
+                },
+            ])
+            .when(CheckoutCommand::RecordAuthorization {
+                amount_minor: 5,
+                currency: "EUR".into(),
+            })
+            .then_expect_events(vec![]);
+    }
+}
