@@ -35,12 +35,18 @@ async fn place(app: &TestApp, lines: &[(&str, i64)], token: &str) -> String {
     r.body["order_id"].as_str().unwrap().to_string()
 }
 
-/// Waits until the order leaves `pending` and returns it.
+/// Waits until the order leaves `pending` and its checkout has finished (compensations
+/// included), and returns the order.
 async fn settled(app: &TestApp, id: &str) -> Value {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let o = app.get(&format!("/v1/orders/{id}")).await.body;
-        if o["status"] != "pending" {
+        let (checkout, _) = app
+            .store
+            .load::<emporium_sagas::Checkout>(id)
+            .await
+            .unwrap();
+        if o["status"] != "pending" && checkout.finished().is_some() {
             return o;
         }
         assert!(Instant::now() < deadline, "order {id} never settled");
