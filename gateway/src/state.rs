@@ -96,8 +96,11 @@ impl AppState {
         use emporium_event_store::bus::{
             LocalSubscriber, NatsSubscriber, Subscriber, SubscriberConfig,
         };
+        // The worker acks as soon as the checkout has started, so a delivery stays unacked
+        // only when its worker died: redeliver it soon.
         let config = SubscriberConfig {
             aggregate_type: Some("Order".into()),
+            ack_wait: std::time::Duration::from_secs(10),
             ..SubscriberConfig::new("checkout")
         };
         let subscriber: Box<dyn Subscriber> = match nats {

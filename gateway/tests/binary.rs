@@ -382,3 +382,185 @@ async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_sec
     assert!(took < Duration::from_secs(5), "took {took:?}");
     assert_eq!(ready(&b.base).await["bus"]["relay"]["leader"], true);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn kill_nine_three_times_during_two_thousand_checkouts_strands_nothing() {
+    use emporium_event_store::testing::TestNats;
+    use reqwest::Method;
+    let db = TestDatabase::create().await;
+    let nats = TestNats::connect().await;
+    let url = emporium_event_store::testing::nats_url();
+    let env = [
+        ("NATS_URL", url.as_str()),
+        ("EMPORIUM_NATS_PREFIX", nats.prefix.as_str()),
+        ("EMPORIUM_LOG", "warn"),
+    ];
+    let dir = TestDataDir::create();
+    let mut server = start_with(dir.path(), Some(db.url()), false, &env);
+    let base = server.base.clone();
+    for (w, region) in [
+        ("wh-a", "eu-west"),
+        ("wh-b", "us-east"),
+        ("wh-c", "ap-south"),
+    ] {
+        let (s, _) = call(
+            &base,
+            Method::POST,
+            "/v1/warehouses",
+            Some(json!({"id": w, "name": w, "region": region, "priority": 1})),
+        )
+        .await;
+        assert_eq!(s, 201);
+    }
+    for i in 0..5 {
+        let (s, _) = call(
+            &base,
+            Method::POST,
+            "/v1/products",
+            Some(json!({
+            "sku": format!("SKU-{i}"), "title": "Thing", "description": "", "category": "c",
+            "price": {"amount_minor": 500, "currency": "EUR"}})),
+        )
+        .await;
+        assert_eq!(s, 201);
+        for w in ["wh-a", "wh-b", "wh-c"] {
+            let (s, _) = call(
+                &base,
+                Method::POST,
+                &format!("/v1/inventory/{w}/SKU-{i}/receive"),
+                Some(json!({"qty": 150})),
+            )
+            .await;
+            assert_eq!(s, 200);
+        }
+    }
+
+    // Clients place 2,000 orders with idempotency keys, retrying through restarts.
+    let base_now = std::sync::Arc::new(std::sync::Mutex::new(base.clone()));
+    let placed = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let clients: Vec<_> = (0..16)
+        .map(|c| {
+            let (base_now, placed) = (base_now.clone(), placed.clone());
+            tokio::spawn(async move {
+                let client = reqwest::Client::builder()
+                    .timeout(Duration::from_secs(10))
+                    .build()
+                    .unwrap();
+                let mut ids = Vec::new();
+                for n in 0..125 {
+                    let key = format!("order-{c}-{n}");
+                    let body = json!({"customer_id": format!("c{c}"),
+                        "lines": [{"sku": format!("SKU-{}", (c + n) % 5), "qty": 1 + n % 2}],
+                        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}});
+                    loop {
+                        let b = base_now.lock().unwrap().clone();
+                        match client
+                            .post(format!("{b}/v1/orders"))
+                            .bearer_auth(KEY)
+                            .header("Idempotency-Key", &key)
+                            .json(&body)
+                            .send()
+                            .await
+                        {
+                            Ok(r) if r.status() == 202 => {
+                                let v: Value = r.json().await.unwrap();
+                                ids.push(v["order_id"].as_str().unwrap().to_string());
+                                placed.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                                break;
+                            }
+                            // The engine is down or restarting: the same key is safe to resend.
+                            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+                        }
+                    }
+                }
+                ids
+            })
+        })
+        .collect();
+    for threshold in [400, 900, 1400] {
+        while placed.load(std::sync::atomic::Ordering::SeqCst) < threshold {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let _ = server.child.kill(); // SIGKILL
+        let _ = server.child.wait();
+        server = start_with(dir.path(), Some(db.url()), false, &env);
+        *base_now.lock().unwrap() = server.base.clone();
+    }
+    let mut ids = std::collections::HashSet::new();
+    for c in clients {
+        ids.extend(c.await.unwrap());
+    }
+    // Clients were still placing orders after the last restart; time from the moment the
+    // run is complete (the last order accepted, after the last restart).
+    let restarted = std::time::Instant::now();
+    assert_eq!(
+        ids.len(),
+        2000,
+        "2,000 distinct orders (idempotency keys kept retries single)"
+    );
+
+    let store = db.store(4).await;
+    let emporium_event_store::Db::Postgres(pool) = store.db() else {
+        unreachable!()
+    };
+    loop {
+        let settled: i64 = sqlx::query_scalar(
+            "SELECT COUNT(*) FROM events WHERE aggregate_type = 'Order' AND event_type IN ('OrderConfirmed', 'OrderRejected')",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap();
+        if settled == 2000 {
+            break;
+        }
+        assert!(
+            restarted.elapsed() < Duration::from_secs(90),
+            "only {settled} of 2000 orders ended within 90 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let took = restarted.elapsed();
+    println!("all 2000 orders ended {took:?} after the last restart");
+    assert!(
+        took < Duration::from_secs(30),
+        "every order ended within 30 s: {took:?}"
+    );
+
+    let confirmed_units: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM((a->>'qty')::bigint), 0)::bigint FROM events,
+                jsonb_array_elements(payload->'OrderConfirmed'->'allocation') a
+          WHERE aggregate_type = 'Order' AND event_type = 'OrderConfirmed'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let reserved: i64 = sqlx::query_scalar(
+        "SELECT COALESCE(SUM((last.payload->(SELECT k FROM jsonb_object_keys(last.payload) k LIMIT 1)->>'reserved')::bigint), 0)::bigint
+           FROM (SELECT DISTINCT ON (aggregate_id) payload FROM events WHERE aggregate_type = 'StockItem'
+                 ORDER BY aggregate_id, sequence DESC) last",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(reserved, confirmed_units, "no stranded reservation");
+    let confirmed: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE aggregate_type = 'Order' AND event_type = 'OrderConfirmed'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    let approved: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_payments WHERE outcome = 'approved'")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(approved, confirmed, "one authorization per confirmed order");
+    let authorized_events: i64 = sqlx::query_scalar(
+        "SELECT COUNT(*) FROM events WHERE aggregate_type = 'Payment' AND event_type = 'PaymentAuthorized'",
+    )
+    .fetch_one(pool)
+    .await
+    .unwrap();
+    assert_eq!(authorized_events, confirmed, "no payment authorized twice");
+    drop(server);
+}

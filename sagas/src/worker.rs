@@ -275,8 +275,9 @@ impl CheckoutSaga {
         &self,
         order: &Order,
         order_id: &OrderId,
-    ) -> Result<Vec<Candidate>, SagaError> {
+    ) -> Result<(Vec<Candidate>, bool), SagaError> {
         let mut out = Vec::new();
+        let mut holds_any = false;
         for wid in self.store.aggregate_ids("Warehouse").await? {
             let (w, _) = self.store.load::<Warehouse>(&wid).await?;
             let (Some(id), Some(region), Some(priority)) = (w.id(), w.region(), w.priority())
@@ -293,6 +294,7 @@ impl CheckoutSaga {
                     .load::<StockItem>(&stock_item_id(id, &line.sku))
                     .await?;
                 let own = u64::from(item.reservation_for(order_id).unwrap_or(0));
+                holds_any |= own > 0;
                 available.insert(line.sku.to_string(), item.available() + own);
             }
             out.push(Candidate {
@@ -302,7 +304,7 @@ impl CheckoutSaga {
                 available,
             });
         }
-        Ok(out)
+        Ok((out, holds_any))
     }
 
     /// Allocates and reserves every part. `Ok(Err(reason))` when stock is short.
@@ -324,17 +326,21 @@ impl CheckoutSaga {
             .map(|l| (l.sku.to_string(), u64::from(l.qty.get())))
             .collect();
         for attempt in 0..100u64 {
-            let candidates = self.candidates(order, &order_id).await?;
+            let (candidates, holds_any) = self.candidates(order, &order_id).await?;
             let parts = match allocate(&lines, &candidates, &region) {
                 Ok(p) => p,
                 Err(short) => {
-                    self.release_all(order, oid).await?;
+                    if holds_any {
+                        self.release_all(order, oid).await?;
+                    }
                     return Ok(Err(short.to_string()));
                 }
             };
             // A clean slate: reservations are idempotent per order, so an old one with another
             // quantity would otherwise stay as it was.
-            self.release_all(order, oid).await?;
+            if holds_any {
+                self.release_all(order, oid).await?;
+            }
             let mut lost_race = false;
             for p in &parts {
                 let (Ok(w), Ok(s), Ok(q)) = (
@@ -539,8 +545,8 @@ impl CheckoutSaga {
         });
     }
 
-    /// Checkouts started and not finished; with `idle_ms`, only those whose last step is
-    /// older than that.
+    /// Checkouts started and not finished, plus (without `idle_ms`) placed orders whose
+    /// checkout never started; with `idle_ms`, only checkouts past their deadline by that.
     pub async fn unfinished(&self, idle_ms: Option<i64>) -> Result<Vec<String>, SagaError> {
         let db = self.store.db();
         let cutoff = idle_ms.map_or(i64::MAX, |i| now_ms() - i);
@@ -551,10 +557,23 @@ impl CheckoutSaga {
                    AND t.aggregate_id = s.aggregate_id
                    AND t.event_type IN ('CheckoutCompleted', 'CheckoutFailed'))",
         );
-        let rows: Vec<String> = on_db!(db, pool => {
+        let mut rows: Vec<String> = on_db!(db, pool => {
             sqlx::query_scalar::<_, String>(&sql).fetch_all(pool).await.map_err(StoreError::from)?
         });
         if idle_ms.is_none() {
+            // Orders placed whose checkout never started (the delivery died with a process).
+            let pending = db.sql(
+                "SELECT o.aggregate_id FROM events o
+                 WHERE o.aggregate_type = 'Order' AND o.sequence = 1
+                   AND NOT EXISTS (SELECT 1 FROM events t WHERE t.aggregate_type = 'Order'
+                       AND t.aggregate_id = o.aggregate_id AND t.sequence = 2)
+                   AND NOT EXISTS (SELECT 1 FROM events c WHERE c.aggregate_type = 'Checkout'
+                       AND c.aggregate_id = o.aggregate_id)",
+            );
+            let more: Vec<String> = on_db!(db, pool => {
+                sqlx::query_scalar::<_, String>(&pending).fetch_all(pool).await.map_err(StoreError::from)?
+            });
+            rows.extend(more);
             return Ok(rows);
         }
         let mut stale = Vec::new();
