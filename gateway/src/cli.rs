@@ -165,6 +165,8 @@ pub enum BenchCommand {
     Relay(crate::bench_relay::RelayBenchArgs),
     /// The NDJSON export of /v1/events versus `psql COPY` of the same rows.
     Export(crate::bench_export::ExportBenchArgs),
+    /// End-to-end checkouts over HTTP: throughput and placement-to-confirmation latency.
+    Checkout(crate::bench_checkout::CheckoutBenchArgs),
     /// Catalog search latency on a large catalog.
     Catalog(crate::bench_catalog::CatalogBenchArgs),
     /// Projection lag while events are appended at a steady rate.
@@ -222,6 +224,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             crate::bench_projections::run(args).await
         }
         Command::Bench(BenchCommand::Catalog(args)) => crate::bench_catalog::run(args).await,
+        Command::Bench(BenchCommand::Checkout(args)) => crate::bench_checkout::run(args).await,
         Command::Keys(args) => keys(args).await,
         Command::Timeline {
             store,

@@ -18,6 +18,7 @@ pub mod app;
 pub mod auth;
 pub mod bench;
 pub mod bench_catalog;
+pub mod bench_checkout;
 pub mod bench_export;
 pub mod bench_projections;
 pub mod bench_relay;
