@@ -214,8 +214,11 @@ async fn bench(args: &CheckoutBenchArgs, db_name: &str) -> anyhow::Result<()> {
     let done = confirmed.load(Ordering::Relaxed);
     follower.abort();
     shutdown.cancel();
-    let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
-    let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+    let (p50, p95, p99) = {
+        let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
+        let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
+        (ms(0.5), ms(0.95), ms(0.99))
+    };
     println!(
         "{} clients, {} bus: placed {placed} orders in {}s ({:.0}/s); confirmed {done} ({:.0} checkouts/s end to end incl. drain); placement -> confirmation p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
         args.clients,
@@ -223,9 +226,9 @@ async fn bench(args: &CheckoutBenchArgs, db_name: &str) -> anyhow::Result<()> {
         args.duration,
         placed as f64 / args.duration as f64,
         done as f64 / total,
-        ms(0.5),
-        ms(0.95),
-        ms(0.99)
+        p50,
+        p95,
+        p99
     );
     if let Some((client, names)) = cleanup {
         let js = async_nats::jetstream::new(client);
