@@ -77,21 +77,31 @@ struct Outcome {
 }
 
 pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+    let (server, keep) = (args.database_url.clone(), args.keep);
+    throwaway(&server, keep, |url| async move { bench(&args, &url).await }).await
+}
+
+/// Runs `f` on a fresh database `emporium_bench_<uuid>` on the server at `server_url`, and
+/// drops it afterwards, also when `f` fails (unless `keep`).
+pub(crate) async fn throwaway<F, Fut>(server_url: &str, keep: bool, f: F) -> anyhow::Result<()>
+where
+    F: FnOnce(String) -> Fut,
+    Fut: std::future::Future<Output = anyhow::Result<()>>,
+{
     let name = format!("emporium_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url)
+    let mut admin = sqlx::PgConnection::connect(server_url)
         .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
+        .with_context(|| format!("connecting to {server_url}"))?;
     sqlx::query(&format!("CREATE DATABASE {name}"))
         .execute(&mut admin)
         .await?;
-    let url = database_url_for(&args.database_url, &name)?;
-    let result = bench(&args, &url).await;
-    if !args.keep {
+    let result = f(database_url_for(server_url, &name)?).await;
+    if keep {
+        println!("kept database {name}");
+    } else {
         sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .execute(&mut admin)
             .await?;
-    } else {
-        println!("kept database {name}");
     }
     result
 }

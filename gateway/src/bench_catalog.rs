@@ -4,14 +4,11 @@
 
 use std::time::Instant;
 
-use anyhow::Context;
 use clap::Args;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{Db, Store};
 use emporium_projections::catalog::{self, Search, Sort};
 use hdrhistogram::Histogram;
-use sqlx::Connection;
-use uuid::Uuid;
 
 #[derive(Debug, Args)]
 pub struct CatalogBenchArgs {
@@ -29,28 +26,14 @@ pub struct CatalogBenchArgs {
 }
 
 pub async fn run(args: CatalogBenchArgs) -> anyhow::Result<()> {
-    let name = format!("emporium_bench_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = bench(&args, &name).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+        bench(&args, &url).await
+    })
+    .await
 }
 
-async fn bench(args: &CatalogBenchArgs, db_name: &str) -> anyhow::Result<()> {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
-        .database(db_name)
-        .to_url_lossy()
-        .to_string();
-    let pool = connect_postgres(&url, 4).await?;
+async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
+    let pool = connect_postgres(url, 4).await?;
     let store = Store::from_db(Db::Postgres(pool.clone()));
     store.migrate().await?;
     let projection = emporium_projections::by_name("catalog")?;

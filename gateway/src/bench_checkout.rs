@@ -9,13 +9,11 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{Db, Store};
 use hdrhistogram::Histogram;
 use serde_json::json;
-use sqlx::Connection;
 use uuid::Uuid;
 
 use crate::{ApiConfig, AppState};
@@ -38,28 +36,14 @@ pub struct CheckoutBenchArgs {
 }
 
 pub async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
-    let name = format!("emporium_bench_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = bench(&args, &name).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+        bench(&args, &url).await
+    })
+    .await
 }
 
-async fn bench(args: &CheckoutBenchArgs, db_name: &str) -> anyhow::Result<()> {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
-        .database(db_name)
-        .to_url_lossy()
-        .to_string();
-    let store = Store::from_db(Db::Postgres(connect_postgres(&url, 48).await?));
+async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<()> {
+    let store = Store::from_db(Db::Postgres(connect_postgres(url, 48).await?));
     store.migrate().await?;
     let shutdown = tokio_util::sync::CancellationToken::new();
     let mut state = AppState::new(

@@ -13,7 +13,7 @@ use clap::Args;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{Db, Store};
 use indicatif::{ProgressBar, ProgressStyle};
-use sqlx::{Connection, PgPool};
+use sqlx::PgPool;
 use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Args)]
@@ -70,31 +70,14 @@ SELECT 'Order',
 "#;
 
 pub async fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
-    if args.events == 0 || args.rounds == 0 {
-        bail!("--events and --rounds must be at least 1");
-    }
-    let name = format!("emporium_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = bench(&args, &name).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+        bench(&args, &url).await
+    })
+    .await
 }
 
-async fn bench(args: &ExportBenchArgs, db_name: &str) -> anyhow::Result<()> {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
-        .database(db_name)
-        .to_url_lossy()
-        .to_string();
-    let pool = connect_postgres(&url, 8).await?;
+async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
+    let pool = connect_postgres(url, 8).await?;
     let store = Store::from_db(Db::Postgres(pool.clone()));
     store.migrate().await?;
     fill(&pool, args.events).await?;
@@ -142,7 +125,13 @@ async fn bench(args: &ExportBenchArgs, db_name: &str) -> anyhow::Result<()> {
     let endpoint = format!("http://{addr}/v1/events");
 
     let copy_sql = copy_statement(args.events);
-    let psql_url = with_database(&args.database_url, db_name);
+    // psql gets the same database, in the server URL's own form (psql rejects sqlx's extra
+    // URL parameters).
+    let db_name = <sqlx::postgres::PgConnectOptions as std::str::FromStr>::from_str(url)?
+        .get_database()
+        .unwrap_or_default()
+        .to_string();
+    let psql_url = with_database(&args.database_url, &db_name);
     let mut ratios = Vec::new();
     let mut outcome = Ok(());
     for round in 1..=args.rounds {
@@ -216,7 +205,7 @@ async fn fill(pool: &PgPool, events: u64) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `url` (as given, so psql understands it) naming database `db` instead.
+/// `url` with its database replaced by `db`, query string kept.
 fn with_database(url: &str, db: &str) -> String {
     let start = url.find("://").map_or(0, |i| i + 3);
     let path = url[start..].find('/').map_or(url.len(), |i| start + i);

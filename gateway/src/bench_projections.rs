@@ -7,14 +7,12 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use anyhow::Context;
 use clap::Args;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{Db, EventMetadata, Store};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
-use sqlx::Connection;
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
@@ -34,18 +32,10 @@ pub struct ProjectionBenchArgs {
 }
 
 pub async fn run(args: ProjectionBenchArgs) -> anyhow::Result<()> {
-    let name = format!("emporium_bench_{}", Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = bench(&args, &name).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+        bench(&args, &url).await
+    })
+    .await
 }
 
 /// One 10 ms batch of shop events: products, stock, orders and confirmations.
@@ -79,14 +69,8 @@ fn batch(n: usize, k: u64) -> Vec<(String, String, i64, String, serde_json::Valu
     out
 }
 
-async fn bench(args: &ProjectionBenchArgs, db_name: &str) -> anyhow::Result<()> {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
-        .database(db_name)
-        .to_url_lossy()
-        .to_string();
-    let pool = connect_postgres(&url, 12).await?;
+async fn bench(args: &ProjectionBenchArgs, url: &str) -> anyhow::Result<()> {
+    let pool = connect_postgres(url, 12).await?;
     let store = Store::from_db(Db::Postgres(pool.clone()));
     store.migrate().await?;
     let stop = tokio_util::sync::CancellationToken::new();

@@ -14,7 +14,6 @@ use emporium_event_store::store::connect_postgres;
 use emporium_event_store::testing::append_raw;
 use emporium_event_store::{Db, Store};
 use indicatif::{ProgressBar, ProgressStyle};
-use sqlx::Connection;
 
 #[derive(Debug, Args)]
 pub struct RelayBenchArgs {
@@ -36,28 +35,14 @@ pub struct RelayBenchArgs {
 }
 
 pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
-    let name = format!("emporium_bench_{}", uuid::Uuid::new_v4().simple());
-    let mut admin = sqlx::PgConnection::connect(&args.database_url)
-        .await
-        .with_context(|| format!("connecting to {}", args.database_url))?;
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut admin)
-        .await?;
-    let result = bench(&args, &name).await;
-    sqlx::query(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        .execute(&mut admin)
-        .await?;
-    result
+    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+        bench(&args, &url).await
+    })
+    .await
 }
 
-async fn bench(args: &RelayBenchArgs, db_name: &str) -> anyhow::Result<()> {
-    use sqlx::ConnectOptions;
-    use std::str::FromStr;
-    let url = sqlx::postgres::PgConnectOptions::from_str(&args.database_url)?
-        .database(db_name)
-        .to_url_lossy()
-        .to_string();
-    let pool = connect_postgres(&url, 8).await?;
+async fn bench(args: &RelayBenchArgs, url: &str) -> anyhow::Result<()> {
+    let pool = connect_postgres(url, 8).await?;
     let store = Store::from_db(Db::Postgres(pool));
     store.migrate().await?;
     let client = async_nats::connect(&args.nats_url)
