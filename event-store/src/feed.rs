@@ -92,22 +92,30 @@ impl Feed {
         let Db::Postgres(pool) = &self.db else {
             return Ok(0);
         };
-        let mut tx = pool.begin().await?;
-        let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
-            .bind(SEQUENCER_LOCK)
-            .fetch_one(&mut *tx)
-            .await?;
-        if !locked {
-            tx.rollback().await?;
-            return Ok(0);
-        }
-        let stamped = sqlx::query(include_str!("../sql/pg_stamp.sql"))
-            .bind(STAMP_BATCH)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
-        tx.commit().await?;
-        Ok(stamped)
+        // The step runs as its own task: a caller dropped mid-way (a client that hung up, a
+        // `select!`) must never cancel it inside `BEGIN`, which would hand a connection with
+        // an open transaction back to the pool, where later autocommit writes would vanish.
+        let pool = pool.clone();
+        tokio::spawn(async move {
+            let mut tx = pool.begin().await?;
+            let locked: bool = sqlx::query_scalar("SELECT pg_try_advisory_xact_lock($1)")
+                .bind(SEQUENCER_LOCK)
+                .fetch_one(&mut *tx)
+                .await?;
+            if !locked {
+                tx.rollback().await?;
+                return Ok(0);
+            }
+            let stamped = sqlx::query(include_str!("../sql/pg_stamp.sql"))
+                .bind(STAMP_BATCH)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            tx.commit().await?;
+            Ok(stamped)
+        })
+        .await
+        .map_err(|e| StoreError::Decode(format!("sequencer task: {e}")))?
     }
 
     /// Up to `limit` events after position `after` (0 = from the start), in feed order.

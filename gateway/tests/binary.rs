@@ -8,7 +8,11 @@ use std::time::Duration;
 use emporium_event_store::testing::{TestDataDir, TestDatabase};
 use serde_json::{json, Value};
 
-const KEY: &str = "binary-test-key";
+/// This test process's admin key: tests run in parallel, each with its own servers, and a
+/// request that reaches another test's server (say, on a port reused after a kill) must be
+/// refused rather than change that test's data.
+static KEY: std::sync::LazyLock<String> =
+    std::sync::LazyLock::new(|| format!("binary-test-{}", uuid::Uuid::new_v4().simple()));
 
 struct Running {
     child: Child,
@@ -38,7 +42,7 @@ fn start_with(
         .arg("127.0.0.1:0")
         .arg("--data-dir")
         .arg(data_dir)
-        .env("EMPORIUM_ADMIN_KEY", KEY)
+        .env("EMPORIUM_ADMIN_KEY", KEY.as_str())
         .env_remove("DATABASE_URL")
         .env_remove("NATS_URL")
         .envs(env.iter().copied())
@@ -76,7 +80,7 @@ async fn call(
     let client = reqwest::Client::new();
     let mut req = client
         .request(method, format!("{base}{path}"))
-        .bearer_auth(KEY);
+        .bearer_auth(KEY.as_str());
     if let Some(b) = body {
         req = req.json(&b);
     }
@@ -244,7 +248,7 @@ async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
                 for _ in 0..100_000 {
                     match client
                         .post(&url)
-                        .bearer_auth(KEY)
+                        .bearer_auth(KEY.as_str())
                         .json(&json!({"qty": 1}))
                         .send()
                         .await
@@ -456,7 +460,7 @@ async fn kill_nine_three_times_during_two_thousand_checkouts_strands_nothing() {
                         let b = base_now.lock().unwrap().clone();
                         match client
                             .post(format!("{b}/v1/orders"))
-                            .bearer_auth(KEY)
+                            .bearer_auth(KEY.as_str())
                             .header("Idempotency-Key", &key)
                             .json(&body)
                             .send()

@@ -108,36 +108,59 @@ impl Runner {
     /// One step: apply the next batch of the feed (up to 1,000 events) and move the
     /// position, in one transaction. Returns how many events were applied.
     pub async fn try_step(&self) -> Result<usize> {
-        let db = self.store.db();
+        // As its own task, so cancelling the caller never interrupts `BEGIN` (see
+        // `Feed::stamp`); a crash still rolls the whole step back.
+        let (store, projection, batch, status) = (
+            self.store.clone(),
+            self.projection.clone(),
+            self.batch,
+            self.status.clone(),
+        );
+        tokio::spawn(async move { step(&store, projection.as_ref(), batch, &status).await })
+            .await
+            .map_err(|e| crate::ProjectionError::Unknown(format!("projection step task: {e}")))?
+    }
+}
+
+async fn step(
+    store: &Store,
+    projection: &dyn Projection,
+    batch: i64,
+    status: &RunnerStatus,
+) -> Result<usize> {
+    {
+        let db = store.db();
         // Look before locking: an idle step then costs two reads, no transaction.
-        let (_, seen) = state(db, self.projection.name()).await?;
-        let mut events = self.store.feed().read_after(seen, self.batch).await?;
+        let (_, seen) = state(db, projection.name()).await?;
+        let mut events = store.feed().read_after(seen, batch).await?;
         if events.is_empty() {
-            self.status.position.store(seen, Ordering::Relaxed);
+            status.position.store(seen, Ordering::Relaxed);
             return Ok(0);
         }
         let mut tx = Tx::begin(db).await?;
-        let (gen, position) = lock(&mut tx, self.projection.name()).await?;
+        let (gen, position) = lock(&mut tx, projection.name()).await?;
         if position != seen {
             // Another runner (or a rebuild's swap) moved it meanwhile.
-            events = self.store.feed().read_after(position, self.batch).await?;
+            events = store.feed().read_after(position, batch).await?;
         }
         let Some(last) = events.last().map(|e| e.position) else {
             drop(tx);
-            self.status.position.store(position, Ordering::Relaxed);
+            status.position.store(position, Ordering::Relaxed);
             return Ok(0);
         };
         for event in &events {
-            self.projection.apply(&mut tx, gen, event).await?;
+            projection.apply(&mut tx, gen, event).await?;
         }
-        set(&mut tx, self.projection.name(), gen, last).await?;
+        set(&mut tx, projection.name(), gen, last).await?;
         tx.commit().await?;
-        self.status.position.store(last, Ordering::Relaxed);
-        metrics::gauge!("emporium_projection_position", "projection" => self.projection.name())
+        status.position.store(last, Ordering::Relaxed);
+        metrics::gauge!("emporium_projection_position", "projection" => projection.name())
             .set(last as f64);
         Ok(events.len())
     }
+}
 
+impl Runner {
     /// Follows the feed until `shutdown` resolves, while this process holds the
     /// projection's leadership.
     pub async fn run(self, shutdown: impl std::future::Future<Output = ()>) {

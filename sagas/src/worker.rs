@@ -606,17 +606,29 @@ impl CheckoutSaga {
             }
             Err(e) => tracing::warn!(error = %e, "cannot list unfinished checkouts"),
         }
-        let mut sweep = tokio::time::interval(Duration::from_secs(5));
-        loop {
-            tokio::select! {
-                () = &mut shutdown => return,
-                _ = sweep.tick() => {
+        // The sweeper runs on its own: a timer branch in the select below would cancel
+        // `subscriber.next()` mid-read, and a read cancelled inside `BEGIN` leaks an open
+        // transaction into the pool.
+        let sweeper = {
+            let (saga, permits) = (self.clone(), permits.clone());
+            tokio::spawn(async move {
+                let mut sweep = tokio::time::interval(Duration::from_secs(5));
+                loop {
+                    sweep.tick().await;
                     // Checkouts idle well past their deadline were orphaned by a crash elsewhere.
-                    if let Ok(stale) = self.unfinished(Some(10_000)).await {
+                    if let Ok(stale) = saga.unfinished(Some(10_000)).await {
                         for oid in stale {
-                            self.spawn_process(oid, permits.clone());
+                            saga.spawn_process(oid, permits.clone());
                         }
                     }
+                }
+            })
+        };
+        loop {
+            tokio::select! {
+                () = &mut shutdown => {
+                    sweeper.abort();
+                    return;
                 }
                 delivery = subscriber.next() => {
                     let delivery = match delivery {
