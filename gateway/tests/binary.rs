@@ -90,19 +90,39 @@ async fn call(
     (status, body)
 }
 
+/// Registers a warehouse on the server at `base`; asserts it was created.
+async fn warehouse(base: &str, id: &str, region: &str) {
+    let (s, body) = call(
+        base,
+        reqwest::Method::POST,
+        "/v1/warehouses",
+        Some(json!({"id": id, "name": id, "region": region, "priority": 1})),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+}
+
+/// Creates a product priced `amount_minor` EUR on the server at `base`; asserts it was created.
+async fn product(base: &str, sku: &str, amount_minor: i64) {
+    let (s, body) = call(
+        base,
+        reqwest::Method::POST,
+        "/v1/products",
+        Some(
+            json!({"sku": sku, "title": "Thing", "description": "", "category": "c",
+                    "price": {"amount_minor": amount_minor, "currency": "EUR"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+}
+
 async fn survives_a_kill_and_restart(data_dir: &std::path::Path, database_url: Option<&str>) {
     use reqwest::Method;
     let server = start(data_dir, database_url, false);
     let b = server.base.clone();
     for (id, region) in [("wh-1", "eu-west"), ("wh-2", "us-east")] {
-        let (s, body) = call(
-            &b,
-            Method::POST,
-            "/v1/warehouses",
-            Some(json!({"id": id, "name": id, "region": region, "priority": 1})),
-        )
-        .await;
-        assert_eq!(s, 201, "{body}");
+        warehouse(&b, id, region).await;
     }
     let (s, body) = call(
         &b,
@@ -210,30 +230,13 @@ async fn demo_mode_seeds_once() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
-    use reqwest::Method;
     let db = TestDatabase::create().await;
     let dir = TestDataDir::create();
     let mut server = start(dir.path(), Some(db.url()), false);
     let b = server.base.clone();
-    let (s, _) = call(
-        &b,
-        Method::POST,
-        "/v1/warehouses",
-        Some(json!({"id": "wh-1", "name": "one", "region": "eu-west", "priority": 1})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    warehouse(&b, "wh-1", "eu-west").await;
     for i in 0..16 {
-        let (s, _) = call(
-            &b,
-            Method::POST,
-            "/v1/products",
-            Some(json!({
-            "sku": format!("SKU-{i}"), "title": "Thing", "description": "", "category": "c",
-            "price": {"amount_minor": 100, "currency": "EUR"}})),
-        )
-        .await;
-        assert_eq!(s, 201);
+        product(&b, &format!("SKU-{i}"), 100).await;
     }
 
     let workers: Vec<_> = (0..16)
@@ -306,7 +309,6 @@ async fn ready(base: &str) -> Value {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_seconds() {
     use emporium_event_store::testing::TestNats;
-    use reqwest::Method;
     let db = TestDatabase::create().await;
     let nats = TestNats::connect().await;
     let url = emporium_event_store::testing::nats_url();
@@ -343,14 +345,7 @@ async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_sec
             Err(_) => 0,
         }
     };
-    let (s, _) = call(
-        &b.base,
-        Method::POST,
-        "/v1/warehouses",
-        Some(json!({"id": "wh-1", "name": "one", "region": "eu-west", "priority": 1})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    warehouse(&b.base, "wh-1", "eu-west").await;
     let stream = nats.names().stream();
     for _ in 0..100 {
         if count(js.clone(), stream.clone()).await == 1 {
@@ -367,14 +362,7 @@ async fn two_engines_on_one_database_run_one_relay_and_fail_over_within_five_sec
     // Kill the leader hard; the other engine takes over.
     drop(a.take());
     let killed_at = std::time::Instant::now();
-    let (s, _) = call(
-        &b.base,
-        Method::POST,
-        "/v1/warehouses",
-        Some(json!({"id": "wh-2", "name": "two", "region": "eu-west", "priority": 1})),
-    )
-    .await;
-    assert_eq!(s, 201);
+    warehouse(&b.base, "wh-2", "eu-west").await;
     while count(js.clone(), stream.clone()).await < 2
         && killed_at.elapsed() < Duration::from_secs(10)
     {
@@ -407,26 +395,10 @@ async fn kill_nine_three_times_during_two_thousand_checkouts_strands_nothing() {
         ("wh-b", "us-east"),
         ("wh-c", "ap-south"),
     ] {
-        let (s, _) = call(
-            &base,
-            Method::POST,
-            "/v1/warehouses",
-            Some(json!({"id": w, "name": w, "region": region, "priority": 1})),
-        )
-        .await;
-        assert_eq!(s, 201);
+        warehouse(&base, w, region).await;
     }
     for i in 0..5 {
-        let (s, _) = call(
-            &base,
-            Method::POST,
-            "/v1/products",
-            Some(json!({
-            "sku": format!("SKU-{i}"), "title": "Thing", "description": "", "category": "c",
-            "price": {"amount_minor": 500, "currency": "EUR"}})),
-        )
-        .await;
-        assert_eq!(s, 201);
+        product(&base, &format!("SKU-{i}"), 500).await;
         for w in ["wh-a", "wh-b", "wh-c"] {
             let (s, _) = call(
                 &base,
