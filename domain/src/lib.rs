@@ -18,28 +18,38 @@
 //!     ([`StockItem`], type `"StockItem"`, id from [`stock_item_id`]).
 //!   - [`order`]: a customer order and its life cycle ([`Order`], type `"Order"`).
 //!   - [`payment`]: the payment of one order ([`Payment`], type `"Payment"`, id = order id).
+//!   - [`checkout`]: the checkout saga's memory of one order ([`Checkout`], type
+//!     `"Checkout"`, id = order id).
+//! - [`schema`]: every event type's name and current version ([`EventSchema`]) and the union
+//!   [`Event`] of all domain events that projections, sagas and views match on.
 //!
 //! Events are a stored and published contract: each names itself after its variant
-//! (`event_type`) at version `"1.0"`, and carries the facts read models need (stock levels
+//! (`event_type`) at the version its [`EventSchema`] lists, and carries the facts read models need (stock levels
 //! after the change, order totals) so projections never re-run business rules.
 
+pub mod checkout;
 pub mod inventory;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod schema;
 pub mod values;
 pub mod warehouse;
 
 #[cfg(test)]
 mod fixtures;
 
-pub use inventory::{stock_item_id, StockItem, StockItemCommand, StockItemError, StockItemEvent};
+pub use checkout::{Checkout, CheckoutCommand, CheckoutError, CheckoutEvent};
+pub use inventory::{
+    stock_item_id, StockItem, StockItemCommand, StockItemError, StockItemEvent, StockLevels,
+};
 pub use order::{
     Allocation, Order, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
     PlacedLine,
 };
 pub use payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus};
 pub use product::{Product, ProductCommand, ProductError, ProductEvent};
+pub use schema::{Event, EventSchema};
 pub use values::{
     Category, Currency, CustomerId, Description, Money, OrderId, Priority, Quantity, Reason,
     Region, Sku, Title, ValueError, WarehouseId, WarehouseName, MAX_AMOUNT_MINOR,

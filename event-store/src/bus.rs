@@ -15,7 +15,8 @@ use async_nats::jetstream::consumer::{AckPolicy, DeliverPolicy};
 use async_nats::jetstream::{self, AckKind};
 use futures::StreamExt;
 
-use crate::feed::{FeedEvent, Subscription};
+use crate::decode::FeedEvent;
+use crate::feed::Subscription;
 use crate::nats::NatsNames;
 use crate::{on_db, Store, StoreError};
 

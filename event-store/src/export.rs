@@ -15,18 +15,17 @@
 //! # Errors
 //! Failing to stamp or to start is an `Err` from [`open`]; a failure while rows stream (a
 //! lost connection, an undecodable row) is an `Err` item of the stream, after which the
-//! stream ends. It is never swallowed into a silently short export.
+//! stream ends. It is never swallowed into a silently short export. So is an event that
+//! cannot be brought to today's shape (see [`crate::decode`]): payloads stored at an older
+//! version are exported upcast, with today's `event_version`.
 //!
 //! A long export holds one pool connection (and, on Postgres, one snapshot; on SQLite, one
 //! read transaction) for as long as the consumer keeps reading.
 
 use chrono::{DateTime, Utc};
 use futures::stream::{self, BoxStream, StreamExt};
-use sqlx::{ColumnIndex, Decode, Row, Type};
-use uuid::Uuid;
 
-use crate::feed::RawFeedEvent;
-use crate::metadata::EventMetadata;
+use crate::decode::{self, RawFeedEvent};
 use crate::store::{Db, Store};
 use crate::StoreError;
 
@@ -111,6 +110,7 @@ pub async fn open(store: &Store, filter: &EventFilter) -> Result<Export, StoreEr
             events: stream::empty().boxed(),
         });
     }
+    let upcasters = store.feed().upcasters().clone();
     let events = match store.db() {
         Db::Postgres(pool) => sqlx::query(POSTGRES_SQL)
             .bind(filter.after)
@@ -123,7 +123,7 @@ pub async fn open(store: &Store, filter: &EventFilter) -> Result<Export, StoreEr
             .bind(filter.to.map(|t| ceil_to(t, 1_000)))
             .bind(filter.limit)
             .fetch(pool)
-            .map(|row| decode(&row?, PgExtras))
+            .map(move |row| Ok(upcasters.upgrade(decode::row(&row?)?)?))
             .boxed(),
         Db::Sqlite(pool) => sqlx::query(include_str!("../sql/sqlite_export.sql"))
             .bind(filter.after)
@@ -134,7 +134,7 @@ pub async fn open(store: &Store, filter: &EventFilter) -> Result<Export, StoreEr
             .bind(filter.to.map(sqlite_time))
             .bind(filter.limit.unwrap_or(-1))
             .fetch(pool)
-            .map(|row| decode(&row?, SqliteExtras))
+            .map(move |row| Ok(upcasters.upgrade(decode::row(&row?)?)?))
             .boxed(),
     };
     Ok(Export {
@@ -175,67 +175,6 @@ fn sqlite_time(t: DateTime<Utc>) -> String {
     ceil_to(t, 1_000_000)
         .format("%Y-%m-%dT%H:%M:%S%.3fZ")
         .to_string()
-}
-
-/// The two columns whose stored types differ per backend (uuid / text, timestamptz / text).
-trait Extras<R> {
-    fn event_id(&self, row: &R) -> Result<Uuid, StoreError>;
-    fn recorded_at(&self, row: &R) -> Result<DateTime<Utc>, StoreError>;
-}
-
-struct PgExtras;
-struct SqliteExtras;
-
-impl Extras<sqlx::postgres::PgRow> for PgExtras {
-    fn event_id(&self, row: &sqlx::postgres::PgRow) -> Result<Uuid, StoreError> {
-        Ok(row.try_get(1)?)
-    }
-    fn recorded_at(&self, row: &sqlx::postgres::PgRow) -> Result<DateTime<Utc>, StoreError> {
-        Ok(row.try_get(12)?)
-    }
-}
-
-impl Extras<sqlx::sqlite::SqliteRow> for SqliteExtras {
-    fn event_id(&self, row: &sqlx::sqlite::SqliteRow) -> Result<Uuid, StoreError> {
-        let s: &str = row.try_get(1)?;
-        Uuid::parse_str(s).map_err(|e| StoreError::Decode(format!("event_id: {e}")))
-    }
-    fn recorded_at(&self, row: &sqlx::sqlite::SqliteRow) -> Result<DateTime<Utc>, StoreError> {
-        let s: &str = row.try_get(12)?;
-        DateTime::parse_from_rfc3339(s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| StoreError::Decode(format!("recorded_at: {e}")))
-    }
-}
-
-/// One exported row (columns by index, in the order of the export statements).
-fn decode<R, X>(row: &R, extras: X) -> Result<RawFeedEvent, StoreError>
-where
-    R: Row,
-    X: Extras<R>,
-    usize: ColumnIndex<R>,
-    for<'r> String: Decode<'r, R::Database> + Type<R::Database>,
-    for<'r> i64: Decode<'r, R::Database> + Type<R::Database>,
-{
-    let payload: String = row.try_get(7)?;
-    Ok(RawFeedEvent {
-        position: row.try_get(0)?,
-        event_id: extras.event_id(row)?,
-        aggregate_type: row.try_get(2)?,
-        aggregate_id: row.try_get(3)?,
-        sequence: row.try_get(4)?,
-        event_type: row.try_get(5)?,
-        event_version: row.try_get(6)?,
-        payload: serde_json::value::RawValue::from_string(payload)
-            .map_err(|e| StoreError::Decode(format!("payload: {e}")))?,
-        metadata: EventMetadata {
-            actor: row.try_get(8)?,
-            request_id: row.try_get(9)?,
-            correlation_id: row.try_get(10)?,
-            causation_id: row.try_get(11)?,
-        },
-        recorded_at: extras.recorded_at(row)?,
-    })
 }
 
 #[cfg(test)]

@@ -10,14 +10,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
-use serde::{Deserialize, Serialize};
-use serde_json::Value;
-use sqlx::Row;
+use emporium_domain::Event;
 use tokio::sync::Notify;
-use uuid::Uuid;
 
-use crate::metadata::EventMetadata;
+use crate::decode::{self, Envelope, FeedEvent, RawFeedEvent, StoredPayload, Upcasters};
 use crate::store::Db;
 use crate::StoreError;
 
@@ -26,46 +22,13 @@ const SEQUENCER_LOCK: i64 = 0x454D_504F_5249_5531;
 /// Rows stamped per step: bounded so one step's transaction stays short.
 const STAMP_BATCH: i64 = 10_000;
 
-/// One event as the feed delivers it. Also the JSON body of every NATS message (see
-/// docs/events.md): a contract, so fields are only ever added.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct FeedEvent {
-    /// Gap-free position in commit order; the cursor clients pass back as `after`.
-    pub position: i64,
-    pub event_id: Uuid,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Value,
-    pub metadata: EventMetadata,
-    pub recorded_at: DateTime<Utc>,
-}
-
-/// A feed event whose payload stays the stored JSON text: the relay forwards it without
-/// parsing it into a tree and printing it again. Serialises to exactly the JSON shape of
-/// [`FeedEvent`].
-#[derive(Debug, Clone, Serialize)]
-pub struct RawFeedEvent {
-    pub position: i64,
-    pub event_id: Uuid,
-    pub aggregate_type: String,
-    pub aggregate_id: String,
-    pub sequence: i64,
-    pub event_type: String,
-    pub event_version: String,
-    pub payload: Box<serde_json::value::RawValue>,
-    pub metadata: EventMetadata,
-    pub recorded_at: DateTime<Utc>,
-}
-
 /// Reads the global feed. Cheap to clone.
 #[derive(Clone)]
 pub struct Feed {
     db: Db,
     appended: Arc<Notify>,
     poll_interval: Duration,
+    upcasters: Upcasters,
 }
 
 impl Feed {
@@ -74,7 +37,17 @@ impl Feed {
             db,
             appended,
             poll_interval: Duration::from_millis(50),
+            upcasters: Upcasters::engine(),
         }
+    }
+
+    pub(crate) fn set_upcasters(&mut self, upcasters: Upcasters) {
+        self.upcasters = upcasters;
+    }
+
+    /// The upcasters typed reads go through.
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
     }
 
     /// How often a follower looks for events appended by other processes (events appended
@@ -118,30 +91,72 @@ impl Feed {
         .map_err(|e| StoreError::Decode(format!("sequencer task: {e}")))?
     }
 
-    /// Up to `limit` events after position `after` (0 = from the start), in feed order.
+    /// Up to `limit` events after position `after` (0 = from the start), in feed order,
+    /// as stored (payload parsed into JSON, not upcast).
     pub async fn read_after(&self, after: i64, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
+        self.read::<serde_json::Value>(after, limit).await
+    }
+
+    /// Like [`Feed::read_after`], with payloads left as the stored JSON text (the relay).
+    pub async fn read_after_raw(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<RawFeedEvent>, StoreError> {
+        self.read(after, limit).await
+    }
+
+    /// Up to `limit` events after `after` as domain events, upcast to today's shapes. An
+    /// event that cannot be decoded is an error naming it.
+    pub async fn read_events(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Envelope<Event>>, StoreError> {
+        let raw = self.read_after_raw(after, limit).await?;
+        raw.iter()
+            .map(|e| self.upcasters.decode_any(e).map_err(StoreError::from))
+            .collect()
+    }
+
+    async fn read<P: StoredPayload>(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Envelope<P>>, StoreError> {
+        const PG: &str = concat!(
+            "SELECT ",
+            crate::pg_event_columns!(),
+            " FROM events WHERE feed_position > $1 ORDER BY feed_position LIMIT $2"
+        );
+        const LITE: &str = concat!(
+            "SELECT ",
+            crate::sqlite_event_columns!(),
+            " FROM events WHERE feed_position > ?1 ORDER BY feed_position LIMIT ?2"
+        );
         match &self.db {
             Db::Postgres(pool) => {
                 self.stamp().await?;
-                let rows = sqlx::query(include_str!("../sql/pg_feed_after.sql"))
+                let rows = sqlx::query(PG)
                     .bind(after)
                     .bind(limit)
                     .fetch_all(pool)
                     .await?;
-                rows.iter().map(pg_row).collect()
+                rows.iter().map(decode::row).collect()
             }
             Db::Sqlite(pool) => {
-                let rows = sqlx::query(include_str!("../sql/sqlite_feed_after.sql"))
+                let rows = sqlx::query(LITE)
                     .bind(after)
                     .bind(limit)
                     .fetch_all(pool)
                     .await?;
-                rows.iter().map(sqlite_row).collect()
+                rows.iter().map(decode::row).collect()
             }
         }
     }
 
-    /// The events at the given positions, in position order (for timelines).
+    /// The events at the given positions, in position order, payloads in today's shape
+    /// (timelines).
     pub async fn read_positions(&self, positions: &[i64]) -> Result<Vec<FeedEvent>, StoreError> {
         let mut out = Vec::with_capacity(positions.len());
         for chunk in positions.chunks(500) {
@@ -150,64 +165,22 @@ impl Feed {
                 .map(i64::to_string)
                 .collect::<Vec<_>>()
                 .join(",");
+            let columns = match &self.db {
+                Db::Postgres(_) => crate::pg_event_columns!(),
+                Db::Sqlite(_) => crate::sqlite_event_columns!(),
+            };
             let sql = format!(
-                "SELECT feed_position, event_id, aggregate_type, aggregate_id, sequence, event_type,
-                        event_version, payload, metadata, recorded_at
-                   FROM events WHERE feed_position IN ({list}) ORDER BY feed_position"
+                "SELECT {columns} FROM events WHERE feed_position IN ({list}) ORDER BY feed_position"
             );
-            match &self.db {
-                Db::Postgres(pool) => {
-                    let rows = sqlx::query(&sql).fetch_all(pool).await?;
-                    for r in &rows {
-                        out.push(pg_row(r)?);
-                    }
-                }
-                Db::Sqlite(pool) => {
-                    let rows = sqlx::query(&sql).fetch_all(pool).await?;
-                    for r in &rows {
-                        out.push(sqlite_row(r)?);
-                    }
-                }
+            let events: Vec<FeedEvent> = crate::on_db!(&self.db, pool => {
+                let rows = sqlx::query(&sql).fetch_all(pool).await?;
+                rows.iter().map(decode::row).collect::<Result<_, _>>()?
+            });
+            for e in events {
+                out.push(self.upcasters.upgrade_value(e)?);
             }
         }
         Ok(out)
-    }
-
-    /// Like [`Feed::read_after`], with payloads left as JSON text.
-    pub async fn read_after_raw(
-        &self,
-        after: i64,
-        limit: i64,
-    ) -> Result<Vec<RawFeedEvent>, StoreError> {
-        let sql = match &self.db {
-            Db::Postgres(_) => {
-                self.stamp().await?;
-                include_str!("../sql/pg_feed_after_raw.sql")
-            }
-            Db::Sqlite(_) => include_str!("../sql/sqlite_feed_after.sql"),
-        };
-        crate::on_db!(&self.db, pool => {
-            let rows = sqlx::query(sql).bind(after).bind(limit).fetch_all(pool).await?;
-            rows.iter().map(|row| {
-                let decode = |what: &str, e: &dyn std::fmt::Display| {
-                    StoreError::Decode(format!("{what}: {e}"))
-                };
-                let payload: String = row.try_get("payload")?;
-                Ok(RawFeedEvent {
-                    position: row.try_get("feed_position")?,
-                    event_id: row_uuid(row)?,
-                    aggregate_type: row.try_get("aggregate_type")?,
-                    aggregate_id: row.try_get("aggregate_id")?,
-                    sequence: row.try_get("sequence")?,
-                    event_type: row.try_get("event_type")?,
-                    event_version: row.try_get("event_version")?,
-                    payload: serde_json::value::RawValue::from_string(payload)
-                        .map_err(|e| decode("payload", &e))?,
-                    metadata: row_metadata(row)?,
-                    recorded_at: row_time(row)?,
-                })
-            }).collect()
-        })
     }
 
     /// The last stamped position (0 when the log is empty).
@@ -282,95 +255,4 @@ impl Subscription {
             }
         }
     }
-}
-
-fn pg_row(row: &sqlx::postgres::PgRow) -> Result<FeedEvent, StoreError> {
-    let metadata: Value = row.try_get("metadata")?;
-    Ok(FeedEvent {
-        position: row.try_get("feed_position")?,
-        event_id: row.try_get("event_id")?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: row.try_get("payload")?,
-        metadata: EventMetadata::from_json(&metadata),
-        recorded_at: row.try_get("recorded_at")?,
-    })
-}
-
-fn sqlite_row(row: &sqlx::sqlite::SqliteRow) -> Result<FeedEvent, StoreError> {
-    let decode = |what: &str, e: &dyn std::fmt::Display| StoreError::Decode(format!("{what}: {e}"));
-    let payload: String = row.try_get("payload")?;
-    let metadata: String = row.try_get("metadata")?;
-    let event_id: String = row.try_get("event_id")?;
-    let recorded_at: String = row.try_get("recorded_at")?;
-    let metadata: Value = serde_json::from_str(&metadata).map_err(|e| decode("metadata", &e))?;
-    Ok(FeedEvent {
-        position: row.try_get("feed_position")?,
-        event_id: Uuid::parse_str(&event_id).map_err(|e| decode("event_id", &e))?,
-        aggregate_type: row.try_get("aggregate_type")?,
-        aggregate_id: row.try_get("aggregate_id")?,
-        sequence: row.try_get("sequence")?,
-        event_type: row.try_get("event_type")?,
-        event_version: row.try_get("event_version")?,
-        payload: serde_json::from_str(&payload).map_err(|e| decode("payload", &e))?,
-        metadata: EventMetadata::from_json(&metadata),
-        recorded_at: DateTime::parse_from_rfc3339(&recorded_at)
-            .map_err(|e| decode("recorded_at", &e))?
-            .with_timezone(&Utc),
-    })
-}
-
-/// Column decoders whose stored types differ per backend (uuid / text, jsonb / text,
-/// timestamptz / text).
-trait BackendRow {
-    fn uuid(&self) -> Result<Uuid, StoreError>;
-    fn metadata(&self) -> Result<EventMetadata, StoreError>;
-    fn time(&self) -> Result<DateTime<Utc>, StoreError>;
-}
-
-impl BackendRow for sqlx::postgres::PgRow {
-    fn uuid(&self) -> Result<Uuid, StoreError> {
-        Ok(self.try_get("event_id")?)
-    }
-    fn metadata(&self) -> Result<EventMetadata, StoreError> {
-        let v: Value = self.try_get("metadata")?;
-        Ok(EventMetadata::from_json(&v))
-    }
-    fn time(&self) -> Result<DateTime<Utc>, StoreError> {
-        Ok(self.try_get("recorded_at")?)
-    }
-}
-
-impl BackendRow for sqlx::sqlite::SqliteRow {
-    fn uuid(&self) -> Result<Uuid, StoreError> {
-        let s: String = self.try_get("event_id")?;
-        Uuid::parse_str(&s).map_err(|e| StoreError::Decode(format!("event_id: {e}")))
-    }
-    fn metadata(&self) -> Result<EventMetadata, StoreError> {
-        let s: String = self.try_get("metadata")?;
-        let v: Value =
-            serde_json::from_str(&s).map_err(|e| StoreError::Decode(format!("metadata: {e}")))?;
-        Ok(EventMetadata::from_json(&v))
-    }
-    fn time(&self) -> Result<DateTime<Utc>, StoreError> {
-        let s: String = self.try_get("recorded_at")?;
-        DateTime::parse_from_rfc3339(&s)
-            .map(|t| t.with_timezone(&Utc))
-            .map_err(|e| StoreError::Decode(format!("recorded_at: {e}")))
-    }
-}
-
-fn row_uuid(row: &impl BackendRow) -> Result<Uuid, StoreError> {
-    row.uuid()
-}
-
-fn row_metadata(row: &impl BackendRow) -> Result<EventMetadata, StoreError> {
-    row.metadata()
-}
-
-fn row_time(row: &impl BackendRow) -> Result<DateTime<Utc>, StoreError> {
-    row.time()
 }

@@ -5,6 +5,10 @@
 //!   bounded conflict retries, load aggregates.
 //! - [`repository`]: postgres-es / sqlite-es behind one `PersistedEventRepository`, with our
 //!   own single-statement append that stamps an `event_id` on every event.
+//! - [`decode`]: the one row decoder, the typed [`Envelope`], and the upcasters that turn
+//!   stored events of older versions into today's domain events.
+//! - [`queries`]: named reads of the events table for the other crates (the saga's
+//!   unfinished checkouts, aggregate id listings, ...): no other crate writes SQL on it.
 //! - [`feed`]: the global feed, a gap-free commit-order sequence over all events, read by
 //!   cursor or followed live.
 //! - [`export`]: streams a filtered range of the feed in one query, for analysts' exports.
@@ -15,20 +19,24 @@
 //! - [`metadata`]: actor, request, correlation and causation ids carried by every event.
 //! - [`testing`]: throwaway Postgres databases and SQLite files for tests.
 //!
-//! Architecture invariant: nothing here knows a concrete aggregate; the store is generic
-//! over `cqrs_es::Aggregate`, and the feed contract is the same on both backends.
+//! Architecture invariant: the store is generic over `cqrs_es::Aggregate` and runs no
+//! business rule; it knows the domain's event *schemas* (names, versions, upcasters) so that
+//! every consumer gets typed events, and the feed contract is the same on both backends.
 
 pub mod bus;
+pub mod decode;
 pub mod export;
 pub mod feed;
 pub mod metadata;
 pub mod nats;
+pub mod queries;
 pub mod relay;
 pub mod repository;
 pub mod store;
 pub mod testing;
 
-pub use feed::{Feed, FeedEvent, Subscription};
+pub use decode::{DecodeError, Envelope, FeedEvent, RawFeedEvent, Upcaster, Upcasters};
+pub use feed::{Feed, Subscription};
 pub use metadata::EventMetadata;
 pub use repository::EventRepository;
 pub use store::{CommandError, Db, Store, StoreConfig};

@@ -19,7 +19,7 @@ use async_nats::jetstream::{self, stream};
 use async_nats::HeaderMap;
 use sqlx::Connection;
 
-use crate::feed::RawFeedEvent;
+use crate::decode::RawFeedEvent;
 use crate::nats::NatsNames;
 use crate::store::Db;
 use crate::{on_db, Store, StoreError};

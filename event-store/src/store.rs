@@ -13,6 +13,7 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
 
+use crate::decode::Upcasters;
 use crate::feed::Feed;
 use crate::metadata::EventMetadata;
 use crate::repository::EventRepository;
@@ -108,6 +109,7 @@ pub struct Store {
     /// burn round trips and could exhaust their retries. Optimistic locking still guards
     /// against other processes.
     locks: Arc<Vec<tokio::sync::Mutex<()>>>,
+    upcasters: Upcasters,
 }
 
 pub(crate) type Framework<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
@@ -142,7 +144,22 @@ impl Store {
             repo,
             feed,
             locks,
+            upcasters: Upcasters::engine(),
         }
+    }
+
+    /// Reads stored events of older versions through `upcasters` (aggregate loads and
+    /// every typed read of the feed).
+    #[must_use]
+    pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
+        self.feed.set_upcasters(upcasters.clone());
+        self.upcasters = upcasters;
+        self
+    }
+
+    /// The upcasters in use.
+    pub fn upcasters(&self) -> &Upcasters {
+        &self.upcasters
     }
 
     /// Applies pending migrations; safe to run from several processes at once.
@@ -171,7 +188,8 @@ impl Store {
         A: Aggregate<Services = ()>,
     {
         CqrsFramework::new(
-            PersistedEventStore::new_event_store(self.repo.clone()),
+            PersistedEventStore::new_event_store(self.repo.clone())
+                .with_upcasters(self.upcasters.for_aggregate::<A>()),
             vec![],
             (),
         )
@@ -236,32 +254,13 @@ impl Store {
     where
         A: Aggregate,
     {
-        let store = PersistedEventStore::<EventRepository, A>::new_event_store(self.repo.clone());
+        let store = PersistedEventStore::<EventRepository, A>::new_event_store(self.repo.clone())
+            .with_upcasters(self.upcasters.for_aggregate::<A>());
         let ctx = store
             .load_aggregate(id)
             .await
             .map_err(|e| StoreError::Load(e.to_string()))?;
         Ok((ctx.aggregate, ctx.current_sequence))
-    }
-
-    /// Ids of every aggregate of a type, sorted (small sets only: warehouses, say).
-    pub async fn aggregate_ids(&self, aggregate_type: &str) -> Result<Vec<String>, StoreError> {
-        let sql = self.db.sql(
-            "SELECT DISTINCT aggregate_id FROM events WHERE aggregate_type = $1 \
-             ORDER BY aggregate_id",
-        );
-        let ids = crate::on_db!(&self.db, pool => {
-            sqlx::query_scalar(&sql).bind(aggregate_type).fetch_all(pool).await?
-        });
-        Ok(ids)
-    }
-
-    /// Number of stored events (tests and health output).
-    pub async fn event_count(&self) -> Result<i64, StoreError> {
-        let n = crate::on_db!(&self.db, pool => {
-            sqlx::query_scalar("SELECT COUNT(*) FROM events").fetch_one(pool).await?
-        });
-        Ok(n)
     }
 }
 

@@ -8,10 +8,10 @@ use std::time::Instant;
 use anyhow::Context;
 use async_nats::jetstream;
 use clap::Args;
-use emporium_event_store::feed::RawFeedEvent;
 use emporium_event_store::relay::{ensure_events_stream, Relay, RelayConfig, Step};
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::testing::append_raw;
+use emporium_event_store::RawFeedEvent;
 use emporium_event_store::{Db, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 

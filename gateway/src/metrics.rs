@@ -40,7 +40,16 @@ pub fn handle() -> Option<&'static PrometheusHandle> {
 
 /// Series that should read 0 rather than be absent before their first event.
 fn preregister() {
-    for aggregate in ["Product", "Warehouse", "StockItem", "Order", "Payment"] {
+    use cqrs_es::Aggregate;
+    use emporium_domain::{Checkout, Order, Payment, Product, StockItem, Warehouse};
+    for aggregate in [
+        Product::TYPE,
+        Warehouse::TYPE,
+        StockItem::TYPE,
+        Order::TYPE,
+        Payment::TYPE,
+        Checkout::TYPE,
+    ] {
         metrics::counter!("emporium_command_retries_total", "aggregate" => aggregate).increment(0);
         for outcome in ["accepted", "rejected", "conflict", "unavailable", "error"] {
             metrics::counter!("emporium_commands_total", "aggregate" => aggregate, "outcome" => outcome)

@@ -10,11 +10,11 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, TimeZone, Utc};
-use emporium_event_store::{on_db, Db, FeedEvent};
+use emporium_domain::{Event, OrderEvent};
+use emporium_event_store::{on_db, Db, Envelope};
 use serde::Serialize;
-use serde_json::Value;
 
-use crate::{body, i, money, s, table, Projection, Result, Tx};
+use crate::{table, Projection, Result, Tx};
 
 pub struct Analytics;
 
@@ -84,10 +84,7 @@ impl Projection for Analytics {
         ]
     }
 
-    async fn apply(&self, tx: &mut Tx, gen: i64, event: &FeedEvent) -> Result<()> {
-        let Some((kind, b)) = body(&event.payload) else {
-            return Ok(());
-        };
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
         let at = event.recorded_at.timestamp_millis();
         let (o, l, a, st) = (
             table(ORDERS, gen),
@@ -96,36 +93,36 @@ impl Projection for Analytics {
             table(STOCK, gen),
         );
         let id = event.aggregate_id.as_str();
-        match (event.aggregate_type.as_str(), kind) {
-            ("Order", "OrderPlaced") => {
-                let (total, currency) = money(b, "total");
-                let lines = b
-                    .get("lines")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
+        match &event.payload {
+            Event::Order(OrderEvent::OrderPlaced {
+                customer_id,
+                lines,
+                total,
+                ..
+            }) => {
                 let sql = tx.sql(&format!(
                     "INSERT INTO {o} (order_id, customer_id, status, total_minor, currency,
                        line_count, placed_at) VALUES ($1, $2, 'pending', $3, $4, $5, $6)
                      ON CONFLICT (order_id) DO NOTHING"
                 ));
                 crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(id).bind(s(b, "customer_id")).bind(total).bind(&currency)
-                        .bind(lines.len() as i64).bind(at).execute(&mut **c).await?.rows_affected()
+                    sqlx::query(&sql).bind(id).bind(customer_id.as_str()).bind(total.amount_minor())
+                        .bind(total.currency().as_str()).bind(lines.len() as i64).bind(at)
+                        .execute(&mut **c).await?.rows_affected()
                 });
                 let sql = tx.sql(&format!(
                     "INSERT INTO {l} (order_id, sku, qty, line_total_minor, currency)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, sku) DO NOTHING"
                 ));
-                for line in lines.iter().filter_map(Value::as_object) {
-                    let (line_total, cur) = money(line, "line_total");
+                for line in lines {
                     crate::on_tx!(tx, c => {
-                        sqlx::query(&sql).bind(id).bind(s(line, "sku")).bind(i(line, "qty"))
-                            .bind(line_total).bind(&cur).execute(&mut **c).await?.rows_affected()
+                        sqlx::query(&sql).bind(id).bind(line.sku.as_str()).bind(i64::from(line.qty.get()))
+                            .bind(line.line_total.amount_minor()).bind(line.line_total.currency().as_str())
+                            .execute(&mut **c).await?.rows_affected()
                     });
                 }
             }
-            ("Order", "OrderConfirmed") => {
+            Event::Order(OrderEvent::OrderConfirmed { allocation, .. }) => {
                 let sql = tx.sql(&format!(
                     "UPDATE {o} SET status = 'confirmed', confirmed_at = $1 WHERE order_id = $2"
                 ));
@@ -136,20 +133,17 @@ impl Projection for Analytics {
                     "INSERT INTO {a} (order_id, sku, warehouse_id, qty) VALUES ($1, $2, $3, $4)
                      ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET qty = excluded.qty"
                 ));
-                let allocation = b
-                    .get("allocation")
-                    .and_then(Value::as_array)
-                    .cloned()
-                    .unwrap_or_default();
-                for alloc in allocation.iter().filter_map(Value::as_object) {
+                for part in allocation {
                     crate::on_tx!(tx, c => {
-                        sqlx::query(&sql).bind(id).bind(s(alloc, "sku")).bind(s(alloc, "warehouse_id"))
-                            .bind(i(alloc, "qty")).execute(&mut **c).await?.rows_affected()
+                        sqlx::query(&sql).bind(id).bind(part.sku.as_str()).bind(part.warehouse_id.as_str())
+                            .bind(i64::from(part.qty.get())).execute(&mut **c).await?.rows_affected()
                     });
                 }
             }
-            ("Order", "OrderRejected" | "OrderCancelled") => {
-                let (status, column) = if kind == "OrderRejected" {
+            Event::Order(
+                e @ (OrderEvent::OrderRejected { .. } | OrderEvent::OrderCancelled { .. }),
+            ) => {
+                let (status, column) = if matches!(e, OrderEvent::OrderRejected { .. }) {
                     ("rejected", "rejected_at")
                 } else {
                     ("cancelled", "cancelled_at")
@@ -161,7 +155,8 @@ impl Projection for Analytics {
                     sqlx::query(&sql).bind(at).bind(id).execute(&mut **c).await?.rows_affected()
                 });
             }
-            ("StockItem", _) if b.contains_key("available") => {
+            Event::StockItem(e) => {
+                let (warehouse_id, sku, levels) = e.levels();
                 let sql = tx.sql(&format!(
                     "INSERT INTO {st} (warehouse_id, sku, on_hand, reserved, available)
                      VALUES ($1, $2, $3, $4, $5)
@@ -169,12 +164,12 @@ impl Projection for Analytics {
                        reserved = excluded.reserved, available = excluded.available"
                 ));
                 crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(s(b, "warehouse_id")).bind(s(b, "sku"))
-                        .bind(i(b, "on_hand")).bind(i(b, "reserved")).bind(i(b, "available"))
-                        .execute(&mut **c).await?.rows_affected()
+                    sqlx::query(&sql).bind(warehouse_id.as_str()).bind(sku.as_str())
+                        .bind(levels.on_hand as i64).bind(levels.reserved as i64)
+                        .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
                 });
             }
-            _ => {}
+            Event::Product(_) | Event::Warehouse(_) | Event::Payment(_) | Event::Checkout(_) => {}
         }
         Ok(())
     }

@@ -8,10 +8,11 @@
 
 use std::collections::{BTreeMap, HashSet};
 
-use emporium_event_store::{on_db, Db, FeedEvent};
+use emporium_domain::{Event, ProductEvent};
+use emporium_event_store::{on_db, Db, Envelope};
 use serde::Serialize;
 
-use crate::{body, i, money, s, table, Projection, Result, Tx};
+use crate::{table, Projection, Result, Tx};
 
 pub struct Catalog;
 
@@ -82,16 +83,18 @@ impl Projection for Catalog {
         v
     }
 
-    async fn apply(&self, tx: &mut Tx, gen: i64, event: &FeedEvent) -> Result<()> {
-        let Some((kind, b)) = body(&event.payload) else {
-            return Ok(());
-        };
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
         let p = table(PRODUCTS, gen);
         let st = table(STOCK, gen);
-        match (event.aggregate_type.as_str(), kind) {
-            ("Product", "ProductCreated") => {
-                let (price, currency) = money(b, "price");
-                let (title, desc, cat) = (s(b, "title"), s(b, "description"), s(b, "category"));
+        match &event.payload {
+            Event::Product(ProductEvent::ProductCreated {
+                sku,
+                title,
+                description,
+                category,
+                price,
+            }) => {
+                let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
                 let sql = tx.sql(&format!(
                     "INSERT INTO {p} (sku, title, description, category, price_minor, currency, search, document)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
@@ -101,14 +104,18 @@ impl Projection for Catalog {
                        search = excluded.search, document = excluded.document"
                 ));
                 crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(&event.aggregate_id).bind(title).bind(desc).bind(cat)
-                        .bind(price).bind(&currency).bind(search_text(title, cat))
+                    sqlx::query(&sql).bind(sku.as_str()).bind(title).bind(desc).bind(cat)
+                        .bind(price.amount_minor()).bind(price.currency().as_str()).bind(search_text(title, cat))
                         .bind(format!("{title} {desc} {cat}")).execute(&mut **c).await?.rows_affected()
                 });
-                refresh_totals(tx, gen, &event.aggregate_id).await?;
+                refresh_totals(tx, gen, sku.as_str()).await?;
             }
-            ("Product", "ProductDetailsChanged") => {
-                let (title, desc, cat) = (s(b, "title"), s(b, "description"), s(b, "category"));
+            Event::Product(ProductEvent::ProductDetailsChanged {
+                title,
+                description,
+                category,
+            }) => {
+                let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
                 let sql = tx.sql(&format!(
                     "UPDATE {p} SET title = $1, description = $2, category = $3, search = $4,
                      document = $5 WHERE sku = $6"
@@ -119,25 +126,24 @@ impl Projection for Catalog {
                         .execute(&mut **c).await?.rows_affected()
                 });
             }
-            ("Product", "ProductPriceChanged") => {
-                let (price, currency) = money(b, "new_price");
+            Event::Product(ProductEvent::ProductPriceChanged { sku, new_price, .. }) => {
                 let sql = tx.sql(&format!(
                     "UPDATE {p} SET price_minor = $1, currency = $2, price_changes = price_changes + 1
                      WHERE sku = $3"
                 ));
                 crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(price).bind(&currency).bind(&event.aggregate_id)
-                        .execute(&mut **c).await?.rows_affected()
+                    sqlx::query(&sql).bind(new_price.amount_minor()).bind(new_price.currency().as_str())
+                        .bind(sku.as_str()).execute(&mut **c).await?.rows_affected()
                 });
             }
-            ("Product", "ProductDiscontinued") => {
+            Event::Product(ProductEvent::ProductDiscontinued { sku }) => {
                 let sql = tx.sql(&format!("UPDATE {p} SET discontinued = 1 WHERE sku = $1"));
                 crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(&event.aggregate_id).execute(&mut **c).await?.rows_affected()
+                    sqlx::query(&sql).bind(sku.as_str()).execute(&mut **c).await?.rows_affected()
                 });
             }
-            ("StockItem", _) if b.contains_key("available") => {
-                let sku = s(b, "sku");
+            Event::StockItem(e) => {
+                let (warehouse_id, sku, levels) = e.levels();
                 let sql = tx.sql(&format!(
                     "INSERT INTO {st} (sku, warehouse_id, on_hand, reserved, available)
                      VALUES ($1, $2, $3, $4, $5)
@@ -145,12 +151,13 @@ impl Projection for Catalog {
                        reserved = excluded.reserved, available = excluded.available"
                 ));
                 crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(sku).bind(s(b, "warehouse_id")).bind(i(b, "on_hand"))
-                        .bind(i(b, "reserved")).bind(i(b, "available")).execute(&mut **c).await?.rows_affected()
+                    sqlx::query(&sql).bind(sku.as_str()).bind(warehouse_id.as_str())
+                        .bind(levels.on_hand as i64).bind(levels.reserved as i64)
+                        .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
                 });
-                refresh_totals(tx, gen, sku).await?;
+                refresh_totals(tx, gen, sku.as_str()).await?;
             }
-            _ => {}
+            Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
         }
         Ok(())
     }

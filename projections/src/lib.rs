@@ -8,8 +8,9 @@
 //! - [`analytics`]: orders, revenue, top products, warehouses, funnel.
 //! - [`timeline`]: which feed positions concern which order (auditors' timelines).
 //!
-//! Architecture invariant: projections only record facts carried by events (levels, totals
-//! and prices are in the events); they never re-run business rules.
+//! Architecture invariant: projections match on the domain's event enums (decoded once, in
+//! the event store) and only record facts carried by events (levels, totals and prices are
+//! in the events); they never read a payload by key and never re-run business rules.
 
 pub mod analytics;
 pub mod catalog;
@@ -18,8 +19,8 @@ pub mod timeline;
 
 use std::sync::Arc;
 
-use emporium_event_store::{Db, FeedEvent, StoreError};
-use serde_json::Value;
+use emporium_domain::Event;
+use emporium_event_store::{Db, Envelope, StoreError};
 
 pub use runner::{rebuild, Runner, RunnerStatus};
 
@@ -91,8 +92,9 @@ pub trait Projection: Send + Sync + 'static {
     fn tables(&self) -> &'static [(&'static str, &'static str)];
     /// Statements creating the tables of generation `gen` on `db`'s backend.
     fn create_tables(&self, db: &Db, gen: i64) -> Vec<String>;
-    /// Applies one event inside the runner's transaction.
-    async fn apply(&self, tx: &mut Tx, gen: i64, event: &FeedEvent) -> Result<()>;
+    /// Applies one domain event (decoded and upcast by the event store) inside the
+    /// runner's transaction.
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()>;
 }
 
 /// `catalog_products` of generation 3 is `catalog_products_g3`.
@@ -114,34 +116,6 @@ pub fn by_name(name: &str) -> Result<Arc<dyn Projection>> {
         .into_iter()
         .find(|p| p.name() == name)
         .ok_or_else(|| ProjectionError::Unknown(name.to_string()))
-}
-
-/// The variant name and body of an externally tagged event payload (`{"OrderPlaced": {...}}`).
-pub(crate) fn body(payload: &Value) -> Option<(&str, &serde_json::Map<String, Value>)> {
-    let (k, v) = payload.as_object()?.iter().next()?;
-    Some((k.as_str(), v.as_object()?))
-}
-
-pub(crate) fn s<'a>(m: &'a serde_json::Map<String, Value>, k: &str) -> &'a str {
-    m.get(k).and_then(Value::as_str).unwrap_or_default()
-}
-
-pub(crate) fn i(m: &serde_json::Map<String, Value>, k: &str) -> i64 {
-    m.get(k).and_then(Value::as_i64).unwrap_or_default()
-}
-
-/// `{"amount_minor": 1999, "currency": "EUR"}` → (1999, "EUR").
-pub(crate) fn money(m: &serde_json::Map<String, Value>, k: &str) -> (i64, String) {
-    let v = m.get(k).and_then(Value::as_object);
-    (
-        v.and_then(|o| o.get("amount_minor"))
-            .and_then(Value::as_i64)
-            .unwrap_or_default(),
-        v.and_then(|o| o.get("currency"))
-            .and_then(Value::as_str)
-            .unwrap_or_default()
-            .to_string(),
-    )
 }
 
 /// Every row of every table of a projection generation, as text lines in a fixed order:

@@ -132,7 +132,7 @@ async fn step(
         let db = store.db();
         // Look before locking: an idle step then costs two reads, no transaction.
         let (_, seen) = state(db, projection.name()).await?;
-        let mut events = store.feed().read_after(seen, batch).await?;
+        let mut events = store.feed().read_events(seen, batch).await?;
         if events.is_empty() {
             status.position.store(seen, Ordering::Relaxed);
             return Ok(0);
@@ -141,7 +141,7 @@ async fn step(
         let (gen, position) = lock(&mut tx, projection.name()).await?;
         if position != seen {
             // Another runner (or a rebuild's swap) moved it meanwhile.
-            events = store.feed().read_after(position, batch).await?;
+            events = store.feed().read_events(position, batch).await?;
         }
         let Some(last) = events.last().map(|e| e.position) else {
             drop(tx);
@@ -244,7 +244,7 @@ pub async fn rebuild(
     let mut position = 0;
     loop {
         let head = store.feed().head().await?;
-        let events = store.feed().read_after(position, 2000).await?;
+        let events = store.feed().read_events(position, 2000).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
@@ -262,7 +262,7 @@ pub async fn rebuild(
     let mut tx = Tx::begin(db).await?;
     let (_, live_position) = lock(&mut tx, projection.name()).await?;
     loop {
-        let events = store.feed().read_after(position, 2000).await?;
+        let events = store.feed().read_events(position, 2000).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };

@@ -2,16 +2,14 @@
 //! (the order, its payment, stock reservations made for it, saga steps). The timeline itself
 //! is read from the events table through this index, in global order.
 
-use emporium_event_store::{on_db, Db, FeedEvent};
+use emporium_domain::Event;
+use emporium_event_store::{on_db, Db, Envelope};
 
-use crate::{body, s, table, Projection, Result, Tx};
+use crate::{table, Projection, Result, Tx};
 
 pub struct Timeline;
 
 pub const INDEX: &str = "order_timeline";
-
-/// Aggregates whose id is the order id.
-const ORDER_KEYED: [&str; 3] = ["Order", "Payment", "Checkout"];
 
 #[async_trait::async_trait]
 impl Projection for Timeline {
@@ -34,21 +32,16 @@ impl Projection for Timeline {
         )]
     }
 
-    async fn apply(&self, tx: &mut Tx, gen: i64, event: &FeedEvent) -> Result<()> {
-        let order_id = if ORDER_KEYED.contains(&event.aggregate_type.as_str()) {
-            event.aggregate_id.clone()
-        } else {
-            match body(&event.payload).map(|(_, b)| s(b, "order_id")) {
-                Some(id) if !id.is_empty() => id.to_string(),
-                _ => return Ok(()),
-            }
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
+        let Some(order_id) = event.payload.order_id() else {
+            return Ok(());
         };
         let sql = tx.sql(&format!(
             "INSERT INTO {} (order_id, position) VALUES ($1, $2) ON CONFLICT DO NOTHING",
             table(INDEX, gen)
         ));
         crate::on_tx!(tx, c => {
-            sqlx::query(&sql).bind(&order_id).bind(event.position).execute(&mut **c).await?.rows_affected()
+            sqlx::query(&sql).bind(order_id.to_string()).bind(event.position).execute(&mut **c).await?.rows_affected()
         });
         Ok(())
     }

@@ -3,7 +3,7 @@
 //!
 //! # Layout
 //! - [`allocation`]: the pure allocation strategy (unit and property tested).
-//! - [`checkout`]: the saga's durable state, an event-sourced `Checkout` aggregate per order.
+//! - the saga's durable state is the domain's `Checkout` aggregate (one per order).
 //! - [`payment`]: the `PaymentProvider` port and the built-in sandbox provider.
 //! - [`worker`]: the saga itself, consuming `OrderPlaced` through the bus.
 //!
@@ -12,10 +12,9 @@
 //! redelivery or resume can never reserve or authorize twice.
 
 pub mod allocation;
-pub mod checkout;
 pub mod payment;
 pub mod worker;
 
-pub use checkout::Checkout;
+pub use emporium_domain::Checkout;
 pub use payment::{PaymentProvider, Sandbox};
 pub use worker::{CheckoutConfig, CheckoutSaga, Outcome};

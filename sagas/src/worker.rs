@@ -15,16 +15,18 @@ use std::time::Duration;
 
 use cqrs_es::Aggregate;
 use emporium_domain::inventory::{stock_item_id, StockItem, StockItemCommand, StockItemError};
-use emporium_domain::order::{Allocation, Order, OrderCommand, OrderError, OrderStatus};
+use emporium_domain::order::{
+    Allocation, Order, OrderCommand, OrderError, OrderEvent, OrderStatus,
+};
 use emporium_domain::payment::{Payment, PaymentCommand, PaymentError};
 use emporium_domain::values::{OrderId, Quantity, Reason, Sku, WarehouseId};
 use emporium_domain::warehouse::Warehouse;
+use emporium_domain::{Checkout, CheckoutCommand};
 use emporium_event_store::bus::Subscriber;
-use emporium_event_store::{on_db, CommandError, EventMetadata, Store, StoreError};
+use emporium_event_store::{CommandError, Envelope, EventMetadata, Store, StoreError};
 use tokio::sync::Semaphore;
 
 use crate::allocation::{allocate, Candidate};
-use crate::checkout::{Checkout, CheckoutCommand, Shipment};
 use crate::payment::{Authorization, PaymentProvider};
 
 /// Saga settings.
@@ -100,35 +102,38 @@ impl CheckoutSaga {
         })
     }
 
-    fn meta(order_id: &str) -> EventMetadata {
-        EventMetadata::system("checkout").correlated_with(order_id.to_string())
+    /// The metadata of every command the saga sends for an order: the flow's correlation id
+    /// (the client's `X-Correlation-Id`, else the placing request's id) and, as the cause,
+    /// the `OrderPlaced` event the saga reacts to.
+    fn flow_metadata(placed: &Envelope<OrderEvent>) -> EventMetadata {
+        EventMetadata::system("checkout")
+            .correlated_with(placed.metadata.correlation_id.clone())
+            .caused_by(placed.event_id.to_string())
     }
 
     async fn exec<A>(
         &self,
         id: &str,
         command: A::Command,
-        order_id: &str,
+        meta: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>>
     where
         A: Aggregate<Services = ()>,
         A::Command: Clone,
     {
-        self.store
-            .execute::<A>(id, command, &Self::meta(order_id))
-            .await
+        self.store.execute::<A>(id, command, meta).await
     }
 
     /// Records the start of a checkout (idempotent). Called before a delivery is acked.
-    pub async fn start(&self, order_id: &str) -> Result<(), SagaError> {
+    pub async fn start(&self, order_id: OrderId, meta: &EventMetadata) -> Result<(), SagaError> {
         let deadline_ms = now_ms() + self.config.payment_timeout.as_millis() as i64;
         self.exec::<Checkout>(
-            order_id,
+            &order_id.to_string(),
             CheckoutCommand::Start {
-                order_id: order_id.to_string(),
+                order_id,
                 deadline_ms,
             },
-            order_id,
+            meta,
         )
         .await
         .map_err(command_error)
@@ -137,6 +142,10 @@ impl CheckoutSaga {
     /// Runs (or resumes) the checkout of one order to its end.
     pub async fn process(&self, order_id: &OrderId) -> Result<Outcome, SagaError> {
         let oid = order_id.to_string();
+        let Some(placed) = self.store.first_event::<Order>(&oid).await? else {
+            return Ok(Outcome::Nothing);
+        };
+        let meta = &Self::flow_metadata(&placed);
         let (order, version) = self.store.load::<Order>(&oid).await?;
         if version == 0 {
             return Ok(Outcome::Nothing);
@@ -148,45 +157,45 @@ impl CheckoutSaga {
         match order.status() {
             Some(OrderStatus::Pending) => {}
             Some(OrderStatus::Confirmed) => {
-                self.exec::<Checkout>(&oid, CheckoutCommand::Complete, &oid)
+                self.exec::<Checkout>(&oid, CheckoutCommand::Complete, meta)
                     .await
                     .map_err(command_error)?;
                 return Ok(Outcome::Nothing);
             }
             _ => {
                 // Cancelled (or rejected elsewhere) while we were away: give everything back.
-                self.compensate(&order, &oid).await?;
+                self.compensate(&order, &oid, meta).await?;
                 self.exec::<Checkout>(
                     &oid,
                     CheckoutCommand::Fail {
                         reason: "order no longer pending".into(),
                     },
-                    &oid,
+                    meta,
                 )
                 .await
                 .map_err(command_error)?;
                 return Ok(Outcome::Nothing);
             }
         }
-        self.start(&oid).await?;
+        self.start(*order_id, meta).await?;
         let (checkout, _) = self.store.load::<Checkout>(&oid).await?;
 
         let allocation = match checkout.allocation() {
             Some(a) => a.to_vec(),
-            None => match self.reserve(&order, &oid).await? {
+            None => match self.reserve(&order, meta).await? {
                 Ok(a) => {
                     self.exec::<Checkout>(
                         &oid,
                         CheckoutCommand::RecordReservation {
                             allocation: a.clone(),
                         },
-                        &oid,
+                        meta,
                     )
                     .await
                     .map_err(command_error)?;
                     a
                 }
-                Err(reason) => return self.reject(&oid, reason).await,
+                Err(reason) => return self.reject(&oid, reason, meta).await,
             },
         };
 
@@ -203,7 +212,7 @@ impl CheckoutSaga {
                                 order_id: *order_id,
                                 amount: total,
                             },
-                            &oid,
+                            meta,
                         )
                         .await
                     {
@@ -216,34 +225,30 @@ impl CheckoutSaga {
                             amount_minor: total.amount_minor(),
                             currency: total.currency().as_str().to_string(),
                         },
-                        &oid,
+                        meta,
                     )
                     .await
                     .map_err(command_error)?;
                 }
                 Paid::Declined(r) => {
-                    return self.reject(&oid, format!("payment declined: {r}")).await
+                    return self
+                        .reject(&oid, format!("payment declined: {r}"), meta)
+                        .await
                 }
-                Paid::TimedOut => return self.reject(&oid, "payment timed out".to_string()).await,
+                Paid::TimedOut => {
+                    return self
+                        .reject(&oid, "payment timed out".to_string(), meta)
+                        .await
+                }
             }
         }
 
-        let parts: Vec<Allocation> = allocation
-            .iter()
-            .filter_map(|s| {
-                Some(Allocation {
-                    sku: Sku::parse(&s.sku).ok()?,
-                    warehouse_id: WarehouseId::parse(&s.warehouse_id).ok()?,
-                    qty: Quantity::new(s.qty as i64).ok()?,
-                })
-            })
-            .collect();
         match self
-            .exec::<Order>(&oid, OrderCommand::ConfirmOrder { allocation: parts }, &oid)
+            .exec::<Order>(&oid, OrderCommand::ConfirmOrder { allocation }, meta)
             .await
         {
             Ok(()) => {
-                self.exec::<Checkout>(&oid, CheckoutCommand::Complete, &oid)
+                self.exec::<Checkout>(&oid, CheckoutCommand::Complete, meta)
                     .await
                     .map_err(command_error)?;
                 metrics::counter!("emporium_checkouts_total", "outcome" => "confirmed")
@@ -253,13 +258,13 @@ impl CheckoutSaga {
             Err(CommandError::Rejected(OrderError::IllegalTransition { from, .. })) => {
                 // Cancelled while we paid: undo what we hold.
                 let (order, _) = self.store.load::<Order>(&oid).await?;
-                self.compensate(&order, &oid).await?;
+                self.compensate(&order, &oid, meta).await?;
                 self.exec::<Checkout>(
                     &oid,
                     CheckoutCommand::Fail {
                         reason: format!("order {from} during checkout"),
                     },
-                    &oid,
+                    meta,
                 )
                 .await
                 .map_err(command_error)?;
@@ -278,7 +283,7 @@ impl CheckoutSaga {
     ) -> Result<(Vec<Candidate>, bool), SagaError> {
         let mut out = Vec::new();
         let mut holds_any = false;
-        for wid in self.store.aggregate_ids("Warehouse").await? {
+        for wid in self.store.aggregate_ids::<Warehouse>().await? {
             let (w, _) = self.store.load::<Warehouse>(&wid).await?;
             let (Some(id), Some(region), Some(priority)) = (w.id(), w.region(), w.priority())
             else {
@@ -287,7 +292,12 @@ impl CheckoutSaga {
             if !w.is_open() {
                 continue;
             }
-            let mut available = BTreeMap::new();
+            let mut candidate = Candidate {
+                warehouse_id: id.clone(),
+                region: region.clone(),
+                priority: priority.get(),
+                available: BTreeMap::new(),
+            };
             for line in order.lines() {
                 let (item, _) = self
                     .store
@@ -295,14 +305,9 @@ impl CheckoutSaga {
                     .await?;
                 let own = u64::from(item.reservation_for(order_id).unwrap_or(0));
                 holds_any |= own > 0;
-                available.insert(line.sku.to_string(), item.available() + own);
+                candidate.add(&line.sku, item.levels(), own);
             }
-            out.push(Candidate {
-                warehouse_id: id.to_string(),
-                region: region.to_string(),
-                priority: priority.get(),
-                available,
-            });
+            out.push(candidate);
         }
         Ok((out, holds_any))
     }
@@ -311,27 +316,23 @@ impl CheckoutSaga {
     async fn reserve(
         &self,
         order: &Order,
-        oid: &str,
-    ) -> Result<Result<Vec<Shipment>, String>, SagaError> {
-        let Some(order_id) = order.order_id() else {
-            return Ok(Err("order without id".into()));
+        meta: &EventMetadata,
+    ) -> Result<Result<Vec<Allocation>, String>, SagaError> {
+        let (Some(order_id), Some(region)) = (order.order_id(), order.shipping_region()) else {
+            return Ok(Err("order without id or shipping region".into()));
         };
-        let region = order
-            .shipping_region()
-            .map(|r| r.to_string())
-            .unwrap_or_default();
-        let lines: Vec<(String, u64)> = order
+        let lines: Vec<(Sku, Quantity)> = order
             .lines()
             .iter()
-            .map(|l| (l.sku.to_string(), u64::from(l.qty.get())))
+            .map(|l| (l.sku.clone(), l.qty))
             .collect();
         for attempt in 0..100u64 {
             let (candidates, holds_any) = self.candidates(order, &order_id).await?;
-            let parts = match allocate(&lines, &candidates, &region) {
+            let parts = match allocate(&lines, &candidates, region) {
                 Ok(p) => p,
                 Err(short) => {
                     if holds_any {
-                        self.release_all(order, oid).await?;
+                        self.release_all(order, meta).await?;
                     }
                     return Ok(Err(short.to_string()));
                 }
@@ -339,27 +340,20 @@ impl CheckoutSaga {
             // A clean slate: reservations are idempotent per order, so an old one with another
             // quantity would otherwise stay as it was.
             if holds_any {
-                self.release_all(order, oid).await?;
+                self.release_all(order, meta).await?;
             }
             let mut lost_race = false;
             for p in &parts {
-                let (Ok(w), Ok(s), Ok(q)) = (
-                    WarehouseId::parse(&p.warehouse_id),
-                    Sku::parse(&p.sku),
-                    Quantity::new(p.qty as i64),
-                ) else {
-                    continue;
-                };
                 match self
                     .exec::<StockItem>(
-                        &stock_item_id(&w, &s),
+                        &stock_item_id(&p.warehouse_id, &p.sku),
                         StockItemCommand::ReserveStock {
-                            warehouse_id: w.clone(),
-                            sku: s,
+                            warehouse_id: p.warehouse_id.clone(),
+                            sku: p.sku.clone(),
                             order_id,
-                            qty: q,
+                            qty: p.qty,
                         },
-                        oid,
+                        meta,
                     )
                     .await
                 {
@@ -372,17 +366,10 @@ impl CheckoutSaga {
                 }
             }
             if !lost_race {
-                return Ok(Ok(parts
-                    .into_iter()
-                    .map(|p| Shipment {
-                        sku: p.sku,
-                        warehouse_id: p.warehouse_id,
-                        qty: p.qty,
-                    })
-                    .collect()));
+                return Ok(Ok(parts));
             }
             // Someone else got there first: give back what we took and look again.
-            self.release_all(order, oid).await?;
+            self.release_all(order, meta).await?;
             metrics::counter!("emporium_checkout_reallocations_total").increment(1);
             tokio::time::sleep(Duration::from_millis(
                 1 + (attempt * 7 + now_ms() as u64 % 11) % 25,
@@ -394,11 +381,11 @@ impl CheckoutSaga {
 
     /// Releases this order's reservations on every stock item it could hold (no-ops
     /// where it holds none).
-    async fn release_all(&self, order: &Order, oid: &str) -> Result<(), SagaError> {
+    async fn release_all(&self, order: &Order, meta: &EventMetadata) -> Result<(), SagaError> {
         let Some(order_id) = order.order_id() else {
             return Ok(());
         };
-        for wid in self.store.aggregate_ids("Warehouse").await? {
+        for wid in self.store.aggregate_ids::<Warehouse>().await? {
             let Ok(w) = WarehouseId::parse(&wid) else {
                 continue;
             };
@@ -408,9 +395,13 @@ impl CheckoutSaga {
                 if version == 0 || item.reservation_for(&order_id).is_none() {
                     continue;
                 }
-                self.exec::<StockItem>(&id, StockItemCommand::ReleaseReservation { order_id }, oid)
-                    .await
-                    .map_err(command_error)?;
+                self.exec::<StockItem>(
+                    &id,
+                    StockItemCommand::ReleaseReservation { order_id },
+                    meta,
+                )
+                .await
+                .map_err(command_error)?;
             }
         }
         Ok(())
@@ -452,11 +443,16 @@ impl CheckoutSaga {
 
     /// Rejects the order, then (only if the rejection won) releases everything and voids the
     /// payment, and closes the checkout.
-    async fn reject(&self, oid: &str, reason: String) -> Result<Outcome, SagaError> {
+    async fn reject(
+        &self,
+        oid: &str,
+        reason: String,
+        meta: &EventMetadata,
+    ) -> Result<Outcome, SagaError> {
         let text = Reason::parse(&reason.chars().take(500).collect::<String>())
             .unwrap_or_else(|_| Reason::parse("checkout failed").expect("a valid reason"));
         match self
-            .exec::<Order>(oid, OrderCommand::RejectOrder { reason: text }, oid)
+            .exec::<Order>(oid, OrderCommand::RejectOrder { reason: text }, meta)
             .await
         {
             Ok(()) => {}
@@ -465,7 +461,7 @@ impl CheckoutSaga {
                 ..
             })) => {
                 // Another run confirmed it: nothing to undo.
-                self.exec::<Checkout>(oid, CheckoutCommand::Complete, oid)
+                self.exec::<Checkout>(oid, CheckoutCommand::Complete, meta)
                     .await
                     .map_err(command_error)?;
                 return Ok(Outcome::Nothing);
@@ -474,13 +470,13 @@ impl CheckoutSaga {
             Err(e) => return Err(command_error(e)),
         }
         let (order, _) = self.store.load::<Order>(oid).await?;
-        self.compensate(&order, oid).await?;
+        self.compensate(&order, oid, meta).await?;
         self.exec::<Checkout>(
             oid,
             CheckoutCommand::Fail {
                 reason: reason.clone(),
             },
-            oid,
+            meta,
         )
         .await
         .map_err(command_error)?;
@@ -489,12 +485,18 @@ impl CheckoutSaga {
     }
 
     /// Gives back what an order holds: its reservations and its payment authorization.
-    pub async fn compensate(&self, order: &Order, oid: &str) -> Result<(), SagaError> {
-        self.release_all(order, oid).await?;
+    /// `meta` is the metadata of the flow doing it (the saga's, or a cancel request's).
+    pub async fn compensate(
+        &self,
+        order: &Order,
+        oid: &str,
+        meta: &EventMetadata,
+    ) -> Result<(), SagaError> {
+        self.release_all(order, meta).await?;
         let (payment, version) = self.store.load::<Payment>(oid).await?;
         if version > 0 && payment.authorized().is_some() {
             match self
-                .exec::<Payment>(oid, PaymentCommand::VoidPayment, oid)
+                .exec::<Payment>(oid, PaymentCommand::VoidPayment, meta)
                 .await
             {
                 Ok(()) | Err(CommandError::Rejected(PaymentError::AlreadyVoided)) => {}
@@ -548,32 +550,10 @@ impl CheckoutSaga {
     /// Checkouts started and not finished, plus (without `idle_ms`) placed orders whose
     /// checkout never started; with `idle_ms`, only checkouts past their deadline by that.
     pub async fn unfinished(&self, idle_ms: Option<i64>) -> Result<Vec<String>, SagaError> {
-        let db = self.store.db();
         let cutoff = idle_ms.map_or(i64::MAX, |i| now_ms() - i);
-        let sql = db.sql(
-            "SELECT s.aggregate_id FROM events s
-             WHERE s.aggregate_type = 'Checkout' AND s.sequence = 1
-               AND NOT EXISTS (SELECT 1 FROM events t WHERE t.aggregate_type = 'Checkout'
-                   AND t.aggregate_id = s.aggregate_id
-                   AND t.event_type IN ('CheckoutCompleted', 'CheckoutFailed'))",
-        );
-        let mut rows: Vec<String> = on_db!(db, pool => {
-            sqlx::query_scalar::<_, String>(&sql).fetch_all(pool).await.map_err(StoreError::from)?
-        });
+        let mut rows = self.store.unfinished_checkouts().await?;
         if idle_ms.is_none() {
-            // Orders placed whose checkout never started (the delivery died with a process).
-            let pending = db.sql(
-                "SELECT o.aggregate_id FROM events o
-                 WHERE o.aggregate_type = 'Order' AND o.sequence = 1
-                   AND NOT EXISTS (SELECT 1 FROM events t WHERE t.aggregate_type = 'Order'
-                       AND t.aggregate_id = o.aggregate_id AND t.sequence = 2)
-                   AND NOT EXISTS (SELECT 1 FROM events c WHERE c.aggregate_type = 'Checkout'
-                       AND c.aggregate_id = o.aggregate_id)",
-            );
-            let more: Vec<String> = on_db!(db, pool => {
-                sqlx::query_scalar::<_, String>(&pending).fetch_all(pool).await.map_err(StoreError::from)?
-            });
-            rows.extend(more);
+            rows.extend(self.store.orders_without_checkout().await?);
             return Ok(rows);
         }
         let mut stale = Vec::new();
@@ -639,13 +619,23 @@ impl CheckoutSaga {
                             continue;
                         }
                     };
-                    if delivery.event.event_type != "OrderPlaced" {
+                    let placed = match self.store.upcasters().decode::<Order, _>(&delivery.event) {
+                        Ok(e) => e,
+                        Err(e) => {
+                            // Not a shape we can read: redeliver, and past `max_deliver` the
+                            // bus dead-letters it; never treat it as something else.
+                            tracing::error!(error = %e, "checkout: undecodable order event");
+                            let _ = subscriber.nak(delivery, Some(Duration::from_secs(1))).await;
+                            continue;
+                        }
+                    };
+                    let OrderEvent::OrderPlaced { order_id, .. } = &placed.payload else {
                         let _ = subscriber.ack(delivery).await;
                         continue;
-                    }
-                    let oid = delivery.event.aggregate_id.clone();
+                    };
+                    let (order_id, oid) = (*order_id, placed.aggregate_id.clone());
                     // Durable before the ack: from here on the resumer can find it.
-                    match self.start(&oid).await {
+                    match self.start(order_id, &Self::flow_metadata(&placed)).await {
                         Ok(()) => {
                             let _ = subscriber.ack(delivery).await;
                             self.spawn_process(oid, permits.clone());

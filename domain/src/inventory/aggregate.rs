@@ -9,7 +9,7 @@ use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
-use super::{StockItemCommand, StockItemError, StockItemEvent};
+use super::{StockItemCommand, StockItemError, StockItemEvent, StockLevels as Levels};
 use crate::values::{OrderId, Quantity, Reason, Sku, WarehouseId};
 
 /// Largest absolute `delta` one stock adjustment may carry.
@@ -31,23 +31,6 @@ pub struct StockItem {
     sku: Option<Sku>,
     on_hand: u64,
     reservations: BTreeMap<OrderId, u32>,
-}
-
-/// Levels after a change, in the order events carry them.
-struct Levels {
-    on_hand: u64,
-    reserved: u64,
-    available: u64,
-}
-
-impl Levels {
-    fn new(on_hand: u64, reserved: u64) -> Self {
-        Self {
-            on_hand,
-            reserved,
-            available: on_hand.saturating_sub(reserved),
-        }
-    }
 }
 
 impl StockItem {
@@ -76,6 +59,12 @@ impl StockItem {
     #[must_use]
     pub fn available(&self) -> u64 {
         self.on_hand.saturating_sub(self.reserved())
+    }
+
+    /// On hand, reserved and available now.
+    #[must_use]
+    pub fn levels(&self) -> Levels {
+        Levels::new(self.on_hand, self.reserved())
     }
 
     #[must_use]

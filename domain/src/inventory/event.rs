@@ -68,6 +68,106 @@ impl DomainEvent for StockItemEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        crate::schema::version_of::<Self>(&self.event_type())
+    }
+}
+
+impl crate::schema::EventSchema for StockItemEvent {
+    const EVENTS: &'static [(&'static str, &'static str)] = &[
+        ("StockReceived", "1.0"),
+        ("StockAdjusted", "1.0"),
+        ("StockReserved", "1.0"),
+        ("StockReservationReleased", "1.0"),
+        ("StockReservationCommitted", "1.0"),
+    ];
+}
+
+/// Stock of one SKU in one warehouse at one moment: what every stock event announces and
+/// what a [`StockItem`](super::StockItem) holds. The one place these three numbers are
+/// defined; read models and views copy them, never recompute them.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StockLevels {
+    pub on_hand: u64,
+    pub reserved: u64,
+    pub available: u64,
+}
+
+impl StockLevels {
+    /// Levels for `on_hand` units of which `reserved` are promised to orders.
+    #[must_use]
+    pub fn new(on_hand: u64, reserved: u64) -> Self {
+        Self {
+            on_hand,
+            reserved,
+            available: on_hand.saturating_sub(reserved),
+        }
+    }
+}
+
+impl StockItemEvent {
+    /// The warehouse and SKU this event is about, with the levels after it.
+    #[must_use]
+    pub fn levels(&self) -> (&WarehouseId, &Sku, StockLevels) {
+        match self {
+            Self::StockReceived {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            }
+            | Self::StockAdjusted {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            }
+            | Self::StockReserved {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            }
+            | Self::StockReservationReleased {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            }
+            | Self::StockReservationCommitted {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            } => (
+                warehouse_id,
+                sku,
+                StockLevels {
+                    on_hand: *on_hand,
+                    reserved: *reserved,
+                    available: *available,
+                },
+            ),
+        }
+    }
+
+    /// The order a reservation event concerns; `None` for receipts and adjustments.
+    #[must_use]
+    pub fn order_id(&self) -> Option<OrderId> {
+        match self {
+            Self::StockReserved { order_id, .. }
+            | Self::StockReservationReleased { order_id, .. }
+            | Self::StockReservationCommitted { order_id, .. } => Some(*order_id),
+            Self::StockReceived { .. } | Self::StockAdjusted { .. } => None,
+        }
     }
 }

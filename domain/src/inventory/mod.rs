@@ -9,4 +9,4 @@ mod event;
 pub use aggregate::{stock_item_id, StockItem, MAX_ADJUSTMENT};
 pub use command::StockItemCommand;
 pub use error::StockItemError;
-pub use event::StockItemEvent;
+pub use event::{StockItemEvent, StockLevels};

@@ -56,6 +56,28 @@ impl DomainEvent for OrderEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        crate::schema::version_of::<Self>(&self.event_type())
+    }
+}
+
+impl crate::schema::EventSchema for OrderEvent {
+    const EVENTS: &'static [(&'static str, &'static str)] = &[
+        ("OrderPlaced", "1.0"),
+        ("OrderConfirmed", "1.0"),
+        ("OrderRejected", "1.0"),
+        ("OrderCancelled", "1.0"),
+    ];
+}
+
+impl OrderEvent {
+    /// The order this event belongs to (the aggregate id).
+    #[must_use]
+    pub fn order_id(&self) -> crate::values::OrderId {
+        match self {
+            Self::OrderPlaced { order_id, .. }
+            | Self::OrderConfirmed { order_id, .. }
+            | Self::OrderRejected { order_id, .. }
+            | Self::OrderCancelled { order_id, .. } => *order_id,
+        }
     }
 }

@@ -42,6 +42,28 @@ impl DomainEvent for PaymentEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        crate::schema::version_of::<Self>(&self.event_type())
+    }
+}
+
+impl crate::schema::EventSchema for PaymentEvent {
+    const EVENTS: &'static [(&'static str, &'static str)] = &[
+        ("PaymentAuthorized", "1.0"),
+        ("PaymentCaptured", "1.0"),
+        ("PaymentVoided", "1.0"),
+        ("PaymentRefunded", "1.0"),
+    ];
+}
+
+impl PaymentEvent {
+    /// The order this event belongs to (the aggregate id).
+    #[must_use]
+    pub fn order_id(&self) -> crate::values::OrderId {
+        match self {
+            Self::PaymentAuthorized { order_id, .. }
+            | Self::PaymentCaptured { order_id, .. }
+            | Self::PaymentVoided { order_id, .. }
+            | Self::PaymentRefunded { order_id, .. } => *order_id,
+        }
     }
 }

@@ -42,6 +42,15 @@ impl DomainEvent for ProductEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        crate::schema::version_of::<Self>(&self.event_type())
     }
+}
+
+impl crate::schema::EventSchema for ProductEvent {
+    const EVENTS: &'static [(&'static str, &'static str)] = &[
+        ("ProductCreated", "1.0"),
+        ("ProductDetailsChanged", "1.0"),
+        ("ProductPriceChanged", "1.0"),
+        ("ProductDiscontinued", "1.0"),
+    ];
 }

@@ -35,6 +35,14 @@ impl DomainEvent for WarehouseEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_owned()
+        crate::schema::version_of::<Self>(&self.event_type())
     }
+}
+
+impl crate::schema::EventSchema for WarehouseEvent {
+    const EVENTS: &'static [(&'static str, &'static str)] = &[
+        ("WarehouseRegistered", "1.0"),
+        ("WarehousePriorityChanged", "1.0"),
+        ("WarehouseClosed", "1.0"),
+    ];
 }

@@ -14,7 +14,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use emporium_event_store::export::{self, EventFilter};
-use emporium_event_store::feed::RawFeedEvent;
+use emporium_event_store::RawFeedEvent;
 use emporium_event_store::{FeedEvent, StoreError};
 use futures::stream::{BoxStream, Stream, StreamExt};
 use serde::{Deserialize, Serialize};

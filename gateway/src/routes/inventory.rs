@@ -66,10 +66,11 @@ pub struct SkuInventoryView {
 }
 
 fn levels(item: &StockItem) -> Levels {
+    let l = item.levels();
     Levels {
-        on_hand: item.on_hand(),
-        reserved: item.reserved(),
-        available: item.available(),
+        on_hand: l.on_hand,
+        reserved: l.reserved,
+        available: l.available,
     }
 }
 
@@ -184,7 +185,11 @@ pub async fn by_sku(
     load_product(&state, &sku).await?;
     let mut warehouses = Vec::new();
     let mut total = Levels::default();
-    for wid in state.store.aggregate_ids("Warehouse").await? {
+    for wid in state
+        .store
+        .aggregate_ids::<emporium_domain::Warehouse>()
+        .await?
+    {
         let Ok(warehouse_id) = emporium_domain::values::WarehouseId::parse(&wid) else {
             continue;
         };

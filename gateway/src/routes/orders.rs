@@ -373,7 +373,7 @@ pub async fn cancel(
     // both are idempotent.)
     state
         .checkout
-        .compensate(&order, &id.to_string())
+        .compensate(&order, &id.to_string(), &ctx.metadata())
         .await
         .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(view(&id, &order)?))

@@ -133,7 +133,11 @@ pub async fn register(
     responses((status = 200, description = "All warehouses", body = WarehouseList), ReadProblems))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<WarehouseList>, ApiError> {
     let mut items = Vec::new();
-    for id in state.store.aggregate_ids("Warehouse").await? {
+    for id in state
+        .store
+        .aggregate_ids::<emporium_domain::Warehouse>()
+        .await?
+    {
         let (w, _) = state.store.load::<Warehouse>(&id).await?;
         if w.is_registered() {
             items.push(view(&w)?);

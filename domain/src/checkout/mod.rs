@@ -1,23 +1,20 @@
-//! The checkout saga's durable state: an event-sourced aggregate per order (id = order id).
-//! Its events are the saga's steps, so they appear in the order's timeline, and a restarted
-//! worker resumes from them. Every command is idempotent: repeating a step records nothing.
+//! The checkout saga's durable state: an event-sourced aggregate per order (id = order id,
+//! type `"Checkout"`). Its events are the saga's steps, so they appear in the order's
+//! timeline, and a restarted worker resumes from them. Every command is idempotent:
+//! repeating a step records nothing. The saga itself (I/O, payment calls) lives in the
+//! `sagas` crate; this is only its memory.
 
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::{Aggregate, DomainEvent};
 use serde::{Deserialize, Serialize};
 
-/// One shipment line: `qty` of `sku` from `warehouse_id`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Shipment {
-    pub sku: String,
-    pub warehouse_id: String,
-    pub qty: u64,
-}
+use crate::order::Allocation;
+use crate::values::OrderId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckoutCommand {
-    Start { order_id: String, deadline_ms: i64 },
-    RecordReservation { allocation: Vec<Shipment> },
+    Start { order_id: OrderId, deadline_ms: i64 },
+    RecordReservation { allocation: Vec<Allocation> },
     RecordAuthorization { amount_minor: i64, currency: String },
     Complete,
     Fail { reason: String },
@@ -26,21 +23,21 @@ pub enum CheckoutCommand {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum CheckoutEvent {
     /// The saga took the order; the payment must be authorized before `deadline_ms`.
-    CheckoutStarted { order_id: String, deadline_ms: i64 },
+    CheckoutStarted { order_id: OrderId, deadline_ms: i64 },
     /// Every allocated quantity is reserved.
     CheckoutStockReserved {
-        order_id: String,
-        allocation: Vec<Shipment>,
+        order_id: OrderId,
+        allocation: Vec<Allocation>,
     },
     CheckoutPaymentAuthorized {
-        order_id: String,
+        order_id: OrderId,
         amount_minor: i64,
         currency: String,
     },
     /// The order is confirmed.
-    CheckoutCompleted { order_id: String },
+    CheckoutCompleted { order_id: OrderId },
     /// The order was rejected (or cancelled) and everything held for it released.
-    CheckoutFailed { order_id: String, reason: String },
+    CheckoutFailed { order_id: OrderId, reason: String },
 }
 
 impl DomainEvent for CheckoutEvent {
@@ -56,7 +53,7 @@ impl DomainEvent for CheckoutEvent {
     }
 
     fn event_version(&self) -> String {
-        "1.0".to_string()
+        crate::schema::version_of::<Self>(&self.event_type())
     }
 }
 
@@ -68,21 +65,24 @@ pub enum CheckoutError {
 
 #[derive(Debug, Default, Clone, Serialize, Deserialize)]
 pub struct Checkout {
-    order_id: Option<String>,
+    order_id: Option<OrderId>,
     deadline_ms: i64,
-    allocation: Option<Vec<Shipment>>,
+    allocation: Option<Vec<Allocation>>,
     authorized: bool,
     finished: Option<bool>,
 }
 
 impl Checkout {
+    pub fn order_id(&self) -> Option<OrderId> {
+        self.order_id
+    }
     pub fn is_started(&self) -> bool {
         self.order_id.is_some()
     }
     pub fn deadline_ms(&self) -> i64 {
         self.deadline_ms
     }
-    pub fn allocation(&self) -> Option<&[Shipment]> {
+    pub fn allocation(&self) -> Option<&[Allocation]> {
         self.allocation.as_deref()
     }
     pub fn is_authorized(&self) -> bool {
@@ -122,7 +122,7 @@ impl Aggregate for Checkout {
             }
             _ if self.finished.is_some() => return Ok(()),
             CheckoutCommand::RecordReservation { allocation } => {
-                let order_id = self.order_id.clone().ok_or(CheckoutError::NotStarted)?;
+                let order_id = self.order_id.ok_or(CheckoutError::NotStarted)?;
                 if self.allocation.as_ref() == Some(&allocation) {
                     return Ok(());
                 }
@@ -135,7 +135,7 @@ impl Aggregate for Checkout {
                 amount_minor,
                 currency,
             } => {
-                let order_id = self.order_id.clone().ok_or(CheckoutError::NotStarted)?;
+                let order_id = self.order_id.ok_or(CheckoutError::NotStarted)?;
                 if self.authorized {
                     return Ok(());
                 }
@@ -146,10 +146,10 @@ impl Aggregate for Checkout {
                 }
             }
             CheckoutCommand::Complete => CheckoutEvent::CheckoutCompleted {
-                order_id: self.order_id.clone().ok_or(CheckoutError::NotStarted)?,
+                order_id: self.order_id.ok_or(CheckoutError::NotStarted)?,
             },
             CheckoutCommand::Fail { reason } => CheckoutEvent::CheckoutFailed {
-                order_id: self.order_id.clone().ok_or(CheckoutError::NotStarted)?,
+                order_id: self.order_id.ok_or(CheckoutError::NotStarted)?,
                 reason,
             },
         };
@@ -176,6 +176,39 @@ impl Aggregate for Checkout {
     }
 }
 
+impl crate::schema::EventSchema for CheckoutEvent {
+    const EVENTS: &'static [(&'static str, &'static str)] = &[
+        ("CheckoutStarted", "1.0"),
+        ("CheckoutStockReserved", "1.0"),
+        ("CheckoutPaymentAuthorized", "1.0"),
+        ("CheckoutCompleted", "1.0"),
+        ("CheckoutFailed", "1.0"),
+    ];
+}
+
+impl CheckoutEvent {
+    /// The order this checkout step belongs to (the aggregate id).
+    #[must_use]
+    pub fn order_id(&self) -> OrderId {
+        match self {
+            Self::CheckoutStarted { order_id, .. }
+            | Self::CheckoutStockReserved { order_id, .. }
+            | Self::CheckoutPaymentAuthorized { order_id, .. }
+            | Self::CheckoutCompleted { order_id }
+            | Self::CheckoutFailed { order_id, .. } => *order_id,
+        }
+    }
+
+    /// Whether the checkout ended with this event (completed or failed).
+    #[must_use]
+    pub fn is_terminal(&self) -> bool {
+        matches!(
+            self,
+            Self::CheckoutCompleted { .. } | Self::CheckoutFailed { .. }
+        )
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -183,9 +216,13 @@ mod tests {
 
     type F = TestFramework<Checkout>;
 
+    fn oid() -> OrderId {
+        OrderId::parse("0190f6a2-7c3e-7d41-9a51-1c2b3d4e5f60").unwrap()
+    }
+
     fn started() -> CheckoutEvent {
         CheckoutEvent::CheckoutStarted {
-            order_id: "o1".into(),
+            order_id: oid(),
             deadline_ms: 10,
         }
     }
@@ -195,7 +232,7 @@ mod tests {
         F::with(())
             .given(vec![started()])
             .when(CheckoutCommand::Start {
-                order_id: "o1".into(),
+                order_id: oid(),
                 deadline_ms: 99,
             })
             .then_expect_events(vec![]);
@@ -214,9 +251,7 @@ mod tests {
         F::with(())
             .given(vec![
                 started(),
-                CheckoutEvent::CheckoutCompleted {
-                    order_id: "o1".into(),
-                },
+                CheckoutEvent::CheckoutCompleted { order_id: oid() },
             ])
             .when(CheckoutCommand::Fail {
                 reason: "late".into(),
@@ -230,7 +265,7 @@ mod tests {
             .given(vec![
                 started(),
                 CheckoutEvent::CheckoutPaymentAuthorized {
-                    order_id: "o1".into(),
+                    order_id: oid(),
                     amount_minor: 5,
                     currency: "EUR".into(),
                 },

@@ -1,6 +1,0 @@
-SELECT feed_position, event_id, aggregate_type, aggregate_id, sequence, event_type,
-       event_version, payload, metadata, recorded_at
-  FROM events
- WHERE feed_position > ?1
- ORDER BY feed_position
- LIMIT ?2
