@@ -17,6 +17,7 @@
 //!   bus over the feed in embedded mode, behind one trait.
 //! - [`nats`]: subject, stream and consumer names derived from one prefix.
 //! - [`metadata`]: actor, request, correlation and causation ids carried by every event.
+//! - [`seeding`]: bulk writes that fill the events table for benchmarks.
 //! - [`testing`]: throwaway Postgres databases and SQLite files for tests.
 //!
 //! Architecture invariant: the store is generic over `cqrs_es::Aggregate` and runs no
@@ -32,6 +33,7 @@ pub mod nats;
 pub mod queries;
 pub mod relay;
 pub mod repository;
+pub mod seeding;
 pub mod store;
 pub mod testing;
 

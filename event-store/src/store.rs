@@ -163,12 +163,15 @@ impl Store {
     }
 
     /// Applies pending migrations; safe to run from several processes at once.
+    /// Only this crate's tables (events, snapshots, relay and consumer checkpoints, dead
+    /// letters); the other crates migrate their own (`emporium migrate` runs them all).
     pub async fn migrate(&self) -> Result<(), StoreError> {
-        match &self.db {
-            Db::Postgres(p) => sqlx::migrate!("./migrations/postgres").run(p).await?,
-            Db::Sqlite(p) => sqlx::migrate!("./migrations/sqlite").run(p).await?,
-        }
-        Ok(())
+        apply_migrations(
+            &self.db,
+            sqlx::migrate!("./migrations/postgres"),
+            sqlx::migrate!("./migrations/sqlite"),
+        )
+        .await
     }
 
     pub fn db(&self) -> &Db {
@@ -262,6 +265,21 @@ impl Store {
             .map_err(|e| StoreError::Load(e.to_string()))?;
         Ok((ctx.aggregate, ctx.current_sequence))
     }
+}
+
+/// Runs one crate's migrations (a set per backend) on `db`. Every crate owns the migrations
+/// of its own tables; they share sqlx's one history table, so each set leaves alone the
+/// versions the other crates applied. Safe to run from several processes at once.
+pub async fn apply_migrations(
+    db: &Db,
+    mut postgres: sqlx::migrate::Migrator,
+    mut sqlite: sqlx::migrate::Migrator,
+) -> Result<(), StoreError> {
+    match db {
+        Db::Postgres(p) => postgres.set_ignore_missing(true).run(p).await?,
+        Db::Sqlite(p) => sqlite.set_ignore_missing(true).run(p).await?,
+    }
+    Ok(())
 }
 
 fn stripe(aggregate_type: &str, id: &str) -> usize {

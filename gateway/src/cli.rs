@@ -1,4 +1,4 @@
-//! The command line: `emporium serve | migrate | bench`.
+//! The command line: `emporium serve | migrate | keys | timeline | projections`.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -8,6 +8,7 @@ use clap::{Args, Parser, Subcommand};
 use emporium_event_store::{Store, StoreConfig};
 
 use crate::auth::Role;
+use crate::engine::Engine;
 use crate::keys::KeyStore;
 use crate::state::{ApiConfig, AppState};
 
@@ -24,9 +25,6 @@ pub enum Command {
     Serve(ServeArgs),
     /// Apply database migrations and exit.
     Migrate(StoreArgs),
-    /// Measure the engine (see README).
-    #[command(subcommand)]
-    Bench(BenchCommand),
     /// Manage API keys.
     Keys(KeysArgs),
     /// Print every event concerning an order, in global order (auditors).
@@ -157,22 +155,6 @@ pub struct ServeArgs {
     pub metrics_public: bool,
 }
 
-#[derive(Debug, Subcommand)]
-pub enum BenchCommand {
-    /// Reserve-stock commands against Postgres versus plain INSERT baselines.
-    Commands(crate::bench::BenchArgs),
-    /// The NATS relay versus a plain pipelined publish loop of the same messages.
-    Relay(crate::bench_relay::RelayBenchArgs),
-    /// The NDJSON export of /v1/events versus `psql COPY` of the same rows.
-    Export(crate::bench_export::ExportBenchArgs),
-    /// End-to-end checkouts over HTTP: throughput and placement-to-confirmation latency.
-    Checkout(crate::bench_checkout::CheckoutBenchArgs),
-    /// Catalog search latency on a large catalog.
-    Catalog(crate::bench_catalog::CatalogBenchArgs),
-    /// Projection lag while events are appended at a steady rate.
-    Projections(crate::bench_projections::ProjectionBenchArgs),
-}
-
 /// Entry point of the binary.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -211,20 +193,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve(args) => serve(args).await,
         Command::Migrate(args) => {
-            let store = Store::open(&args.config())
-                .await
-                .context("opening and migrating the event store")?;
+            let store = open_store(&args).await?;
             println!("migrations applied ({})", store.db().kind());
             Ok(())
         }
-        Command::Bench(BenchCommand::Commands(args)) => crate::bench::run(args).await,
-        Command::Bench(BenchCommand::Relay(args)) => crate::bench_relay::run(args).await,
-        Command::Bench(BenchCommand::Export(args)) => crate::bench_export::run(args).await,
-        Command::Bench(BenchCommand::Projections(args)) => {
-            crate::bench_projections::run(args).await
-        }
-        Command::Bench(BenchCommand::Catalog(args)) => crate::bench_catalog::run(args).await,
-        Command::Bench(BenchCommand::Checkout(args)) => crate::bench_checkout::run(args).await,
         Command::Keys(args) => keys(args).await,
         Command::Timeline {
             store,
@@ -236,9 +208,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn timeline(args: StoreArgs, order_id: &str, json: bool) -> anyhow::Result<()> {
-    let store = Store::open(&args.config())
-        .await
-        .context("opening the event store")?;
+    let store = open_store(&args).await?;
     let id = emporium_domain::values::OrderId::parse(order_id)?;
     let state = AppState::new(store, None, ApiConfig::default());
     // The timeline index is a projection; bring it up to date before reading.
@@ -282,9 +252,7 @@ async fn timeline(args: StoreArgs, order_id: &str, json: bool) -> anyhow::Result
 }
 
 async fn projections(args: StoreArgs, command: ProjectionsCommand) -> anyhow::Result<()> {
-    let store = Store::open(&args.config())
-        .await
-        .context("opening the event store")?;
+    let store = open_store(&args).await?;
     match command {
         ProjectionsCommand::List => {
             let head = store.feed().head().await?;
@@ -331,9 +299,7 @@ async fn projections(args: StoreArgs, command: ProjectionsCommand) -> anyhow::Re
 }
 
 async fn keys(args: KeysArgs) -> anyhow::Result<()> {
-    let store = Store::open(&args.store.config())
-        .await
-        .context("opening the event store")?;
+    let store = open_store(&args.store).await?;
     let keys = KeyStore::new(store.db().clone(), None);
     match args.command {
         KeysCommand::Create {
@@ -384,11 +350,19 @@ async fn keys(args: KeysArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn serve(args: ServeArgs) -> anyhow::Result<()> {
-    let config = args.store.config();
-    let store = Store::open(&config)
+/// Opens the store and applies every crate's migrations.
+async fn open_store(args: &StoreArgs) -> anyhow::Result<Store> {
+    let store = Store::open(&args.config())
         .await
         .context("opening the event store")?;
+    crate::migrate::all(&store)
+        .await
+        .context("migrating the database")?;
+    Ok(store)
+}
+
+async fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    let config = args.store.config();
     match &config.database_url {
         Some(_) => tracing::info!("event store: postgres"),
         None => tracing::info!(
@@ -396,95 +370,39 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             config.data_dir.display()
         ),
     }
-    if args.demo {
-        crate::demo::seed(&store)
-            .await
-            .context("seeding demo data")?;
-    }
-    let bootstrap = args.admin_key.clone().filter(|k| !k.is_empty());
-    let config = ApiConfig {
-        idempotency_ttl: std::time::Duration::from_secs(args.idempotency_ttl_hours * 3600),
-        max_inflight_commands: args.max_inflight_commands,
-        rate_limit_per_sec: args.rate_limit,
-        rate_limit_burst: args.rate_limit_burst,
-        request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
-        metrics_public: args.metrics_public,
-    };
-    let mut state = AppState::new(store, bootstrap.as_deref(), config).with_checkout(
-        emporium_sagas::CheckoutConfig {
+    let mut builder = Engine::builder(config)
+        .listen(args.listen.clone())
+        .admin_key(args.admin_key.clone())
+        .demo(args.demo)
+        .api(ApiConfig {
+            idempotency_ttl: std::time::Duration::from_secs(args.idempotency_ttl_hours * 3600),
+            max_inflight_commands: args.max_inflight_commands,
+            rate_limit_per_sec: args.rate_limit,
+            rate_limit_burst: args.rate_limit_burst,
+            request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
+            metrics_public: args.metrics_public,
+        })
+        .checkout(emporium_sagas::CheckoutConfig {
             payment_timeout: std::time::Duration::from_secs(args.payment_timeout_secs.max(1)),
             ..Default::default()
-        },
-    );
-    let mut nats_for_saga = None;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut relay_task = None;
-    if let Some(url) = args.nats_url.clone().filter(|u| !u.is_empty()) {
-        // Start even while NATS is down: the relay catches up when it comes back.
-        let client = async_nats::ConnectOptions::new()
-            .retry_on_initial_connect()
-            .connection_timeout(std::time::Duration::from_secs(2))
-            .connect(&url)
-            .await
-            .with_context(|| format!("connecting to NATS at {url}"))?;
-        let mut relay_config = emporium_event_store::relay::RelayConfig::new(&args.nats_prefix);
-        relay_config.duplicate_window =
-            std::time::Duration::from_secs(args.nats_duplicate_window_secs.max(1));
-        let relay = emporium_event_store::relay::Relay::new(
-            state.store.clone(),
-            client.clone(),
-            relay_config,
-        );
-        nats_for_saga = Some((
-            client.clone(),
-            emporium_event_store::nats::NatsNames::new(&args.nats_prefix),
-        ));
-        state.bus = Some(crate::state::BusState {
-            client,
-            relay: relay.status(),
         });
-        let token = shutdown.clone();
-        relay_task = Some(tokio::spawn(
-            relay.run(async move { token.cancelled().await }),
-        ));
-        tracing::info!(%url, prefix = %args.nats_prefix, "relay to NATS JetStream enabled");
-    }
-    if bootstrap.is_none() && !state.keys.has_admin().await? {
-        let created = state
-            .keys
-            .create(Role::Admin, None, "created on first start")
-            .await?;
-        println!(
-            "admin key (created on first start, shown once; `emporium keys` manages keys): {}",
-            created.key
-        );
+    if let Some(url) = args.nats_url.clone().filter(|u| !u.is_empty()) {
+        tracing::info!(%url, "NATS JetStream");
+        builder = builder
+            .nats_url(url, args.nats_prefix.clone())
+            .nats_duplicate_window(std::time::Duration::from_secs(
+                args.nats_duplicate_window_secs.max(1),
+            ));
     }
     crate::metrics::handle();
-    tokio::spawn(crate::app::upkeep(state.clone()));
-    let projection_tasks = state.spawn_projections(shutdown.clone());
-    let checkout_task = state
-        .spawn_checkout(nats_for_saga, shutdown.clone())
-        .await
-        .context("starting the checkout saga")?;
-    let listener = tokio::net::TcpListener::bind(&args.listen)
-        .await
-        .with_context(|| format!("binding {}", args.listen))?;
-    let addr = listener.local_addr()?;
-    println!("emporium listening on http://{addr}");
-    let token = shutdown.clone();
-    crate::app::serve(listener, state, async move {
-        shutdown_signal().await;
-        token.cancel();
-    })
-    .await?;
-    shutdown.cancel();
-    if let Some(t) = relay_task {
-        let _ = t.await;
+    let engine = builder.start().await?;
+    if let Some(key) = &engine.created_admin_key {
+        println!(
+            "admin key (created on first start, shown once; `emporium keys` manages keys): {key}"
+        );
     }
-    for t in projection_tasks {
-        let _ = t.await;
-    }
-    let _ = checkout_task.await;
+    println!("emporium listening on {}", engine.url());
+    engine.run_until(shutdown_signal()).await?;
     println!("emporium stopped");
     Ok(())
 }

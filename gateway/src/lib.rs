@@ -9,28 +9,27 @@
 //!   context (actor, request id) that becomes event metadata.
 //! - [`auth`], [`keys`]: API keys, roles and per-route access; [`idempotency`]:
 //!   `Idempotency-Key` for commands; [`metrics`]: Prometheus.
-//! - [`cli`], [`demo`], [`bench`]: the binary's subcommands.
+//! - [`engine`]: the composition root that starts every part (serve, tests, benchmarks).
+//! - [`migrate`]: every crate's migrations, in order.
+//! - [`cli`], [`demo`]: the binary's subcommands.
 //!
 //! Architecture invariant: the gateway validates at the edge and holds no business rules;
 //! every state change goes through an aggregate in `emporium-domain` via the event store.
 
 pub mod app;
 pub mod auth;
-pub mod bench;
-pub mod bench_catalog;
-pub mod bench_checkout;
-pub mod bench_export;
-pub mod bench_projections;
-pub mod bench_relay;
 pub mod cli;
 pub mod demo;
+pub mod engine;
 pub mod error;
 pub mod extract;
 pub mod idempotency;
 pub mod keys;
 pub mod metrics;
+pub mod migrate;
 pub mod routes;
 pub mod state;
 
 pub use app::{app, serve};
+pub use engine::{Engine, EngineBuilder};
 pub use state::{ApiConfig, AppState};

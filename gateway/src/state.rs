@@ -48,7 +48,8 @@ pub struct AppState {
     pub bus: Option<BusState>,
     /// Projection runners in this process, by name.
     pub projections: Vec<(&'static str, Arc<emporium_projections::RunnerStatus>)>,
-    /// The checkout saga: its worker runs when spawned; its compensation serves cancels.
+    /// The checkout saga: its worker runs when the engine starts it; its compensation
+    /// serves cancels.
     pub checkout: Arc<emporium_sagas::CheckoutSaga>,
 }
 
@@ -77,58 +78,10 @@ impl AppState {
         }
     }
 
-    /// Replaces the saga (other provider or timeouts); call before spawning it.
-    pub fn with_checkout(mut self, config: emporium_sagas::CheckoutConfig) -> Self {
-        self.checkout = emporium_sagas::CheckoutSaga::new(
-            self.store.clone(),
-            Arc::new(emporium_sagas::Sandbox::new(self.store.db().clone())),
-            config,
-        );
+    /// Uses `saga` (another payment provider or timeouts) for checkouts and cancels.
+    #[must_use]
+    pub fn with_saga(mut self, saga: Arc<emporium_sagas::CheckoutSaga>) -> Self {
+        self.checkout = saga;
         self
-    }
-
-    /// Starts the checkout saga on the in-process bus (embedded) or on NATS.
-    pub async fn spawn_checkout(
-        &self,
-        nats: Option<(async_nats::Client, emporium_event_store::nats::NatsNames)>,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Result<tokio::task::JoinHandle<()>, emporium_event_store::bus::BusError> {
-        use emporium_event_store::bus::{
-            LocalSubscriber, NatsSubscriber, Subscriber, SubscriberConfig,
-        };
-        // The worker acks as soon as the checkout has started, so a delivery stays unacked
-        // only when its worker died: redeliver it soon.
-        let config = SubscriberConfig {
-            aggregate_type: Some("Order".into()),
-            ack_wait: std::time::Duration::from_secs(10),
-            ..SubscriberConfig::new("checkout")
-        };
-        let subscriber: Box<dyn Subscriber> = match nats {
-            Some((client, names)) => {
-                Box::new(NatsSubscriber::connect(client, names, config).await?)
-            }
-            None => Box::new(LocalSubscriber::open(self.store.clone(), config).await?),
-        };
-        let saga = self.checkout.clone();
-        Ok(tokio::spawn(saga.run(subscriber, async move {
-            shutdown.cancelled().await
-        })))
-    }
-
-    /// Starts a runner for every projection; they stop when `shutdown` is cancelled.
-    pub fn spawn_projections(
-        &mut self,
-        shutdown: tokio_util::sync::CancellationToken,
-    ) -> Vec<tokio::task::JoinHandle<()>> {
-        let mut handles = Vec::new();
-        for p in emporium_projections::all() {
-            let runner = emporium_projections::Runner::new(self.store.clone(), p);
-            self.projections.push((runner.name(), runner.status()));
-            let token = shutdown.clone();
-            handles.push(tokio::spawn(
-                runner.run(async move { token.cancelled().await }),
-            ));
-        }
-        handles
     }
 }

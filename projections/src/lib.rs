@@ -147,3 +147,15 @@ pub async fn dump(db: &Db, projection: &dyn Projection, gen: i64) -> Result<Vec<
     }
     Ok(lines)
 }
+
+/// Creates this crate's tables (the projection registry) on `db`.
+pub async fn migrate(
+    db: &emporium_event_store::Db,
+) -> std::result::Result<(), emporium_event_store::StoreError> {
+    emporium_event_store::store::apply_migrations(
+        db,
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
+    .await
+}

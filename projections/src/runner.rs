@@ -53,6 +53,14 @@ pub async fn state(db: &Db, name: &str) -> Result<(i64, i64)> {
     Ok(row.unwrap_or((1, 0)))
 }
 
+/// The position of the projection furthest behind (`None` before any is registered).
+pub async fn slowest_position(db: &Db) -> Result<Option<i64>> {
+    let min: Option<i64> = on_db!(db, pool => {
+        sqlx::query_scalar("SELECT MIN(position) FROM projections").fetch_one(pool).await?
+    });
+    Ok(min)
+}
+
 /// Locks the registry row inside `tx` and returns (generation, position).
 async fn lock(tx: &mut Tx, name: &str) -> Result<(i64, i64)> {
     let touch = tx.sql("UPDATE projections SET updated_at = $1 WHERE name = $2");

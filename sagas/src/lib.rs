@@ -18,3 +18,15 @@ pub mod worker;
 pub use emporium_domain::Checkout;
 pub use payment::{PaymentProvider, Sandbox};
 pub use worker::{CheckoutConfig, CheckoutSaga, Outcome};
+
+/// Creates this crate's tables (the sandbox payment provider's log) on `db`.
+pub async fn migrate(
+    db: &emporium_event_store::Db,
+) -> Result<(), emporium_event_store::StoreError> {
+    emporium_event_store::store::apply_migrations(
+        db,
+        sqlx::migrate!("./migrations/postgres"),
+        sqlx::migrate!("./migrations/sqlite"),
+    )
+    .await
+}

@@ -9,7 +9,7 @@ use emporium_event_store::testing::{TestDataDir, TestDatabase};
 use emporium_event_store::Store;
 use emporium_gateway::app::RouteSpec;
 use emporium_gateway::keys::Role;
-use emporium_gateway::{ApiConfig, AppState};
+use emporium_gateway::{ApiConfig, AppState, Engine, EngineBuilder};
 use serde_json::{json, Value};
 
 pub const ADMIN_KEY: &str = "test-admin-key";
@@ -34,16 +34,9 @@ pub struct TestApp {
     pub state: AppState,
     /// Every registered route with its access rule.
     pub routes: Vec<RouteSpec>,
+    /// The running engine (stopped when the app is dropped).
+    pub engine: Engine,
     _holder: Holder,
-    server: tokio::task::JoinHandle<()>,
-    shutdown: tokio_util::sync::CancellationToken,
-}
-
-impl Drop for TestApp {
-    fn drop(&mut self) {
-        self.shutdown.cancel();
-        self.server.abort();
-    }
 }
 
 /// A response's status and body (parsed as JSON when it is JSON).
@@ -60,7 +53,7 @@ impl TestApp {
     }
 
     pub async fn spawn_with(backend: Backend, config: ApiConfig) -> Self {
-        Self::spawn_full(backend, config, None).await
+        Self::start(backend, |b| b.api(config).run_checkout(false)).await
     }
 
     /// With the checkout saga running (on the in-process bus, or on NATS with its relay when
@@ -70,16 +63,21 @@ impl TestApp {
         checkout: emporium_sagas::CheckoutConfig,
         nats: Option<&emporium_event_store::testing::TestNats>,
     ) -> Self {
-        Self::spawn_full(backend, ApiConfig::default(), Some((checkout, nats))).await
+        Self::start(backend, |b| {
+            let b = b.checkout(checkout);
+            match nats {
+                Some(n) => b.nats_client(n.client.clone(), n.prefix.clone()),
+                None => b,
+            }
+        })
+        .await
     }
 
-    async fn spawn_full(
+    /// The engine, as `emporium serve` starts it, on a fresh database or embedded store and
+    /// a loopback port; `configure` adjusts the builder (payment provider, NATS, ...).
+    pub async fn start(
         backend: Backend,
-        config: ApiConfig,
-        checkout: Option<(
-            emporium_sagas::CheckoutConfig,
-            Option<&emporium_event_store::testing::TestNats>,
-        )>,
+        configure: impl FnOnce(EngineBuilder) -> EngineBuilder,
     ) -> Self {
         if std::env::var("TEST_LOG").is_ok() {
             let _ = tracing_subscriber_init();
@@ -94,49 +92,16 @@ impl TestApp {
                 (dir.store(8).await, Holder::Sqlite(dir))
             }
         };
-        let mut state = AppState::new(store.clone(), Some(ADMIN_KEY), config);
-        let shutdown = tokio_util::sync::CancellationToken::new();
-        state.spawn_projections(shutdown.clone());
-        if let Some((saga_config, nats)) = checkout {
-            state = state.with_checkout(saga_config);
-            let nats = match nats {
-                Some(n) => {
-                    let relay = emporium_event_store::relay::Relay::new(
-                        store.clone(),
-                        n.client.clone(),
-                        emporium_event_store::relay::RelayConfig::new(&n.prefix),
-                    );
-                    let token = shutdown.clone();
-                    tokio::spawn(relay.run(async move { token.cancelled().await }));
-                    Some((n.client.clone(), n.names()))
-                }
-                None => None,
-            };
-            state
-                .spawn_checkout(nats, shutdown.clone())
-                .await
-                .expect("start the checkout saga");
-        }
-        let built = emporium_gateway::app::build(state.clone());
-        let routes = built.routes.clone();
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind a loopback port");
-        let addr = listener.local_addr().expect("local addr");
-        let router = built.router;
-        let server = tokio::spawn(async move {
-            let _ =
-                emporium_gateway::app::serve_router(listener, router, std::future::pending()).await;
-        });
+        let builder = Engine::on_store(store).admin_key(Some(ADMIN_KEY.to_string()));
+        let engine = configure(builder).start().await.expect("start the engine");
         Self {
-            base: format!("http://{addr}"),
+            base: engine.url(),
             client: reqwest::Client::new(),
-            store,
-            state,
-            routes,
+            store: engine.state.store.clone(),
+            state: engine.state.clone(),
+            routes: engine.routes.clone(),
+            engine,
             _holder: holder,
-            server,
-            shutdown,
         }
     }
 

@@ -1,4 +1,4 @@
-//! `emporium bench relay`: how fast the relay moves the feed into JetStream, against a plain
+//! `emporium-bench relay`: how fast the relay moves the feed into JetStream, against a plain
 //! pipelined async-nats publish loop of the very same messages (subject, body, headers,
 //! message id, same number of acks in flight) measured in the same run on the same server.
 
@@ -16,26 +16,26 @@ use emporium_event_store::{Db, Store};
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Debug, Args)]
-pub struct RelayBenchArgs {
+pub(crate) struct RelayBenchArgs {
     /// Postgres server; a throwaway database is created there.
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
     #[arg(long, env = "NATS_URL", default_value = "nats://127.0.0.1:4222")]
-    pub nats_url: String,
+    pub(crate) nats_url: String,
     /// Events to relay.
     #[arg(long, default_value_t = 200_000)]
-    pub events: usize,
+    pub(crate) events: usize,
     /// Rounds (each runs the baseline, then the relay, on fresh streams).
     #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
+    pub(crate) rounds: usize,
 }
 
-pub async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
-    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+pub(crate) async fn run(args: RelayBenchArgs) -> anyhow::Result<()> {
+    crate::commands::throwaway(&args.database_url.clone(), false, |url| async move {
         bench(&args, &url).await
     })
     .await

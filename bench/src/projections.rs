@@ -1,4 +1,4 @@
-//! `emporium bench projections`: projection lag under a steady append rate. A writer
+//! `emporium-bench projections`: projection lag under a steady append rate. A writer
 //! appends shop events (products, stock, orders, confirmations) at `--rate` events/s in
 //! 10 ms batches while the three projection runners follow; for every batch we record the
 //! time from its commit until every projection's position covers it.
@@ -10,29 +10,30 @@ use std::time::{Duration, Instant};
 use clap::Args;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{Db, EventMetadata, Store};
+use emporium_gateway::Engine;
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::json;
 use uuid::Uuid;
 
 #[derive(Debug, Args)]
-pub struct ProjectionBenchArgs {
+pub(crate) struct ProjectionBenchArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
     /// Events appended per second.
     #[arg(long, default_value_t = 2000)]
-    pub rate: u64,
+    pub(crate) rate: u64,
     /// Seconds to run.
     #[arg(long, default_value_t = 30)]
-    pub duration: u64,
+    pub(crate) duration: u64,
 }
 
-pub async fn run(args: ProjectionBenchArgs) -> anyhow::Result<()> {
-    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+pub(crate) async fn run(args: ProjectionBenchArgs) -> anyhow::Result<()> {
+    crate::commands::throwaway(&args.database_url.clone(), false, |url| async move {
         bench(&args, &url).await
     })
     .await
@@ -73,28 +74,26 @@ async fn bench(args: &ProjectionBenchArgs, url: &str) -> anyhow::Result<()> {
     let pool = connect_postgres(url, 12).await?;
     let store = Store::from_db(Db::Postgres(pool.clone()));
     store.migrate().await?;
-    let stop = tokio_util::sync::CancellationToken::new();
-    let mut runners = Vec::new();
-    for p in emporium_projections::all() {
-        emporium_projections::runner::ensure(store.db(), p.as_ref()).await?;
-        let token = stop.clone();
-        runners.push(tokio::spawn(
-            emporium_projections::Runner::new(store.clone(), p)
-                .run(async move { token.cancelled().await }),
-        ));
-    }
+    let engine = Engine::on_store(store.clone())
+        .admin_key(Some("bench-key".into()))
+        .run_checkout(false)
+        .start()
+        .await?;
 
     let per_batch = (args.rate / 100).max(1) as usize;
     let pending: Arc<Mutex<Vec<(i64, Instant)>>> = Arc::default();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
     let done = Arc::new(AtomicBool::new(false));
     let poller = {
-        let (pending, hist, done, pool) =
-            (pending.clone(), hist.clone(), done.clone(), pool.clone());
+        let (pending, hist, done, db) = (
+            pending.clone(),
+            hist.clone(),
+            done.clone(),
+            store.db().clone(),
+        );
         tokio::spawn(async move {
             loop {
-                let min: Option<i64> = sqlx::query_scalar("SELECT MIN(position) FROM projections")
-                    .fetch_one(&pool)
+                let min = emporium_projections::runner::slowest_position(&db)
                     .await
                     .unwrap_or(None);
                 let now = Instant::now();
@@ -129,19 +128,7 @@ async fn bench(args: &ProjectionBenchArgs, url: &str) -> anyhow::Result<()> {
         tick.tick().await;
         k += 1;
         let rows = batch(per_batch, k);
-        let mut q = sqlx::QueryBuilder::new(
-            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
-        );
-        q.push_values(rows.iter(), |mut b, (t, id, seq, et, payload)| {
-            b.push_bind(t)
-                .push_bind(id)
-                .push_bind(seq)
-                .push_bind(et)
-                .push_bind("1.0")
-                .push_bind(payload)
-                .push_bind(&meta);
-        });
-        q.build().execute(&pool).await?;
+        emporium_event_store::seeding::append_rows(&pool, &rows, &meta).await?;
         appended += rows.len() as i64;
         if let Ok(mut p) = pending.lock() {
             p.push((appended, Instant::now()));
@@ -152,10 +139,7 @@ async fn bench(args: &ProjectionBenchArgs, url: &str) -> anyhow::Result<()> {
     let rate = appended as f64 / started.elapsed().as_secs_f64();
     done.store(true, Ordering::Relaxed);
     tokio::time::timeout(Duration::from_secs(120), poller).await??;
-    stop.cancel();
-    for r in runners {
-        let _ = r.await;
-    }
+    engine.stop().await;
     let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
     let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(

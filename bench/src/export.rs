@@ -1,4 +1,4 @@
-//! `emporium bench export`: how fast `GET /v1/events` streams the feed as NDJSON, against
+//! `emporium-bench export`: how fast `GET /v1/events` streams the feed as NDJSON, against
 //! `psql`'s `COPY ... TO STDOUT` of the same rows and columns (the database's own bulk
 //! export, the ceiling) measured in the same run on the same server, alternating.
 //!
@@ -11,66 +11,35 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context};
 use clap::Args;
 use emporium_event_store::store::connect_postgres;
-use emporium_event_store::{Db, Store};
+use emporium_event_store::{seeding, Db, Store};
+use emporium_gateway::Engine;
 use indicatif::{ProgressBar, ProgressStyle};
 use sqlx::PgPool;
 use tokio::io::AsyncReadExt;
 
 #[derive(Debug, Args)]
-pub struct ExportBenchArgs {
+pub(crate) struct ExportBenchArgs {
     /// Postgres server; a throwaway database is created there (and dropped).
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
     /// Events in the feed to export.
     #[arg(long, default_value_t = 1_000_000)]
-    pub events: u64,
+    pub(crate) events: u64,
     /// Rounds; each runs `psql COPY`, then the HTTP export.
     #[arg(long, default_value_t = 2)]
-    pub rounds: usize,
+    pub(crate) rounds: usize,
 }
 
 /// Rows per fill statement (one progress step).
 const FILL_BATCH: u64 = 50_000;
 const KEY: &str = "bench-key";
 
-/// The bench's rows: orders going through four events each, with ~200-byte payloads and the
-/// metadata every command writes. Positions are stamped as the rows go in: a fresh database
-/// has no concurrent writers, so `global_position` order is commit order.
-const FILL_SQL: &str = r#"
-INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                    payload, metadata, global_position, feed_position)
-SELECT 'Order',
-       'order-' || ((i - 1) / 4),
-       (i - 1) % 4 + 1,
-       t.event_type,
-       '1.0',
-       jsonb_build_object(t.event_type, jsonb_build_object(
-           'order_id', md5(((i - 1) / 4)::text)::uuid,
-           'customer_id', 'c-' || (i % 5000),
-           'lines', jsonb_build_array(jsonb_build_object(
-               'sku', 'SKU-' || lpad((i % 1000)::text, 5, '0'),
-               'qty', 1 + i % 5,
-               'unit_price_minor', 100 + (i * 7) % 10000)),
-           'currency', 'EUR',
-           'total_minor', (1 + i % 5) * (100 + (i * 7) % 10000),
-           'shipping_region', 'eu-west')),
-       jsonb_build_object('actor', 'system:bench',
-                          'request_id', gen_random_uuid(),
-                          'correlation_id', gen_random_uuid(),
-                          'causation_id', gen_random_uuid()),
-       i,
-       i
-  FROM generate_series($1::bigint, $2::bigint) AS i,
-       LATERAL (SELECT (ARRAY['OrderPlaced', 'PaymentAuthorized', 'OrderConfirmed',
-                              'OrderShipped'])[(i - 1) % 4 + 1] AS event_type) AS t
-"#;
-
-pub async fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
-    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+pub(crate) async fn run(args: ExportBenchArgs) -> anyhow::Result<()> {
+    crate::commands::throwaway(&args.database_url.clone(), false, |url| async move {
         bench(&args, &url).await
     })
     .await
@@ -82,12 +51,7 @@ async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
     store.migrate().await?;
     fill(&pool, args.events).await?;
 
-    let sizes: (i64, i64) = sqlx::query_as(
-        "SELECT COALESCE(SUM(octet_length(payload::text)), 0)::bigint / COUNT(*), \
-                COALESCE(SUM(octet_length(metadata::text)), 0)::bigint / COUNT(*) FROM events",
-    )
-    .fetch_one(&pool)
-    .await?;
+    let sizes = seeding::average_sizes(&pool).await?;
     println!(
         "{} events, payload ~{} bytes, metadata ~{} bytes as text",
         args.events, sizes.0, sizes.1
@@ -113,16 +77,14 @@ async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
     println!("export plan: {scan}");
 
     // The gateway, in process, on a loopback port.
-    let state = crate::AppState::new(store, Some(KEY), crate::ApiConfig::default());
-    let router = crate::app::build(state).router;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let server = tokio::spawn(crate::app::serve_router(listener, router, async {
-        let _ = stopped.await;
-    }));
+    let engine = Engine::on_store(store)
+        .admin_key(Some(KEY.into()))
+        .run_projections(false)
+        .run_checkout(false)
+        .start()
+        .await?;
     let client = reqwest::Client::new();
-    let endpoint = format!("http://{addr}/v1/events");
+    let endpoint = format!("{}/v1/events", engine.url());
 
     let copy_sql = copy_statement(args.events);
     // psql gets the same database, in the server URL's own form (psql rejects sqlx's extra
@@ -169,8 +131,7 @@ async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
             export.line()
         );
     }
-    let _ = stop.send(());
-    let _ = server.await;
+    engine.stop().await;
     outcome?;
     let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
     println!(
@@ -188,10 +149,7 @@ async fn fill(pool: &PgPool, events: u64) -> anyhow::Result<()> {
     let mut next = 1;
     while next <= events {
         let last = (next + FILL_BATCH - 1).min(events);
-        sqlx::query(FILL_SQL)
-            .bind(next as i64)
-            .bind(last as i64)
-            .execute(pool)
+        seeding::synthetic_orders(pool, next as i64, last as i64)
             .await
             .context("filling the events table")?;
         bar.set_position(last);
@@ -200,7 +158,7 @@ async fn fill(pool: &PgPool, events: u64) -> anyhow::Result<()> {
     bar.finish_and_clear();
     let spinner = ProgressBar::new_spinner().with_message("VACUUM ANALYZE events");
     spinner.enable_steady_tick(Duration::from_millis(200));
-    sqlx::raw_sql("VACUUM ANALYZE events").execute(pool).await?;
+    seeding::vacuum_analyze(pool).await?;
     spinner.finish_and_clear();
     Ok(())
 }

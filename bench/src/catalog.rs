@@ -1,4 +1,4 @@
-//! `emporium bench catalog`: catalog search latency on a large catalog (default 100,000
+//! `emporium-bench catalog`: catalog search latency on a large catalog (default 100,000
 //! products) on Postgres: typo'd and exact text queries, category and price filters, in-stock
 //! only, with facets, as `GET /v1/catalog/products` runs them.
 
@@ -11,22 +11,22 @@ use emporium_projections::catalog::{self, Search, Sort};
 use hdrhistogram::Histogram;
 
 #[derive(Debug, Args)]
-pub struct CatalogBenchArgs {
+pub(crate) struct CatalogBenchArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
     #[arg(long, default_value_t = 100_000)]
-    pub products: i64,
+    pub(crate) products: i64,
     /// Searches to time.
     #[arg(long, default_value_t = 600)]
-    pub searches: usize,
+    pub(crate) searches: usize,
 }
 
-pub async fn run(args: CatalogBenchArgs) -> anyhow::Result<()> {
-    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+pub(crate) async fn run(args: CatalogBenchArgs) -> anyhow::Result<()> {
+    crate::commands::throwaway(&args.database_url.clone(), false, |url| async move {
         bench(&args, &url).await
     })
     .await

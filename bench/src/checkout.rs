@@ -1,4 +1,4 @@
-//! `emporium bench checkout`: end-to-end checkouts over HTTP. The engine runs in-process on
+//! `emporium-bench checkout`: end-to-end checkouts over HTTP. The engine runs in-process on
 //! a throwaway Postgres database (with NATS and the relay when `--nats-url` is given, else
 //! the in-process bus); `--clients` concurrent clients place three-line orders for
 //! `--duration` seconds; a feed subscriber times each order from placement to
@@ -16,27 +16,28 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use uuid::Uuid;
 
-use crate::{ApiConfig, AppState};
+use emporium_domain::{Order, OrderEvent};
+use emporium_gateway::{ApiConfig, Engine};
 
 #[derive(Debug, Args)]
-pub struct CheckoutBenchArgs {
+pub(crate) struct CheckoutBenchArgs {
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
     /// Use NATS (relay + durable consumer) instead of the in-process bus.
     #[arg(long)]
-    pub nats_url: Option<String>,
+    pub(crate) nats_url: Option<String>,
     #[arg(long, default_value_t = 32)]
-    pub clients: usize,
+    pub(crate) clients: usize,
     #[arg(long, default_value_t = 20)]
-    pub duration: u64,
+    pub(crate) duration: u64,
 }
 
-pub async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
-    crate::bench::throwaway(&args.database_url.clone(), false, |url| async move {
+pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
+    crate::commands::throwaway(&args.database_url.clone(), false, |url| async move {
         bench(&args, &url).await
     })
     .await
@@ -44,41 +45,24 @@ pub async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
 
 async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<()> {
     let store = Store::from_db(Db::Postgres(connect_postgres(url, 48).await?));
-    store.migrate().await?;
-    let shutdown = tokio_util::sync::CancellationToken::new();
-    let mut state = AppState::new(
-        store.clone(),
-        Some("bench-key"),
-        ApiConfig {
+    let mut builder = Engine::on_store(store.clone())
+        .admin_key(Some("bench-key".into()))
+        .api(ApiConfig {
             max_inflight_commands: 10_000,
             ..ApiConfig::default()
-        },
-    );
-    state.spawn_projections(shutdown.clone());
-    let nats = match &args.nats_url {
-        Some(u) => {
-            let client = async_nats::connect(u).await?;
-            let prefix = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
-            let relay = emporium_event_store::relay::Relay::new(
-                store.clone(),
-                client.clone(),
-                emporium_event_store::relay::RelayConfig::new(&prefix),
-            );
-            let t = shutdown.clone();
-            tokio::spawn(relay.run(async move { t.cancelled().await }));
-            Some((client, emporium_event_store::nats::NatsNames::new(&prefix)))
-        }
-        None => None,
-    };
-    let cleanup = nats.clone();
-    state.spawn_checkout(nats, shutdown.clone()).await?;
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let base = format!("http://{}", listener.local_addr()?);
-    let router = crate::app::build(state.clone()).router;
-    let t = shutdown.clone();
-    tokio::spawn(crate::app::serve_router(listener, router, async move {
-        t.cancelled().await
-    }));
+        });
+    let mut cleanup = None;
+    if let Some(u) = &args.nats_url {
+        let client = async_nats::connect(u).await?;
+        let prefix = format!("bench{}", &Uuid::new_v4().simple().to_string()[..8]);
+        cleanup = Some((
+            client.clone(),
+            emporium_event_store::nats::NatsNames::new(&prefix),
+        ));
+        builder = builder.nats_client(client, prefix);
+    }
+    let engine = builder.start().await?;
+    let base = engine.url();
 
     let client = reqwest::Client::new();
     let post = |path: &str, body: serde_json::Value| {
@@ -131,7 +115,13 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<()> {
             let mut sub = store.feed().subscribe(head).with_batch_size(1000);
             while let Ok(batch) = sub.next_batch().await {
                 let now = Instant::now();
-                for e in batch.iter().filter(|e| e.event_type == "OrderConfirmed") {
+                let confirmations = batch.iter().filter(|e| {
+                    matches!(
+                        store.upcasters().decode::<Order, _>(e).map(|e| e.payload),
+                        Ok(OrderEvent::OrderConfirmed { .. })
+                    )
+                });
+                for e in confirmations {
                     if let Some(at) = placed_at
                         .lock()
                         .ok()
@@ -197,7 +187,7 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<()> {
     let total = started.elapsed().as_secs_f64();
     let done = confirmed.load(Ordering::Relaxed);
     follower.abort();
-    shutdown.cancel();
+    engine.stop().await;
     let (p50, p95, p99) = {
         let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
         let ms = |q: f64| h.value_at_quantile(q) as f64 / 1000.0;

@@ -1,4 +1,4 @@
-//! `emporium bench commands`: the reserve-stock command path against Postgres, measured
+//! `emporium-bench commands`: the reserve-stock command path against Postgres, measured
 //! beside baselines taken in the same run on the same server, so the ratios hold even
 //! when absolute figures swing with load on a shared machine.
 //!
@@ -27,26 +27,26 @@ use sqlx::postgres::PgPoolOptions;
 use sqlx::{Connection, PgPool};
 
 #[derive(Debug, Args)]
-pub struct BenchArgs {
+pub(crate) struct BenchArgs {
     /// Postgres server to benchmark on; a throwaway database is created there.
     #[arg(
         long,
         env = "DATABASE_URL",
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
-    pub database_url: String,
+    pub(crate) database_url: String,
     /// Seconds per mode and concurrency.
     #[arg(long, default_value_t = 10)]
-    pub duration: u64,
+    pub(crate) duration: u64,
     /// Concurrency levels (comma separated).
     #[arg(long, value_delimiter = ',', default_value = "16,64")]
-    pub concurrency: Vec<usize>,
+    pub(crate) concurrency: Vec<usize>,
     /// Number of stock items the workload picks from at random.
     #[arg(long, default_value_t = 10_000)]
-    pub items: usize,
+    pub(crate) items: usize,
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]
-    pub keep: bool,
+    pub(crate) keep: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,7 +76,7 @@ struct Outcome {
     errors: u64,
 }
 
-pub async fn run(args: BenchArgs) -> anyhow::Result<()> {
+pub(crate) async fn run(args: BenchArgs) -> anyhow::Result<()> {
     let (server, keep) = (args.database_url.clone(), args.keep);
     throwaway(&server, keep, |url| async move { bench(&args, &url).await }).await
 }
@@ -124,9 +124,7 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
     let pool = connect_postgres(url, 16).await?;
     let store = Store::from_db(Db::Postgres(pool.clone()));
     store.migrate().await?;
-    sqlx::raw_sql(include_str!("bench.sql"))
-        .execute(&pool)
-        .await?;
+    emporium_event_store::seeding::create_baseline_tables(&pool).await?;
 
     // Seed: every item receives plenty of stock so reservations never run out.
     let bar = progress(args.items as u64, "seeding stock items");
@@ -163,12 +161,7 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
     }
     bar.finish();
     // postgres-es's own table gets the same starting state.
-    sqlx::query(
-        "INSERT INTO plain_events SELECT aggregate_type, aggregate_id, sequence, event_type, \
-         event_version, payload::json, metadata::json FROM events",
-    )
-    .execute(&pool)
-    .await?;
+    emporium_event_store::seeding::copy_to_postgres_es_table(&pool, "plain_events").await?;
     pool.close().await;
 
     let mut outcomes = Vec::new();

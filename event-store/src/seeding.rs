@@ -1,0 +1,115 @@
+//! Bulk writes for benchmarks: rows put straight into the events table (bypassing
+//! aggregates) so a benchmark can start from millions of events in seconds. Never used by
+//! the engine itself. It lives here because the events table is this crate's.
+
+use sqlx::PgPool;
+
+use crate::StoreError;
+
+/// The bench's rows: orders going through four events each, with ~200-byte payloads and the
+/// metadata every command writes. Positions are stamped as the rows go in: a fresh database
+/// has no concurrent writers, so `global_position` order is commit order.
+const SYNTHETIC_ORDERS_SQL: &str = r#"
+INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                    payload, metadata, global_position, feed_position)
+SELECT 'Order',
+       'order-' || ((i - 1) / 4),
+       (i - 1) % 4 + 1,
+       t.event_type,
+       '1.0',
+       jsonb_build_object(t.event_type, jsonb_build_object(
+           'order_id', md5(((i - 1) / 4)::text)::uuid,
+           'customer_id', 'c-' || (i % 5000),
+           'lines', jsonb_build_array(jsonb_build_object(
+               'sku', 'SKU-' || lpad((i % 1000)::text, 5, '0'),
+               'qty', 1 + i % 5,
+               'unit_price_minor', 100 + (i * 7) % 10000)),
+           'currency', 'EUR',
+           'total_minor', (1 + i % 5) * (100 + (i * 7) % 10000),
+           'shipping_region', 'eu-west')),
+       jsonb_build_object('actor', 'system:bench',
+                          'request_id', gen_random_uuid(),
+                          'correlation_id', gen_random_uuid(),
+                          'causation_id', gen_random_uuid()),
+       i,
+       i
+  FROM generate_series($1::bigint, $2::bigint) AS i,
+       LATERAL (SELECT (ARRAY['OrderPlaced', 'OrderConfirmed', 'OrderRejected',
+                              'OrderCancelled'])[(i - 1) % 4 + 1] AS event_type) AS t
+"#;
+
+/// Fills positions `from..=to` with synthetic order events (four per order, ~200-byte
+/// payloads, the metadata every command writes), stamped as they go in: only for a fresh
+/// database without concurrent writers.
+pub async fn synthetic_orders(pool: &PgPool, from: i64, to: i64) -> Result<(), StoreError> {
+    sqlx::query(SYNTHETIC_ORDERS_SQL)
+        .bind(from)
+        .bind(to)
+        .execute(pool)
+        .await?;
+    Ok(())
+}
+
+/// Average payload and metadata sizes, as text, in bytes.
+pub async fn average_sizes(pool: &PgPool) -> Result<(i64, i64), StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT COALESCE(SUM(octet_length(payload::text)), 0)::bigint / GREATEST(COUNT(*), 1), \
+                COALESCE(SUM(octet_length(metadata::text)), 0)::bigint / GREATEST(COUNT(*), 1) \
+           FROM events",
+    )
+    .fetch_one(pool)
+    .await?)
+}
+
+/// `VACUUM ANALYZE events`, so plans see the filled table.
+pub async fn vacuum_analyze(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::raw_sql("VACUUM ANALYZE events").execute(pool).await?;
+    Ok(())
+}
+
+/// Copies every event into `table`, a postgres-es events table (json columns), so plain
+/// cqrs-es starts from the same state.
+pub async fn copy_to_postgres_es_table(pool: &PgPool, table: &str) -> Result<(), StoreError> {
+    if !table.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(StoreError::Config(format!("bad table name {table}")));
+    }
+    sqlx::query(&format!(
+        "INSERT INTO {table} SELECT aggregate_type, aggregate_id, sequence, event_type, \
+         event_version, payload::json, metadata::json FROM events"
+    ))
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Appends `(aggregate_type, aggregate_id, sequence, event_type, payload)` rows at version
+/// 1.0 with `metadata`, in one statement.
+pub async fn append_rows(
+    pool: &PgPool,
+    rows: &[(String, String, i64, String, serde_json::Value)],
+    metadata: &serde_json::Value,
+) -> Result<(), StoreError> {
+    let mut q = sqlx::QueryBuilder::new(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, payload, metadata) ",
+    );
+    q.push_values(rows.iter(), |mut b, (t, id, seq, et, payload)| {
+        b.push_bind(t)
+            .push_bind(id)
+            .push_bind(seq)
+            .push_bind(et)
+            .push_bind("1.0")
+            .push_bind(payload)
+            .push_bind(metadata);
+    });
+    q.build().execute(pool).await?;
+    Ok(())
+}
+
+/// The baseline tables of `emporium-bench commands`: `bench_events` shaped like `events`
+/// (for the plain INSERT baselines) and postgres-es's own `plain_events`/`plain_snapshots`.
+pub async fn create_baseline_tables(pool: &PgPool) -> Result<(), StoreError> {
+    sqlx::raw_sql(include_str!("../sql/bench_tables.sql"))
+        .execute(pool)
+        .await?;
+    Ok(())
+}
