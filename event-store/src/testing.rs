@@ -248,11 +248,23 @@ impl Drop for NatsServer {
     }
 }
 
+/// The aggregate type of the events [`append_raw`] writes: a real domain type (every reader
+/// decodes what it reads, and an unknown type is an error), which the tests that use it
+/// never produce through commands (they do not run the checkout saga).
+pub const RAW_AGGREGATE_TYPE: &str = "Checkout";
+/// The event type of the events [`append_raw`] writes.
+pub const RAW_EVENT_TYPE: &str = "CheckoutCompleted";
+
+/// The payload of every event [`append_raw`] writes: a valid `CheckoutCompleted`.
+pub fn raw_payload() -> serde_json::Value {
+    serde_json::json!({"CheckoutCompleted": {"order_id": "0190f6a2-7c3e-7d41-9a51-1c2b3d4e5f60"}})
+}
+
 /// Appends `n` events for one aggregate straight into the events table in one transaction,
 /// bypassing aggregates (for feed and relay tests that need volume). Returns their ids.
 pub async fn append_raw(db: &Db, aggregate_id: &str, first_seq: i64, n: i64) -> Vec<Uuid> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::now_v7()).collect();
-    let payload = serde_json::json!({"Raw": {"n": 1}}).to_string();
+    let payload = raw_payload().to_string();
     let metadata = serde_json::to_string(&crate::EventMetadata::system("test").to_map())
         .expect("metadata json");
     let mut sql = String::from(
@@ -266,7 +278,7 @@ pub async fn append_raw(db: &Db, aggregate_id: &str, first_seq: i64, n: i64) -> 
         let b = i * 4;
         match db {
             Db::Postgres(_) => sql.push_str(&format!(
-                "('Raw', ${}, ${}, 'Raw', '1.0', ${}::jsonb, '{}'::jsonb, ${})",
+                "('{RAW_AGGREGATE_TYPE}', ${}, ${}, '{RAW_EVENT_TYPE}', '1.0', ${}::jsonb, '{}'::jsonb, ${})",
                 b + 1,
                 b + 2,
                 b + 3,
@@ -274,7 +286,7 @@ pub async fn append_raw(db: &Db, aggregate_id: &str, first_seq: i64, n: i64) -> 
                 b + 4
             )),
             Db::Sqlite(_) => sql.push_str(&format!(
-                "('Raw', ?{}, ?{}, 'Raw', '1.0', ?{}, '{}', ?{})",
+                "('{RAW_AGGREGATE_TYPE}', ?{}, ?{}, '{RAW_EVENT_TYPE}', '1.0', ?{}, '{}', ?{})",
                 b + 1,
                 b + 2,
                 b + 3,
@@ -390,4 +402,114 @@ pub async fn assert_stream_matches_store(
         assert!(e.position > prev, "{} out of order", m.subject);
     }
     assert_eq!(seen_ids.len() as u64, expected);
+}
+
+/// Stores one event exactly as given (any JSON, any version), bypassing aggregates and
+/// upcasters: how a test puts an event of an older shape in the log.
+#[allow(clippy::too_many_arguments)]
+pub async fn append_stored(
+    db: &Db,
+    aggregate_type: &str,
+    aggregate_id: &str,
+    sequence: i64,
+    event_type: &str,
+    event_version: &str,
+    payload: &serde_json::Value,
+    metadata: &crate::EventMetadata,
+) -> Uuid {
+    let id = Uuid::now_v7();
+    let meta = serde_json::to_string(&metadata.to_map()).expect("metadata json");
+    let sql = db.sql(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version, \
+         payload, metadata, event_id) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+    );
+    match db {
+        Db::Postgres(pool) => {
+            let sql = sql.replace("$6", "$6::jsonb").replace("$7", "$7::jsonb");
+            sqlx::query(&sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .bind(event_type)
+                .bind(event_version)
+                .bind(payload.to_string())
+                .bind(meta)
+                .bind(id)
+                .execute(pool)
+                .await
+                .expect("store an event");
+        }
+        Db::Sqlite(pool) => {
+            sqlx::query(&sql)
+                .bind(aggregate_type)
+                .bind(aggregate_id)
+                .bind(sequence)
+                .bind(event_type)
+                .bind(event_version)
+                .bind(payload.to_string())
+                .bind(meta)
+                .bind(id.to_string())
+                .execute(pool)
+                .await
+                .expect("store an event");
+        }
+    }
+    id
+}
+
+/// Rewrites every stored `event_type` event: its payload through `f` and its version to
+/// `version`. How a test makes the log look as if an older release had written it.
+pub async fn rewrite_stored(
+    db: &Db,
+    event_type: &str,
+    version: &str,
+    f: impl Fn(serde_json::Value) -> serde_json::Value,
+) -> usize {
+    let select = db.sql("SELECT event_id, payload FROM events WHERE event_type = $1");
+    let rows: Vec<(String, String)> = match db {
+        Db::Postgres(pool) => sqlx::query_as::<_, (Uuid, String)>(
+            "SELECT event_id, payload::text FROM events WHERE event_type = $1",
+        )
+        .bind(event_type)
+        .fetch_all(pool)
+        .await
+        .expect("read events")
+        .into_iter()
+        .map(|(id, p)| (id.to_string(), p))
+        .collect(),
+        Db::Sqlite(pool) => sqlx::query_as(&select)
+            .bind(event_type)
+            .fetch_all(pool)
+            .await
+            .expect("read events"),
+    };
+    for (id, payload) in &rows {
+        let value: serde_json::Value = serde_json::from_str(payload).expect("stored json");
+        let new = f(value).to_string();
+        match db {
+            Db::Postgres(pool) => {
+                sqlx::query(
+                    "UPDATE events SET payload = $1::jsonb, event_version = $2 WHERE event_id = $3::uuid",
+                )
+                .bind(new)
+                .bind(version)
+                .bind(id)
+                .execute(pool)
+                .await
+                .expect("rewrite an event");
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query(
+                    "UPDATE events SET payload = ?1, event_version = ?2 WHERE event_id = ?3",
+                )
+                .bind(new)
+                .bind(version)
+                .bind(id)
+                .execute(pool)
+                .await
+                .expect("rewrite an event");
+            }
+        }
+    }
+    rows.len()
 }

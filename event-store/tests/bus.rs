@@ -103,7 +103,7 @@ async fn the_local_bus_filters_by_aggregate_type() {
     let waited = tokio::time::timeout(Duration::from_millis(300), sub.next()).await;
     assert!(
         waited.is_err(),
-        "no Raw event is delivered to an Other subscriber"
+        "no raw event is delivered to an Other subscriber"
     );
 }
 

@@ -31,6 +31,17 @@ fn money(amount: i64, currency: &str) -> Value {
 }
 
 impl Script {
+    /// Units of `sku` in `warehouse` not yet reserved: the scripts keep the domain's rule
+    /// that a reservation never exceeds it (stock levels are unsigned in the events).
+    pub fn available(&self, warehouse: &str, sku: &str) -> i64 {
+        let (on_hand, reserved) = self
+            .stock
+            .get(&(warehouse.to_string(), sku.to_string()))
+            .copied()
+            .unwrap_or((0, 0));
+        on_hand - reserved
+    }
+
     fn push(
         &mut self,
         aggregate_type: &'static str,

@@ -5,7 +5,7 @@
 
 use chrono::{DateTime, TimeDelta, Utc};
 use emporium_event_store::export::{self, EventFilter};
-use emporium_event_store::testing::append_raw;
+use emporium_event_store::testing::{append_raw, raw_payload, RAW_AGGREGATE_TYPE};
 use emporium_event_store::Db;
 use emporium_tests::{Backend, TestApp, ADMIN_KEY};
 use futures::StreamExt;
@@ -173,7 +173,7 @@ async fn ndjson_streams_every_event_once_in_position_order(backend: Backend) {
     assert_eq!(paged.len(), 3000);
     assert_eq!(events, paged);
     assert_eq!(events[0]["metadata"]["actor"], "system:test");
-    assert_eq!(events[0]["payload"], serde_json::json!({"Raw": {"n": 1}}));
+    assert_eq!(events[0]["payload"], raw_payload());
 
     // ?format= does what Accept does; after= and limit= bound the stream.
     let by_param = fetch(&app, None, &[("format", "ndjson".into())]).await;
@@ -331,7 +331,7 @@ async fn filters_equal_a_brute_force_filter_over_the_whole_feed(backend: Backend
     }
     cases.push(EventFilter {
         after: 30,
-        aggregate_type: Some("Raw".into()),
+        aggregate_type: Some(RAW_AGGREGATE_TYPE.into()),
         from: Some(t1),
         to: Some(time(&all[n - 1]) + TimeDelta::seconds(1)),
         ..EventFilter::default()
@@ -346,7 +346,7 @@ async fn filters_equal_a_brute_force_filter_over_the_whole_feed(backend: Backend
         ..EventFilter::default()
     });
     cases.push(EventFilter {
-        aggregate_type: Some("Raw".into()),
+        aggregate_type: Some(RAW_AGGREGATE_TYPE.into()),
         limit: Some(7),
         ..EventFilter::default()
     });
@@ -547,7 +547,7 @@ async fn a_failure_mid_stream_is_an_error_not_a_short_export() {
     sqlx::query(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
          event_version, payload, metadata, event_id) \
-         VALUES ('Raw', 'broken', 1, 'Raw', '1.0', '{not json', '{}', ?1)",
+         VALUES ('Checkout', 'broken', 1, 'CheckoutCompleted', '1.0', '{not json', '{}', ?1)",
     )
     .bind(uuid::Uuid::now_v7().to_string())
     .execute(pool)

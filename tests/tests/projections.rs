@@ -53,10 +53,11 @@ fn busy_shop(n: usize, seed: u64) -> Script {
             "EUR",
             at,
         );
+        let w = ["w1", "w2", "w3"][rng.random_range(0..3)];
         match rng.random_range(0..10) {
+            1..=7 if sc.available(w, &sku) < qty => sc.reject(&id, at),
             0 => sc.reject(&id, at),
             1..=7 => {
-                let w = ["w1", "w2", "w3"][rng.random_range(0..3)];
                 sc.reserve(w, &sku, &id, qty, at);
                 sc.confirm(&id, &[(&sku, w, qty)], total, "EUR", at);
                 if rng.random_range(0..8) == 0 {
@@ -116,6 +117,7 @@ async fn assert_live_equals_rebuild(store: &Store) {
 async fn read_models_survive_five_runner_crashes_and_equal_a_rebuild() {
     let db = TestDatabase::create().await;
     let store = db.store(16).await;
+    emporium_gateway::migrate::all(&store).await.unwrap();
     for p in emporium_projections::all() {
         runner::ensure(store.db(), p.as_ref()).await.unwrap();
     }
@@ -554,6 +556,7 @@ async fn sqlite_analytics_of_a_scripted_day_match_the_raw_events() {
 async fn sqlite_runner_crash_and_rebuild_agree() {
     let dir = TestDataDir::create();
     let store = dir.store(8).await;
+    emporium_gateway::migrate::all(&store).await.unwrap();
     let mut script = busy_shop(3_000, 9);
     let runners = spawn_runners(&store);
     script.append_all(store.db()).await;
