@@ -97,6 +97,16 @@ impl Feed {
         self.read::<serde_json::Value>(after, limit).await
     }
 
+    /// Like [`Feed::read_after`], with payloads in today's shape (upcast when stored at an
+    /// older version): what readers that pass events on to clients serve.
+    pub async fn read_current(&self, after: i64, limit: i64) -> Result<Vec<FeedEvent>, StoreError> {
+        self.read_after(after, limit)
+            .await?
+            .into_iter()
+            .map(|e| self.upcasters.upgrade_value(e).map_err(StoreError::from))
+            .collect()
+    }
+
     /// Like [`Feed::read_after`], with payloads left as the stored JSON text (the relay).
     pub async fn read_after_raw(
         &self,

@@ -7,6 +7,7 @@
 //! - [`error`]: `ApiError`, rendered as problem+json; database text never reaches a client.
 //! - [`extract`]: JSON/path/query extractors with problem+json rejections, and the request
 //!   context (actor, request id) that becomes event metadata.
+//! - [`export`]: the NDJSON and CSV encoders of `GET /v1/events`.
 //! - [`auth`], [`keys`]: API keys, roles and per-route access; [`idempotency`]:
 //!   `Idempotency-Key` for commands; [`metrics`]: Prometheus.
 //! - [`engine`]: the composition root that starts every part (serve, tests, benchmarks).
@@ -22,6 +23,7 @@ pub mod cli;
 pub mod demo;
 pub mod engine;
 pub mod error;
+pub mod export;
 pub mod extract;
 pub mod idempotency;
 pub mod keys;

@@ -86,7 +86,9 @@ async fn projections_caught_up(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
         let head = app.store.feed().head().await.unwrap();
-        let mut behind = false;
+        // The Postgres feed trails commits while any transaction on the server is open:
+        // first wait for it to cover every stored event.
+        let mut behind = head < app.store.event_count().await.unwrap();
         for p in emporium_projections::all() {
             let (_, pos) = emporium_projections::runner::state(app.store.db(), p.name())
                 .await
@@ -208,6 +210,14 @@ async fn an_unknown_version_is_an_error_that_names_the_event_not_zeros() {
         &EventMetadata::system("test"),
     )
     .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while app.store.feed().head().await.unwrap() < 1 {
+        assert!(
+            Instant::now() < deadline,
+            "the event never got a feed position"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let names_it = |e: &str| {
         e.contains("ProductCreated Product/SKU-X #1") && e.contains("no upcaster from version 7.0")
     };

@@ -2,10 +2,9 @@
 //! NDJSON or CSV for analysts (`Accept: application/x-ndjson` / `text/csv`, or `?format=`).
 //!
 //! Streams come from [`emporium_event_store::export`]: one query over the position index,
-//! rows encoded into ~64 KiB chunks as they arrive, so memory stays flat whatever the range.
-
-use std::pin::Pin;
-use std::task::{Context, Poll};
+//! rows encoded ([`crate::export`]) into ~64 KiB chunks as they arrive, so memory stays flat
+//! whatever the range. Payloads stored at an older version are served upcast to today's
+//! shape, in pages and streams alike.
 
 use axum::body::Body;
 use axum::extract::State;
@@ -14,12 +13,14 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use emporium_event_store::export::{self, EventFilter};
+use emporium_event_store::FeedEvent;
 use emporium_event_store::RawFeedEvent;
-use emporium_event_store::{FeedEvent, StoreError};
-use futures::stream::{BoxStream, Stream, StreamExt};
+use futures::stream::StreamExt;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, ReadProblems};
+pub use crate::export::CSV_COLUMNS;
+use crate::export::{csv_header, csv_record, ndjson_line, Chunked, Encode};
 use crate::extract::ApiQuery;
 use crate::state::AppState;
 
@@ -29,28 +30,6 @@ pub const NDJSON: &str = "application/x-ndjson";
 pub const CSV: &str = "text/csv; charset=utf-8; header=present";
 /// Response header of a streamed export: the last feed position of the exported range.
 pub const FEED_THROUGH: &str = "x-feed-through";
-/// The CSV export's columns, in order.
-pub const CSV_COLUMNS: [&str; 13] = [
-    "position",
-    "event_id",
-    "recorded_at",
-    "aggregate_type",
-    "aggregate_id",
-    "sequence",
-    "event_type",
-    "event_version",
-    "actor",
-    "request_id",
-    "correlation_id",
-    "causation_id",
-    "payload",
-];
-
-/// A streamed response is handed to the connection in chunks of about this size.
-const CHUNK: usize = 64 * 1024;
-/// While the database has no row ready, a chunk this large is sent rather than held.
-const MIN_FLUSH: usize = 16 * 1024;
-
 #[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
@@ -264,7 +243,7 @@ async fn page(state: &AppState, filter: EventFilter) -> Result<Json<EventsPage>,
         && filter.from.is_none()
         && filter.to.is_none();
     let events = if unfiltered {
-        feed.read_after(filter.after, limit).await?
+        feed.read_current(filter.after, limit).await?
     } else {
         let export = export::open(&state.store, &filter).await?;
         let raw: Vec<RawFeedEvent> = export
@@ -290,22 +269,8 @@ async fn page(state: &AppState, filter: EventFilter) -> Result<Json<EventsPage>,
 fn parsed(e: RawFeedEvent) -> Result<FeedEvent, ApiError> {
     let payload = serde_json::from_str(e.payload.get())
         .map_err(|err| ApiError::Internal(format!("stored payload is not JSON: {err}")))?;
-    Ok(FeedEvent {
-        position: e.position,
-        event_id: e.event_id,
-        aggregate_type: e.aggregate_type,
-        aggregate_id: e.aggregate_id,
-        sequence: e.sequence,
-        event_type: e.event_type,
-        event_version: e.event_version,
-        payload,
-        metadata: e.metadata,
-        recorded_at: e.recorded_at,
-    })
+    Ok(e.map(|_| payload))
 }
-
-/// Appends one event to a chunk.
-type Encode = fn(&RawFeedEvent, &mut Vec<u8>) -> Result<(), StoreError>;
 
 /// A streamed export: headers now, the body as the rows arrive.
 async fn stream(
@@ -316,161 +281,13 @@ async fn stream(
     encode: Encode,
 ) -> Result<Response, ApiError> {
     let export = export::open(&state.store, filter).await?;
-    let mut buf = Vec::with_capacity(CHUNK + 4096);
-    buf.extend_from_slice(&preamble);
-    let body = Chunked {
-        events: export.events,
-        encode,
-        buf,
-        failed: None,
-        done: false,
-    };
+    let body = Chunked::new(export.events, preamble, encode);
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     headers.insert(FEED_THROUGH, HeaderValue::from(export.through));
     Ok(response)
-}
-
-/// Encodes events into chunks of about [`CHUNK`] bytes; an error ends the body (after the
-/// complete lines before it), which aborts the HTTP response.
-struct Chunked {
-    events: BoxStream<'static, Result<RawFeedEvent, StoreError>>,
-    encode: Encode,
-    buf: Vec<u8>,
-    /// An error met while a chunk was pending: sent after that chunk.
-    failed: Option<StoreError>,
-    done: bool,
-}
-
-impl Chunked {
-    fn take(&mut self) -> Vec<u8> {
-        std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK + 4096))
-    }
-}
-
-impl Stream for Chunked {
-    type Item = Result<Vec<u8>, StoreError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let this = self.get_mut();
-        if let Some(e) = this.failed.take() {
-            return Poll::Ready(Some(Err(e)));
-        }
-        if this.done {
-            return Poll::Ready(None);
-        }
-        loop {
-            match this.events.poll_next_unpin(cx) {
-                Poll::Ready(Some(Ok(event))) => {
-                    let len = this.buf.len();
-                    if let Err(e) = (this.encode)(&event, &mut this.buf) {
-                        this.buf.truncate(len);
-                        this.fail(e);
-                        return this.flush_or_error();
-                    }
-                    if this.buf.len() >= CHUNK {
-                        return Poll::Ready(Some(Ok(this.take())));
-                    }
-                }
-                Poll::Ready(Some(Err(e))) => {
-                    this.fail(e);
-                    return this.flush_or_error();
-                }
-                Poll::Ready(None) => {
-                    this.done = true;
-                    if this.buf.is_empty() {
-                        return Poll::Ready(None);
-                    }
-                    return Poll::Ready(Some(Ok(this.take())));
-                }
-                Poll::Pending if this.buf.len() >= MIN_FLUSH => {
-                    return Poll::Ready(Some(Ok(this.take())));
-                }
-                Poll::Pending => return Poll::Pending,
-            }
-        }
-    }
-}
-
-impl Chunked {
-    fn fail(&mut self, e: StoreError) {
-        tracing::error!(error = %e, "event export failed while streaming; aborting the response");
-        self.done = true;
-        self.failed = Some(e);
-    }
-
-    /// After a failure: the complete lines encoded so far, then (next poll) the error.
-    fn flush_or_error(&mut self) -> Poll<Option<Result<Vec<u8>, StoreError>>> {
-        if self.buf.is_empty() {
-            return Poll::Ready(self.failed.take().map(Err));
-        }
-        Poll::Ready(Some(Ok(self.take())))
-    }
-}
-
-fn ndjson_line(e: &RawFeedEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    serde_json::to_writer(&mut *out, e).map_err(|err| StoreError::Decode(err.to_string()))?;
-    out.push(b'\n');
-    Ok(())
-}
-
-fn csv_header() -> Vec<u8> {
-    let mut out = CSV_COLUMNS.join(",").into_bytes();
-    out.extend_from_slice(b"\r\n");
-    out
-}
-
-fn csv_record(e: &RawFeedEvent, out: &mut Vec<u8>) -> Result<(), StoreError> {
-    use std::io::Write as _;
-    let io = |err: std::io::Error| StoreError::Decode(err.to_string());
-    write!(
-        out,
-        "{},{},{},",
-        e.position,
-        e.event_id.hyphenated(),
-        e.recorded_at
-            .to_rfc3339_opts(chrono::SecondsFormat::AutoSi, true)
-    )
-    .map_err(io)?;
-    csv_field(out, &e.aggregate_type);
-    out.push(b',');
-    csv_field(out, &e.aggregate_id);
-    write!(out, ",{},", e.sequence).map_err(io)?;
-    for f in [
-        &e.event_type,
-        &e.event_version,
-        &e.metadata.actor,
-        &e.metadata.request_id,
-        &e.metadata.correlation_id,
-        &e.metadata.causation_id,
-    ] {
-        csv_field(out, f);
-        out.push(b',');
-    }
-    csv_field(out, e.payload.get());
-    out.extend_from_slice(b"\r\n");
-    Ok(())
-}
-
-/// One CSV field (RFC 4180): quoted, with quotes doubled, when it holds a comma, a quote or
-/// a line break.
-fn csv_field(out: &mut Vec<u8>, s: &str) {
-    if !s.bytes().any(|b| matches!(b, b',' | b'"' | b'\n' | b'\r')) {
-        out.extend_from_slice(s.as_bytes());
-        return;
-    }
-    out.push(b'"');
-    let mut pieces = s.split('"');
-    if let Some(first) = pieces.next() {
-        out.extend_from_slice(first.as_bytes());
-    }
-    for piece in pieces {
-        out.extend_from_slice(b"\"\"");
-        out.extend_from_slice(piece.as_bytes());
-    }
-    out.push(b'"');
 }
 
 /// One event of the feed, as documented in the OpenAPI spec (mirrors `FeedEvent`).
@@ -518,19 +335,5 @@ mod tests {
         assert_eq!(n("text/csv;q=0, application/json"), EventsFormat::Json);
         assert_eq!(n("application/x-ndjson, text/csv"), EventsFormat::Ndjson);
         assert_eq!(n("application/vnd.apache.parquet"), EventsFormat::Parquet);
-    }
-
-    #[test]
-    fn csv_fields_are_quoted_only_when_needed() {
-        let mut out = Vec::new();
-        csv_field(&mut out, "plain");
-        out.push(b'|');
-        csv_field(&mut out, r#"{"a":"b,c"}"#);
-        out.push(b'|');
-        csv_field(&mut out, "line\nbreak");
-        assert_eq!(
-            String::from_utf8(out).unwrap(),
-            "plain|\"{\"\"a\"\":\"\"b,c\"\"}\"|\"line\nbreak\""
-        );
     }
 }
