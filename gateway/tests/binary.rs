@@ -540,3 +540,78 @@ async fn kill_nine_three_times_during_two_thousand_checkouts_strands_nothing() {
     assert_eq!(authorized_events, confirmed, "no payment authorized twice");
     drop(server);
 }
+
+/// `emporium migrate`, run twice, creates every crate's tables (event store, gateway,
+/// projections, sagas) and records each crate's migrations once in the shared history.
+async fn migrate_twice_creates_every_crates_tables(database_url: Option<&str>) -> Vec<i64> {
+    let dir = TestDataDir::create();
+    for _ in 0..2 {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_emporium"));
+        cmd.arg("migrate")
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("DATABASE_URL");
+        if let Some(url) = database_url {
+            cmd.env("DATABASE_URL", url);
+        }
+        let out = cmd.output().expect("run emporium migrate");
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(String::from_utf8_lossy(&out.stdout).contains("migrations applied"));
+    }
+    let db = match database_url {
+        Some(url) => emporium_event_store::Db::Postgres(
+            emporium_event_store::store::connect_postgres(url, 2)
+                .await
+                .unwrap(),
+        ),
+        None => emporium_event_store::Db::Sqlite(
+            emporium_event_store::store::open_sqlite(dir.path(), 2)
+                .await
+                .unwrap(),
+        ),
+    };
+    for table in [
+        "events",
+        "relay_checkpoints",
+        "api_keys",
+        "idempotency_keys",
+        "projections",
+        "sandbox_payments",
+    ] {
+        let sql = format!("SELECT COUNT(*) FROM {table}");
+        let n: i64 = emporium_event_store::on_db!(&db, pool => {
+            sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap_or_else(|e| panic!("{table}: {e}"))
+        });
+        assert!(n >= 0);
+    }
+    emporium_event_store::on_db!(&db, pool => {
+        sqlx::query_scalar("SELECT version FROM _sqlx_migrations ORDER BY version")
+            .fetch_all(pool)
+            .await
+            .unwrap()
+    })
+}
+
+#[tokio::test]
+async fn migrate_creates_every_crates_tables_on_both_backends() {
+    let expected = vec![
+        20261121000001,
+        20261121000002,
+        20261121000003,
+        20261121000004,
+        20261121000005,
+    ];
+    assert_eq!(
+        migrate_twice_creates_every_crates_tables(None).await,
+        expected
+    );
+    let db = TestDatabase::create().await;
+    assert_eq!(
+        migrate_twice_creates_every_crates_tables(Some(db.url())).await,
+        expected
+    );
+}
