@@ -1,0 +1,16 @@
+//! Every end-to-end test in one binary (one link instead of one per file), a module per
+//! area; shared helpers live in the `emporium-tests` library (`tests/src`).
+
+mod api;
+mod architecture;
+mod backbone;
+mod checkout;
+mod concurrency;
+mod events_export;
+mod fuzz;
+mod idempotency;
+mod openapi;
+mod overload;
+mod projections;
+mod relay_outage;
+mod roles;
