@@ -10,8 +10,8 @@ use crate::decode::{self, Envelope};
 use crate::store::{Db, Store};
 use crate::StoreError;
 
-/// The checkout events that end a checkout.
-const CHECKOUT_ENDS: [&str; 2] = ["CheckoutCompleted", "CheckoutFailed"];
+/// The checkout events that end a checkout's run.
+const CHECKOUT_ENDS: [&str; 3] = ["CheckoutCompleted", "CheckoutFailed", "CheckoutCompensated"];
 
 impl Store {
     /// Ids of every aggregate of type `A`, sorted (small sets only: warehouses, say).
@@ -43,34 +43,72 @@ impl Store {
             "SELECT s.aggregate_id FROM events s
              WHERE s.aggregate_type = $1 AND s.sequence = 1
                AND NOT EXISTS (SELECT 1 FROM events t WHERE t.aggregate_type = $1
-                   AND t.aggregate_id = s.aggregate_id AND t.event_type IN ($2, $3))",
+                   AND t.aggregate_id = s.aggregate_id AND t.event_type IN ($2, $3, $4))",
         );
         let ids = crate::on_db!(self.db(), pool => {
             sqlx::query_scalar(&sql)
                 .bind(Checkout::TYPE)
                 .bind(CHECKOUT_ENDS[0])
                 .bind(CHECKOUT_ENDS[1])
+                .bind(CHECKOUT_ENDS[2])
                 .fetch_all(pool)
                 .await?
         });
         Ok(ids)
     }
 
-    /// Orders placed (and nothing since) whose checkout never started: their delivery died
-    /// with a process before the saga recorded the start.
-    pub async fn orders_without_checkout(&self) -> Result<Vec<String>, StoreError> {
+    /// Orders placed (and nothing since) whose checkout never started, placed at least
+    /// `min_age` ago: their delivery died with a process, or was dead-lettered, before the
+    /// saga recorded the start.
+    pub async fn orders_without_checkout(
+        &self,
+        min_age: std::time::Duration,
+    ) -> Result<Vec<String>, StoreError> {
+        let cutoff = chrono::Utc::now()
+            - chrono::TimeDelta::from_std(min_age).unwrap_or(chrono::TimeDelta::zero());
         let sql = self.db().sql(
             "SELECT o.aggregate_id FROM events o
-             WHERE o.aggregate_type = $1 AND o.sequence = 1
+             WHERE o.aggregate_type = $1 AND o.sequence = 1 AND o.recorded_at <= $3
                AND NOT EXISTS (SELECT 1 FROM events t WHERE t.aggregate_type = $1
                    AND t.aggregate_id = o.aggregate_id AND t.sequence = 2)
                AND NOT EXISTS (SELECT 1 FROM events c WHERE c.aggregate_type = $2
                    AND c.aggregate_id = o.aggregate_id)",
         );
+        let ids = match self.db() {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(&sql)
+                    .bind(Order::TYPE)
+                    .bind(Checkout::TYPE)
+                    .bind(cutoff)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(&sql)
+                    .bind(Order::TYPE)
+                    .bind(Checkout::TYPE)
+                    .bind(cutoff.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string())
+                    .fetch_all(pool)
+                    .await?
+            }
+        };
+        Ok(ids)
+    }
+
+    /// Orders cancelled whose compensation (stock and payment given back) is not recorded.
+    pub async fn cancelled_without_compensation(&self) -> Result<Vec<String>, StoreError> {
+        let sql = self.db().sql(
+            "SELECT DISTINCT o.aggregate_id FROM events o
+             WHERE o.aggregate_type = $1 AND o.event_type = $2
+               AND NOT EXISTS (SELECT 1 FROM events c WHERE c.aggregate_type = $3
+                   AND c.aggregate_id = o.aggregate_id AND c.event_type = $4)",
+        );
         let ids = crate::on_db!(self.db(), pool => {
             sqlx::query_scalar(&sql)
                 .bind(Order::TYPE)
+                .bind("OrderCancelled")
                 .bind(Checkout::TYPE)
+                .bind("CheckoutCompensated")
                 .fetch_all(pool)
                 .await?
         });

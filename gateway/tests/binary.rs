@@ -604,6 +604,7 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
         20261121000003,
         20261121000004,
         20261121000005,
+        20261128000006,
     ];
     assert_eq!(
         migrate_twice_creates_every_crates_tables(None).await,

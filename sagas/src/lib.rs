@@ -4,6 +4,7 @@
 //! # Layout
 //! - [`allocation`]: the pure allocation strategy (unit and property tested).
 //! - the saga's durable state is the domain's `Checkout` aggregate (one per order).
+//! - [`lease`]: one run per checkout at a time across engine processes.
 //! - [`payment`]: the `PaymentProvider` port and the built-in sandbox provider.
 //! - [`worker`]: the saga itself, consuming `OrderPlaced` through the bus.
 //!
@@ -12,6 +13,7 @@
 //! redelivery or resume can never reserve or authorize twice.
 
 pub mod allocation;
+pub mod lease;
 pub mod payment;
 pub mod worker;
 

@@ -4,10 +4,16 @@
 //! redelivered or resumed checkout repeats nothing that happened.
 //!
 //! Hand-off: the worker records `CheckoutStarted` (with the payment deadline) before it acks
-//! the `OrderPlaced` delivery, then processes in a task. A crash after the ack is covered by
-//! the resumer, which finds checkouts that never finished: all of them when the process
-//! starts, and later those idle past their deadline. The deadline lives in the checkout's
-//! events, so it also holds across restarts.
+//! the `OrderPlaced` delivery, then processes in a task, under the checkout's lease (one
+//! engine at a time per checkout, see [`crate::lease`]). A crash after the ack, a delivery
+//! that was dead-lettered, or an engine that died mid-checkout is covered by the sweep (at
+//! start and every `sweep_interval`): unfinished checkouts, placed orders without one, and
+//! cancels without a compensation, that no live engine holds. The deadline lives in the
+//! checkout's events, so it also holds across restarts.
+//!
+//! Cancels: the HTTP request only records `OrderCancelled`; the saga gives back stock and
+//! payment from that event (or the sweep, after a crash) and records `CheckoutCompensated`.
+//! A confirmed order is never compensated by a checkout run, only by a cancel.
 
 use std::collections::{BTreeMap, HashSet};
 use std::sync::{Arc, Mutex};
@@ -27,6 +33,7 @@ use emporium_event_store::{CommandError, Envelope, EventMetadata, Store, StoreEr
 use tokio::sync::Semaphore;
 
 use crate::allocation::{allocate, Candidate};
+use crate::lease::Leases;
 use crate::payment::{Authorization, PaymentProvider};
 
 /// Saga settings.
@@ -38,6 +45,12 @@ pub struct CheckoutConfig {
     pub attempt_timeout: Duration,
     /// Checkouts processed at once by this worker.
     pub concurrency: usize,
+    /// How long a checkout's lease lasts without renewal: how soon another engine takes
+    /// over the checkouts of one that died.
+    pub lease_ttl: Duration,
+    /// How often the sweeper looks for work nobody is doing (checkouts idle past their
+    /// deadline, placed orders without a checkout, cancels not yet compensated).
+    pub sweep_interval: Duration,
 }
 
 impl Default for CheckoutConfig {
@@ -46,6 +59,8 @@ impl Default for CheckoutConfig {
             payment_timeout: Duration::from_secs(30),
             attempt_timeout: Duration::from_secs(2),
             concurrency: 64,
+            lease_ttl: Duration::from_secs(5),
+            sweep_interval: Duration::from_secs(5),
         }
     }
 }
@@ -60,6 +75,15 @@ pub enum SagaError {
 
 fn command_error<E: std::error::Error>(e: CommandError<E>) -> SagaError {
     SagaError::Command(e.to_string())
+}
+
+/// Work found unattended by a sweep.
+#[derive(Debug, Default)]
+pub struct Orphans {
+    /// Checkouts to run (or resume).
+    pub checkouts: Vec<String>,
+    /// Cancelled orders to compensate.
+    pub cancels: Vec<String>,
 }
 
 /// How a checkout ended (or that it had already).
@@ -81,7 +105,10 @@ pub struct CheckoutSaga {
     store: Store,
     provider: Arc<dyn PaymentProvider>,
     config: CheckoutConfig,
+    /// Checkouts this process is working on (one task each).
     active: Mutex<HashSet<String>>,
+    /// Checkouts this process may work on: one engine at a time per checkout.
+    leases: Leases,
 }
 
 fn now_ms() -> i64 {
@@ -94,11 +121,13 @@ impl CheckoutSaga {
         provider: Arc<dyn PaymentProvider>,
         config: CheckoutConfig,
     ) -> Arc<Self> {
+        let leases = Leases::new(store.db().clone(), config.lease_ttl);
         Arc::new(Self {
             store,
             provider,
             config,
             active: Mutex::new(HashSet::new()),
+            leases,
         })
     }
 
@@ -162,18 +191,25 @@ impl CheckoutSaga {
                     .map_err(command_error)?;
                 return Ok(Outcome::Nothing);
             }
+            Some(OrderStatus::Cancelled) => {
+                // Cancelled while we were away: give everything back.
+                self.settle_cancelled(&order, &oid, meta).await?;
+                return Ok(Outcome::Nothing);
+            }
             _ => {
-                // Cancelled (or rejected elsewhere) while we were away: give everything back.
+                // Rejected by an earlier run that stopped before closing the checkout.
                 self.compensate(&order, &oid, meta).await?;
-                self.exec::<Checkout>(
-                    &oid,
-                    CheckoutCommand::Fail {
-                        reason: "order no longer pending".into(),
-                    },
-                    meta,
-                )
-                .await
-                .map_err(command_error)?;
+                if checkout.is_started() {
+                    self.exec::<Checkout>(
+                        &oid,
+                        CheckoutCommand::Fail {
+                            reason: "order no longer pending".into(),
+                        },
+                        meta,
+                    )
+                    .await
+                    .map_err(command_error)?;
+                }
                 return Ok(Outcome::Nothing);
             }
         }
@@ -255,19 +291,33 @@ impl CheckoutSaga {
                     .increment(1);
                 Ok(Outcome::Confirmed)
             }
-            Err(CommandError::Rejected(OrderError::IllegalTransition { from, .. })) => {
-                // Cancelled while we paid: undo what we hold.
+            Err(CommandError::Rejected(OrderError::IllegalTransition {
+                from: OrderStatus::Confirmed,
+                ..
+            })) => {
+                // Confirmed by an earlier run of this checkout: never undo a confirmed order.
+                self.exec::<Checkout>(&oid, CheckoutCommand::Complete, meta)
+                    .await
+                    .map_err(command_error)?;
+                Ok(Outcome::Nothing)
+            }
+            Err(CommandError::Rejected(OrderError::IllegalTransition { .. })) => {
+                // Cancelled (or rejected) while we paid: undo what we hold.
                 let (order, _) = self.store.load::<Order>(&oid).await?;
-                self.compensate(&order, &oid, meta).await?;
-                self.exec::<Checkout>(
-                    &oid,
-                    CheckoutCommand::Fail {
-                        reason: format!("order {from} during checkout"),
-                    },
-                    meta,
-                )
-                .await
-                .map_err(command_error)?;
+                if order.status() == Some(OrderStatus::Cancelled) {
+                    self.settle_cancelled(&order, &oid, meta).await?;
+                } else {
+                    self.compensate(&order, &oid, meta).await?;
+                    self.exec::<Checkout>(
+                        &oid,
+                        CheckoutCommand::Fail {
+                            reason: "order rejected during checkout".into(),
+                        },
+                        meta,
+                    )
+                    .await
+                    .map_err(command_error)?;
+                }
                 Ok(Outcome::Nothing)
             }
             Err(e) => Err(command_error(e)),
@@ -428,6 +478,11 @@ impl CheckoutSaga {
                 total.currency().as_str(),
             );
             match tokio::time::timeout(attempt, call).await {
+                // An approval that arrives after the deadline is not used: the order is
+                // rejected, and the rejection voids the authorization at the provider.
+                Ok(Ok(Authorization::Approved { .. })) if now_ms() > deadline_ms => {
+                    return Paid::TimedOut
+                }
                 Ok(Ok(Authorization::Approved { .. })) => return Paid::Yes,
                 Ok(Ok(Authorization::Declined { reason })) => return Paid::Declined(reason),
                 Ok(Err(e)) => {
@@ -504,12 +559,69 @@ impl CheckoutSaga {
                 Err(CommandError::Rejected(_)) => {}
                 Err(e) => return Err(command_error(e)),
             }
-            self.provider
-                .void(oid)
-                .await
-                .map_err(|e| SagaError::Command(e.to_string()))?;
         }
+        // Always at the provider too: an authorization may exist there that the Payment
+        // aggregate never recorded (granted after the deadline, or just before a crash). The
+        // port promises a no-op for unknown keys.
+        self.provider
+            .void(oid)
+            .await
+            .map_err(|e| SagaError::Command(e.to_string()))?;
         Ok(())
+    }
+
+    /// A cancelled order: give back what it holds and record that it was given back.
+    async fn settle_cancelled(
+        &self,
+        order: &Order,
+        oid: &str,
+        meta: &EventMetadata,
+    ) -> Result<(), SagaError> {
+        let Some(order_id) = order.order_id() else {
+            return Ok(());
+        };
+        self.compensate(order, oid, meta).await?;
+        self.exec::<Checkout>(oid, CheckoutCommand::Compensate { order_id }, meta)
+            .await
+            .map_err(command_error)?;
+        metrics::counter!("emporium_checkouts_total", "outcome" => "cancelled").increment(1);
+        Ok(())
+    }
+
+    /// Gives back what a cancelled order holds, under its lease. `Ok(false)` when another
+    /// run holds the checkout now (the sweeper tries again).
+    pub async fn compensate_cancelled(&self, oid: &str) -> Result<bool, SagaError> {
+        if !self.claim(oid) {
+            return Ok(false);
+        }
+        let result = self.compensate_cancelled_claimed(oid).await;
+        self.unclaim(oid);
+        result
+    }
+
+    async fn compensate_cancelled_claimed(&self, oid: &str) -> Result<bool, SagaError> {
+        if !self.leases.acquire(oid).await? {
+            return Ok(false);
+        }
+        let result = async {
+            let Some(placed) = self.store.first_event::<Order>(oid).await? else {
+                return Ok(true);
+            };
+            let (order, _) = self.store.load::<Order>(oid).await?;
+            if order.status() != Some(OrderStatus::Cancelled) {
+                return Ok(true);
+            }
+            let (checkout, _) = self.store.load::<Checkout>(oid).await?;
+            if checkout.is_compensated() {
+                return Ok(true);
+            }
+            self.settle_cancelled(&order, oid, &Self::flow_metadata(&placed))
+                .await?;
+            Ok(true)
+        }
+        .await;
+        self.leases.release(oid).await?;
+        result
     }
 
     fn claim(&self, oid: &str) -> bool {
@@ -532,38 +644,75 @@ impl CheckoutSaga {
         let saga = self.clone();
         tokio::spawn(async move {
             let _permit = permits.acquire_owned().await;
-            if let Ok(id) = OrderId::parse(&oid) {
-                for attempt in 0..5u64 {
-                    match saga.process(&id).await {
-                        Ok(_) => break,
-                        Err(e) => {
-                            tracing::warn!(order = %oid, error = %e, "checkout step failed; retrying");
-                            tokio::time::sleep(Duration::from_millis(200 * (attempt + 1))).await;
+            // Another engine running this checkout keeps it; if that engine dies, its lease
+            // lapses and a sweep here or elsewhere takes the checkout over.
+            match saga.leases.acquire(&oid).await {
+                Ok(true) => {
+                    if let Ok(id) = OrderId::parse(&oid) {
+                        for attempt in 0..5u64 {
+                            match saga.process(&id).await {
+                                Ok(_) => break,
+                                Err(e) => {
+                                    tracing::warn!(order = %oid, error = %e, "checkout step failed; retrying");
+                                    tokio::time::sleep(Duration::from_millis(200 * (attempt + 1)))
+                                        .await;
+                                }
+                            }
                         }
                     }
+                    if let Err(e) = saga.leases.release(&oid).await {
+                        tracing::warn!(order = %oid, error = %e, "cannot release a checkout lease");
+                    }
                 }
+                Ok(false) => {}
+                Err(e) => tracing::warn!(order = %oid, error = %e, "cannot take a checkout lease"),
             }
             saga.unclaim(&oid);
         });
     }
 
-    /// Checkouts started and not finished, plus (without `idle_ms`) placed orders whose
-    /// checkout never started; with `idle_ms`, only checkouts past their deadline by that.
-    pub async fn unfinished(&self, idle_ms: Option<i64>) -> Result<Vec<String>, SagaError> {
-        let cutoff = idle_ms.map_or(i64::MAX, |i| now_ms() - i);
-        let mut rows = self.store.unfinished_checkouts().await?;
-        if idle_ms.is_none() {
-            rows.extend(self.store.orders_without_checkout().await?);
-            return Ok(rows);
-        }
-        let mut stale = Vec::new();
-        for oid in rows {
-            let (c, _) = self.store.load::<Checkout>(&oid).await?;
-            if c.deadline_ms() < cutoff {
-                stale.push(oid);
+    /// Work no live engine is doing: checkouts started and not finished, plus placed orders
+    /// without a checkout (placed at least `min_age` ago), and cancelled orders whose
+    /// compensation is not recorded; minus those leased by a live engine (this one included).
+    pub async fn orphans(&self, min_age: Duration) -> Result<Orphans, SagaError> {
+        let leased: HashSet<String> = self.leases.live().await?.into_iter().collect();
+        let mut checkouts = self.store.unfinished_checkouts().await?;
+        checkouts.extend(self.store.orders_without_checkout(min_age).await?);
+        checkouts.retain(|id| !leased.contains(id));
+        let mut cancels = self.store.cancelled_without_compensation().await?;
+        cancels.retain(|id| !leased.contains(id));
+        Ok(Orphans { checkouts, cancels })
+    }
+
+    /// Starts whatever [`CheckoutSaga::orphans`] finds.
+    async fn sweep(self: &Arc<Self>, min_age: Duration, permits: &Arc<Semaphore>) {
+        match self.orphans(min_age).await {
+            Ok(o) => {
+                if !o.checkouts.is_empty() || !o.cancels.is_empty() {
+                    tracing::info!(
+                        checkouts = o.checkouts.len(),
+                        cancels = o.cancels.len(),
+                        "sweep: taking over unattended work"
+                    );
+                }
+                for oid in o.checkouts {
+                    self.spawn_process(oid, permits.clone());
+                }
+                for oid in o.cancels {
+                    self.spawn_cancel(oid);
+                }
             }
+            Err(e) => tracing::warn!(error = %e, "sweep: cannot list unattended work"),
         }
-        Ok(stale)
+    }
+
+    fn spawn_cancel(self: &Arc<Self>, oid: String) {
+        let saga = self.clone();
+        tokio::spawn(async move {
+            if let Err(e) = saga.compensate_cancelled(&oid).await {
+                tracing::warn!(order = %oid, error = %e, "cancel compensation failed; the sweep retries");
+            }
+        });
     }
 
     /// Consumes `OrderPlaced` deliveries and resumes unfinished checkouts until `shutdown`.
@@ -574,32 +723,33 @@ impl CheckoutSaga {
     ) {
         tokio::pin!(shutdown);
         let permits = Arc::new(Semaphore::new(self.config.concurrency.max(1)));
-        // After a restart nothing of ours is in flight: resume every unfinished checkout.
-        match self.unfinished(None).await {
-            Ok(open) => {
-                if !open.is_empty() {
-                    tracing::info!(count = open.len(), "resuming unfinished checkouts");
-                }
-                for oid in open {
-                    self.spawn_process(oid, permits.clone());
-                }
-            }
-            Err(e) => tracing::warn!(error = %e, "cannot list unfinished checkouts"),
-        }
-        // The sweeper runs on its own: a timer branch in the select below would cancel
-        // `subscriber.next()` mid-read, and a read cancelled inside `BEGIN` leaks an open
-        // transaction into the pool.
+        // After a restart nothing of ours is in flight: resume every unattended checkout
+        // now (those of a dead engine as soon as its leases lapse, at a later sweep).
+        self.sweep(Duration::ZERO, &permits).await;
+        // The sweeper and the lease heartbeat run on their own: a timer branch in the select
+        // below would cancel `subscriber.next()` mid-read, and a read cancelled inside
+        // `BEGIN` leaks an open transaction into the pool.
         let sweeper = {
             let (saga, permits) = (self.clone(), permits.clone());
+            let every = self.config.sweep_interval;
             tokio::spawn(async move {
-                let mut sweep = tokio::time::interval(Duration::from_secs(5));
+                let mut sweep = tokio::time::interval(every);
+                sweep.tick().await;
                 loop {
                     sweep.tick().await;
-                    // Checkouts idle well past their deadline were orphaned by a crash elsewhere.
-                    if let Ok(stale) = saga.unfinished(Some(10_000)).await {
-                        for oid in stale {
-                            saga.spawn_process(oid, permits.clone());
-                        }
+                    // Placed orders get a grace period: their delivery is normally on its way.
+                    saga.sweep(every, &permits).await;
+                }
+            })
+        };
+        let heartbeat = {
+            let saga = self.clone();
+            tokio::spawn(async move {
+                let mut beat = tokio::time::interval(saga.leases.ttl() / 3);
+                loop {
+                    beat.tick().await;
+                    if let Err(e) = saga.leases.renew_all().await {
+                        tracing::warn!(error = %e, "cannot renew checkout leases");
                     }
                 }
             })
@@ -608,6 +758,7 @@ impl CheckoutSaga {
             tokio::select! {
                 () = &mut shutdown => {
                     sweeper.abort();
+                    heartbeat.abort();
                     return;
                 }
                 delivery = subscriber.next() => {
@@ -629,11 +780,22 @@ impl CheckoutSaga {
                             continue;
                         }
                     };
-                    let OrderEvent::OrderPlaced { order_id, .. } = &placed.payload else {
-                        let _ = subscriber.ack(delivery).await;
-                        continue;
+                    let order_id = match &placed.payload {
+                        OrderEvent::OrderPlaced { order_id, .. } => *order_id,
+                        OrderEvent::OrderCancelled { .. } => {
+                            // The cancel is durable in the log: compensate now, and should
+                            // that fail (or another engine hold the checkout), the sweep
+                            // finds the cancel without a compensation and retries.
+                            let _ = subscriber.ack(delivery).await;
+                            self.spawn_cancel(placed.aggregate_id.clone());
+                            continue;
+                        }
+                        _ => {
+                            let _ = subscriber.ack(delivery).await;
+                            continue;
+                        }
                     };
-                    let (order_id, oid) = (*order_id, placed.aggregate_id.clone());
+                    let oid = placed.aggregate_id.clone();
                     // Durable before the ack: from here on the resumer can find it.
                     match self.start(order_id, &Self::flow_metadata(&placed)).await {
                         Ok(()) => {

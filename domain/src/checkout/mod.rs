@@ -13,11 +13,26 @@ use crate::values::OrderId;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum CheckoutCommand {
-    Start { order_id: OrderId, deadline_ms: i64 },
-    RecordReservation { allocation: Vec<Allocation> },
-    RecordAuthorization { amount_minor: i64, currency: String },
+    Start {
+        order_id: OrderId,
+        deadline_ms: i64,
+    },
+    RecordReservation {
+        allocation: Vec<Allocation>,
+    },
+    RecordAuthorization {
+        amount_minor: i64,
+        currency: String,
+    },
     Complete,
-    Fail { reason: String },
+    Fail {
+        reason: String,
+    },
+    /// Everything the order held was given back after it was cancelled (before, during or
+    /// after its checkout). Needs no started checkout; recorded once.
+    Compensate {
+        order_id: OrderId,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -38,6 +53,8 @@ pub enum CheckoutEvent {
     CheckoutCompleted { order_id: OrderId },
     /// The order was rejected (or cancelled) and everything held for it released.
     CheckoutFailed { order_id: OrderId, reason: String },
+    /// The order was cancelled and everything it held (stock, payment) given back.
+    CheckoutCompensated { order_id: OrderId },
 }
 
 impl DomainEvent for CheckoutEvent {
@@ -48,6 +65,7 @@ impl DomainEvent for CheckoutEvent {
             Self::CheckoutPaymentAuthorized { .. } => "CheckoutPaymentAuthorized",
             Self::CheckoutCompleted { .. } => "CheckoutCompleted",
             Self::CheckoutFailed { .. } => "CheckoutFailed",
+            Self::CheckoutCompensated { .. } => "CheckoutCompensated",
         }
         .to_string()
     }
@@ -70,6 +88,8 @@ pub struct Checkout {
     allocation: Option<Vec<Allocation>>,
     authorized: bool,
     finished: Option<bool>,
+    #[serde(default)]
+    compensated: bool,
 }
 
 impl Checkout {
@@ -91,6 +111,10 @@ impl Checkout {
     /// `Some(true)` completed, `Some(false)` failed, `None` still running.
     pub fn finished(&self) -> Option<bool> {
         self.finished
+    }
+    /// Whether a cancellation's compensation was recorded.
+    pub fn is_compensated(&self) -> bool {
+        self.compensated
     }
 }
 
@@ -119,6 +143,12 @@ impl Aggregate for Checkout {
                     order_id,
                     deadline_ms,
                 }
+            }
+            CheckoutCommand::Compensate { order_id } => {
+                if self.compensated {
+                    return Ok(());
+                }
+                CheckoutEvent::CheckoutCompensated { order_id }
             }
             _ if self.finished.is_some() => return Ok(()),
             CheckoutCommand::RecordReservation { allocation } => {
@@ -172,6 +202,11 @@ impl Aggregate for Checkout {
             CheckoutEvent::CheckoutPaymentAuthorized { .. } => self.authorized = true,
             CheckoutEvent::CheckoutCompleted { .. } => self.finished = Some(true),
             CheckoutEvent::CheckoutFailed { .. } => self.finished = Some(false),
+            CheckoutEvent::CheckoutCompensated { order_id } => {
+                self.order_id = self.order_id.or(Some(order_id));
+                self.finished = self.finished.or(Some(false));
+                self.compensated = true;
+            }
         }
     }
 }
@@ -183,6 +218,7 @@ impl crate::schema::EventSchema for CheckoutEvent {
         ("CheckoutPaymentAuthorized", "1.0"),
         ("CheckoutCompleted", "1.0"),
         ("CheckoutFailed", "1.0"),
+        ("CheckoutCompensated", "1.0"),
     ];
 }
 
@@ -195,16 +231,20 @@ impl CheckoutEvent {
             | Self::CheckoutStockReserved { order_id, .. }
             | Self::CheckoutPaymentAuthorized { order_id, .. }
             | Self::CheckoutCompleted { order_id }
-            | Self::CheckoutFailed { order_id, .. } => *order_id,
+            | Self::CheckoutFailed { order_id, .. }
+            | Self::CheckoutCompensated { order_id } => *order_id,
         }
     }
 
-    /// Whether the checkout ended with this event (completed or failed).
+    /// Whether the checkout's run ended with this event (completed, failed, or compensated
+    /// after a cancel).
     #[must_use]
     pub fn is_terminal(&self) -> bool {
         matches!(
             self,
-            Self::CheckoutCompleted { .. } | Self::CheckoutFailed { .. }
+            Self::CheckoutCompleted { .. }
+                | Self::CheckoutFailed { .. }
+                | Self::CheckoutCompensated { .. }
         )
     }
 }
@@ -274,6 +314,28 @@ mod tests {
                 amount_minor: 5,
                 currency: "EUR".into(),
             })
+            .then_expect_events(vec![]);
+    }
+
+    #[test]
+    fn a_cancelled_order_is_compensated_once_started_or_not() {
+        F::with(())
+            .given_no_previous_events()
+            .when(CheckoutCommand::Compensate { order_id: oid() })
+            .then_expect_events(vec![CheckoutEvent::CheckoutCompensated { order_id: oid() }]);
+        F::with(())
+            .given(vec![
+                started(),
+                CheckoutEvent::CheckoutCompleted { order_id: oid() },
+            ])
+            .when(CheckoutCommand::Compensate { order_id: oid() })
+            .then_expect_events(vec![CheckoutEvent::CheckoutCompensated { order_id: oid() }]);
+        F::with(())
+            .given(vec![
+                started(),
+                CheckoutEvent::CheckoutCompensated { order_id: oid() },
+            ])
+            .when(CheckoutCommand::Compensate { order_id: oid() })
             .then_expect_events(vec![]);
     }
 }

@@ -367,14 +367,8 @@ pub async fn cancel(
         OrderCommand::CancelOrder { reason },
     )
     .await?;
+    // The saga gives back what the order held (stock, payment) from the `OrderCancelled`
+    // event, retrying until done, also after a crash right here.
     let order = load_order(&state, &id).await?;
-    // Give back what the order held: its stock reservations and its payment authorization.
-    // (A checkout still running sees the cancellation at its confirm step and does the same;
-    // both are idempotent.)
-    state
-        .checkout
-        .compensate(&order, &id.to_string(), &ctx.metadata())
-        .await
-        .map_err(|e| ApiError::Unavailable(e.to_string()))?;
     Ok(Json(view(&id, &order)?))
 }

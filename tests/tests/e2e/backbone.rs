@@ -275,6 +275,22 @@ async fn a_field_renamed_with_an_upcaster_rebuilds_to_the_same_read_models() {
             .status,
         200
     );
+    // The saga compensates the cancel from its event: wait for it before taking the dump.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !app
+        .store
+        .load::<emporium_domain::Checkout>(&ids[1])
+        .await
+        .unwrap()
+        .0
+        .is_compensated()
+    {
+        assert!(
+            Instant::now() < deadline,
+            "the cancel was never compensated"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     projections_caught_up(&app).await;
     let before = dump_all(&app).await;
     assert!(before.iter().any(|l| l.contains("|c-2|")));

@@ -5,6 +5,7 @@ mod api;
 mod architecture;
 mod backbone;
 mod checkout;
+mod checkout_safety;
 mod concurrency;
 mod events_export;
 mod fuzz;
