@@ -82,7 +82,7 @@ async fn an_approval_after_the_deadline_rejects_the_order_and_voids_it_at_the_pr
     let id = placed.body["order_id"].as_str().unwrap().to_string();
     let o = wait_status(&app, &id, "rejected", Duration::from_secs(20)).await;
     assert_eq!(o["reject_reason"], "payment timed out");
-    assert_eq!(*provider.approved.lock().unwrap(), [id.clone()]);
+    assert_eq!(*provider.approved.lock().unwrap(), vec![id.clone()]);
     assert!(
         provider.voided.lock().unwrap().contains(&id),
         "the late authorization is voided at the provider"
