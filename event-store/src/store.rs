@@ -6,8 +6,13 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cqrs_es::persist::PersistedEventStore;
-use cqrs_es::{Aggregate, AggregateError, CqrsFramework, EventStore};
+use std::any::Any;
+
+use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{
+    PersistedEventRepository, PersistedEventStore, PersistenceError, SerializedEvent,
+};
+use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
@@ -110,9 +115,16 @@ pub struct Store {
     /// against other processes.
     locks: Arc<Vec<tokio::sync::Mutex<()>>>,
     upcasters: Upcasters,
+    /// Aggregates with their version, so a command replays nothing.
+    cache: Arc<AggregateCache>,
 }
 
-pub(crate) type Framework<A> = CqrsFramework<A, PersistedEventStore<EventRepository, A>>;
+/// Aggregates kept in memory with their version: `(A, usize)` behind `Any`, by type and id.
+type AggregateCache = quick_cache::sync::Cache<(&'static str, String), Arc<dyn Any + Send + Sync>>;
+
+/// Aggregates cached per process. Bounded by entries: the hot ones (stock items under a
+/// sale, open orders) stay, the cold ones are replayed when next needed.
+const CACHED_AGGREGATES: usize = 100_000;
 
 impl Store {
     /// Opens (and migrates) the store described by `config`.
@@ -145,6 +157,7 @@ impl Store {
             feed,
             locks,
             upcasters: Upcasters::engine(),
+            cache: Arc::new(AggregateCache::new(CACHED_AGGREGATES)),
         }
     }
 
@@ -154,6 +167,8 @@ impl Store {
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.feed.set_upcasters(upcasters.clone());
         self.upcasters = upcasters;
+        // Cached aggregates were built with the old upcasters.
+        self.cache = Arc::new(AggregateCache::new(CACHED_AGGREGATES));
         self
     }
 
@@ -186,19 +201,12 @@ impl Store {
         &self.repo
     }
 
-    fn framework<A>(&self) -> Framework<A>
-    where
-        A: Aggregate<Services = ()>,
-    {
-        CqrsFramework::new(
-            PersistedEventStore::new_event_store(self.repo.clone())
-                .with_upcasters(self.upcasters.for_aggregate::<A>()),
-            vec![],
-            (),
-        )
-    }
-
     /// Runs `command` against aggregate `id`, retrying on optimistic-lock conflicts.
+    ///
+    /// The aggregate comes from this process's cache when it is there (no replay, no read):
+    /// an append decided on a stale copy fails the sequence check and is retried on a fresh
+    /// one, and a rejection or no-op decided on a cached copy is confirmed against the
+    /// events appended since (by another process) before it is returned.
     pub async fn execute<A>(
         &self,
         id: &str,
@@ -206,38 +214,87 @@ impl Store {
         metadata: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>>
     where
-        A: Aggregate<Services = ()>,
+        A: Aggregate<Services = ()> + Clone + 'static,
         A::Command: Clone,
     {
-        let framework = self.framework::<A>();
         let started = std::time::Instant::now();
         let _turn = self.locks[stripe(A::TYPE, id)].lock().await;
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            match framework
-                .execute_with_metadata(id, command.clone(), metadata.to_map())
-                .await
-            {
-                Ok(()) => break Ok(()),
-                Err(AggregateError::UserError(e)) => break Err(CommandError::Rejected(e)),
-                Err(AggregateError::AggregateConflict) if attempt < MAX_ATTEMPTS => {
+            let (mut state, mut version, from_cache) = match self.cached::<A>(id) {
+                Some((a, v)) => (a, v, true),
+                None => match self.replay::<A>(id).await {
+                    Ok((a, v)) => (a, v, false),
+                    Err(e) => break Err(e.into_command_error()),
+                },
+            };
+            let (verdict, events, decided) = loop {
+                let mut decided = state.clone();
+                let sink = EventSink::default();
+                let verdict = decided.handle(command.clone(), &(), &sink).await;
+                let events = sink.collect().await;
+                if (verdict.is_ok() && !events.is_empty()) || !from_cache {
+                    break (verdict, events, decided);
+                }
+                // A rejection or no-op on a cached copy: confirm it on the latest events.
+                match self.catch_up::<A>(id, &mut state, &mut version).await {
+                    Ok(0) => break (verdict, events, decided),
+                    Ok(_) => {}
+                    Err(e) => {
+                        self.forget::<A>(id);
+                        return self.finish::<A>(started, Err(e.into_command_error()));
+                    }
+                }
+            };
+            if let Err(e) = verdict {
+                self.remember::<A>(id, state, version);
+                break Err(CommandError::Rejected(e));
+            }
+            if events.is_empty() {
+                self.remember::<A>(id, state, version);
+                break Ok(());
+            }
+            let serialized = match serialize::<A>(id, version, &events, metadata) {
+                Ok(s) => s,
+                Err(e) => break Err(CommandError::Internal(e)),
+            };
+            match self.repo.persist::<A>(&serialized, None).await {
+                Ok(()) => {
+                    self.remember::<A>(id, decided, version + events.len());
+                    break Ok(());
+                }
+                Err(PersistenceError::OptimisticLockError) if attempt < MAX_ATTEMPTS => {
+                    self.forget::<A>(id);
                     metrics::counter!("emporium_command_retries_total", "aggregate" => A::TYPE)
                         .increment(1);
                     // Jitter spreads retries of writers that collided at the same moment.
                     let jitter = u64::from(rand_jitter()) % (attempt as u64 * 2 + 1);
                     tokio::time::sleep(Duration::from_millis(jitter)).await;
                 }
-                Err(AggregateError::AggregateConflict) => break Err(CommandError::Conflict),
-                Err(AggregateError::DatabaseConnectionError(e)) => {
-                    break Err(CommandError::Unavailable(e.to_string()))
+                Err(PersistenceError::OptimisticLockError) => {
+                    self.forget::<A>(id);
+                    break Err(CommandError::Conflict);
                 }
-                Err(AggregateError::DeserializationError(e))
-                | Err(AggregateError::UnexpectedError(e)) => {
-                    break Err(CommandError::Internal(e.to_string()))
+                // Whether the append happened is unknown: the next command reloads.
+                Err(PersistenceError::ConnectionError(e)) => {
+                    self.forget::<A>(id);
+                    break Err(CommandError::Unavailable(e.to_string()));
+                }
+                Err(e) => {
+                    self.forget::<A>(id);
+                    break Err(CommandError::Internal(e.to_string()));
                 }
             }
         };
+        self.finish::<A>(started, result)
+    }
+
+    fn finish<A: Aggregate>(
+        &self,
+        started: std::time::Instant,
+        result: Result<(), CommandError<A::Error>>,
+    ) -> Result<(), CommandError<A::Error>> {
         let outcome = match &result {
             Ok(()) => "accepted",
             Err(CommandError::Rejected(_)) => "rejected",
@@ -252,18 +309,89 @@ impl Store {
         result
     }
 
-    /// The current state of aggregate `id` and how many events it has (0 = never created).
-    pub async fn load<A>(&self, id: &str) -> Result<(A, usize), StoreError>
-    where
-        A: Aggregate,
-    {
+    fn cached<A: Aggregate + Clone + 'static>(&self, id: &str) -> Option<(A, usize)> {
+        let entry = self.cache.get(&(A::TYPE, id.to_string()))?;
+        entry
+            .downcast_ref::<(A, usize)>()
+            .map(|(a, v)| (a.clone(), *v))
+    }
+
+    fn remember<A: Aggregate + Clone + 'static>(&self, id: &str, aggregate: A, version: usize) {
+        self.cache
+            .insert((A::TYPE, id.to_string()), Arc::new((aggregate, version)));
+    }
+
+    fn forget<A: Aggregate>(&self, id: &str) {
+        self.cache.remove(&(A::TYPE, id.to_string()));
+    }
+
+    /// The aggregate replayed from its events (through the upcasters).
+    async fn replay<A: Aggregate>(&self, id: &str) -> Result<(A, usize), LoadFailure> {
         let store = PersistedEventStore::<EventRepository, A>::new_event_store(self.repo.clone())
             .with_upcasters(self.upcasters.for_aggregate::<A>());
-        let ctx = store
-            .load_aggregate(id)
+        match store.load_aggregate(id).await {
+            Ok(ctx) => Ok((ctx.aggregate, ctx.current_sequence)),
+            Err(AggregateError::DatabaseConnectionError(e)) => {
+                Err(LoadFailure::Unavailable(e.to_string()))
+            }
+            Err(e) => Err(LoadFailure::Broken(e.to_string())),
+        }
+    }
+
+    /// Applies the events appended after `version`; returns how many there were.
+    async fn catch_up<A: Aggregate>(
+        &self,
+        id: &str,
+        aggregate: &mut A,
+        version: &mut usize,
+    ) -> Result<usize, LoadFailure> {
+        let newer = match self.repo.get_last_events::<A>(id, *version).await {
+            Ok(n) => n,
+            Err(PersistenceError::ConnectionError(e)) => {
+                return Err(LoadFailure::Unavailable(e.to_string()))
+            }
+            Err(e) => return Err(LoadFailure::Broken(e.to_string())),
+        };
+        let upcasters = self.upcasters.for_aggregate::<A>();
+        let n = newer.len();
+        for mut e in newer {
+            for u in &upcasters {
+                if u.can_upcast(&e.event_type, &e.event_version) {
+                    e = u.upcast(e);
+                }
+            }
+            let event: A::Event = serde_json::from_value(e.payload)
+                .map_err(|x| LoadFailure::Broken(format!("{} {id}: {x}", A::TYPE)))?;
+            aggregate.apply(event);
+            *version = e.sequence.max(*version);
+        }
+        Ok(n)
+    }
+
+    /// The current state of aggregate `id` and how many events it has (0 = never created):
+    /// the cached copy brought up to date with one read, or a replay.
+    pub async fn load<A>(&self, id: &str) -> Result<(A, usize), StoreError>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        let _turn = self.locks[stripe(A::TYPE, id)].lock().await;
+        let (mut aggregate, mut version) = match self.cached::<A>(id) {
+            Some(hit) => hit,
+            None => {
+                let fresh = self.replay::<A>(id).await.map_err(StoreError::from)?;
+                self.remember::<A>(id, fresh.0.clone(), fresh.1);
+                return Ok(fresh);
+            }
+        };
+        if self
+            .catch_up::<A>(id, &mut aggregate, &mut version)
             .await
-            .map_err(|e| StoreError::Load(e.to_string()))?;
-        Ok((ctx.aggregate, ctx.current_sequence))
+            .map_err(StoreError::from)?
+            > 0
+        {
+            self.remember::<A>(id, aggregate.clone(), version);
+        }
+        Ok((aggregate, version))
     }
 }
 
@@ -280,6 +408,57 @@ pub async fn apply_migrations(
         Db::Sqlite(p) => sqlite.set_ignore_missing(true).run(p).await?,
     }
     Ok(())
+}
+
+/// Why an aggregate could not be loaded.
+enum LoadFailure {
+    /// The database could not be reached.
+    Unavailable(String),
+    /// A stored event does not fit the aggregate (or the upcasters failed).
+    Broken(String),
+}
+
+impl LoadFailure {
+    fn into_command_error<E: std::error::Error>(self) -> CommandError<E> {
+        match self {
+            LoadFailure::Unavailable(e) => CommandError::Unavailable(e),
+            LoadFailure::Broken(e) => CommandError::Internal(e),
+        }
+    }
+}
+
+impl From<LoadFailure> for StoreError {
+    fn from(e: LoadFailure) -> Self {
+        match e {
+            LoadFailure::Unavailable(e) | LoadFailure::Broken(e) => StoreError::Load(e),
+        }
+    }
+}
+
+/// A command's events as the repository stores them: sequences after `version`, with the
+/// command's metadata.
+fn serialize<A: Aggregate>(
+    id: &str,
+    version: usize,
+    events: &[A::Event],
+    metadata: &EventMetadata,
+) -> Result<Vec<SerializedEvent>, String> {
+    let metadata = serde_json::to_value(metadata.to_map()).map_err(|e| e.to_string())?;
+    events
+        .iter()
+        .enumerate()
+        .map(|(i, e)| {
+            Ok(SerializedEvent::new(
+                id.to_string(),
+                version + i + 1,
+                A::TYPE.to_string(),
+                e.event_type(),
+                e.event_version(),
+                serde_json::to_value(e).map_err(|x| x.to_string())?,
+                metadata.clone(),
+            ))
+        })
+        .collect()
 }
 
 fn stripe(aggregate_type: &str, id: &str) -> usize {

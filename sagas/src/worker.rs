@@ -147,7 +147,7 @@ impl CheckoutSaga {
         meta: &EventMetadata,
     ) -> Result<(), CommandError<A::Error>>
     where
-        A: Aggregate<Services = ()>,
+        A: Aggregate<Services = ()> + Clone + 'static,
         A::Command: Clone,
     {
         self.store.execute::<A>(id, command, meta).await

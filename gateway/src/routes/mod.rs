@@ -99,7 +99,7 @@ pub(crate) async fn execute<A>(
     command: A::Command,
 ) -> Result<(), ApiError>
 where
-    A: Aggregate<Services = ()>,
+    A: Aggregate<Services = ()> + Clone + 'static,
     A::Command: Clone,
     ApiError: From<A::Error>,
 {
