@@ -16,8 +16,15 @@ use hdrhistogram::Histogram;
 use serde_json::json;
 use uuid::Uuid;
 
-use emporium_domain::{Order, OrderEvent};
+use cqrs_es::persist::PersistedEventStore;
+use cqrs_es::{Aggregate, AggregateError, CqrsFramework};
+use emporium_domain::inventory::stock_item_id;
+use emporium_domain::{
+    Allocation, Currency, CustomerId, Money, Order, OrderCommand, OrderEvent, OrderId, OrderLine,
+    Payment, PaymentCommand, Quantity, Region, Sku, StockItem, StockItemCommand, WarehouseId,
+};
 use emporium_gateway::{ApiConfig, Engine};
+use postgres_es::PostgresEventRepository;
 
 #[derive(Debug, Args)]
 pub(crate) struct CheckoutBenchArgs {
@@ -37,13 +44,200 @@ pub(crate) struct CheckoutBenchArgs {
 }
 
 pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
-    crate::commands::throwaway(&args.database_url.clone(), false, |url| async move {
-        bench(&args, &url).await
+    let baseline = {
+        let (clients, duration) = (args.clients, args.duration);
+        let mut rate = 0.0;
+        crate::commands::throwaway(&args.database_url.clone(), false, |url| {
+            let rate = &mut rate;
+            async move {
+                *rate = plain_cqrs(&url, clients, duration).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        rate
+    };
+    println!(
+        "baseline: plain cqrs-es + postgres-es, inline checkout in {} client tasks: {baseline:.0} checkouts/s",
+        args.clients
+    );
+    let mut engine = 0.0;
+    crate::commands::throwaway(&args.database_url.clone(), false, |url| {
+        let engine = &mut engine;
+        async move {
+            *engine = bench(&args, &url).await?;
+            Ok(())
+        }
     })
-    .await
+    .await?;
+    println!(
+        "engine/baseline {:.2}x ({engine:.0} vs {baseline:.0} checkouts/s, same workload, same run)",
+        engine / baseline.max(1e-9)
+    );
+    Ok(())
 }
 
-async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<()> {
+type Plain<A> = CqrsFramework<A, PersistedEventStore<PostgresEventRepository, A>>;
+
+fn plain<A: Aggregate<Services = ()>>(pool: &sqlx::PgPool) -> Plain<A> {
+    CqrsFramework::new(
+        PersistedEventStore::new_event_store(
+            PostgresEventRepository::new(pool.clone())
+                .with_tables("plain_events", "plain_snapshots"),
+        ),
+        vec![],
+        (),
+    )
+}
+
+/// Retries a cqrs-es command while other clients win the race for the same aggregate, as
+/// an application on plain cqrs-es must. `Ok(false)`: the aggregate refused it.
+async fn until_not_conflicting<A, F>(mut f: impl FnMut() -> F) -> anyhow::Result<bool>
+where
+    A: Aggregate,
+    F: std::future::Future<Output = Result<(), AggregateError<A::Error>>>,
+{
+    loop {
+        match f().await {
+            Ok(()) => return Ok(true),
+            Err(AggregateError::UserError(_)) => return Ok(false),
+            Err(AggregateError::AggregateConflict) => tokio::task::yield_now().await,
+            Err(e) => return Err(anyhow::anyhow!("{e}")),
+        }
+    }
+}
+
+/// The same checkout written inline on plain cqrs-es + postgres-es: place, reserve each line
+/// at the first warehouse that accepts, authorize, confirm. No bus, no saga state. Returns
+/// checkouts per second.
+async fn plain_cqrs(url: &str, clients: usize, duration: u64) -> anyhow::Result<f64> {
+    let pool = connect_postgres(url, 48).await?;
+    let store = Store::from_db(Db::Postgres(pool.clone()));
+    store.migrate().await?;
+    emporium_event_store::seeding::create_baseline_tables(&pool).await?;
+    let stock = Arc::new(plain::<StockItem>(&pool));
+    let orders = Arc::new(plain::<Order>(&pool));
+    let payments = Arc::new(plain::<Payment>(&pool));
+    let warehouses: Vec<WarehouseId> = ["wh-a", "wh-b", "wh-c"]
+        .iter()
+        .map(|w| WarehouseId::parse(w))
+        .collect::<Result<_, _>>()?;
+    let skus: Vec<Sku> = (0..30)
+        .map(|i| Sku::parse(&format!("SKU-{i}")))
+        .collect::<Result<_, _>>()?;
+    for sku in &skus {
+        for w in &warehouses {
+            stock
+                .execute(
+                    &stock_item_id(w, sku),
+                    StockItemCommand::ReceiveStock {
+                        warehouse_id: w.clone(),
+                        sku: sku.clone(),
+                        qty: Quantity::new(1_000_000)?,
+                    },
+                )
+                .await
+                .map_err(|e| anyhow::anyhow!("{e}"))?;
+        }
+    }
+    let eur = Currency::parse("EUR")?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let tasks: Vec<_> = (0..clients)
+        .map(|c| {
+            let (stock, orders, payments, stop, done) = (
+                stock.clone(),
+                orders.clone(),
+                payments.clone(),
+                stop.clone(),
+                done.clone(),
+            );
+            let (warehouses, skus) = (warehouses.clone(), skus.clone());
+            tokio::spawn(async move {
+                let mut n = 0usize;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let order_id = OrderId::new();
+                    let oid = order_id.to_string();
+                    let mut lines = Vec::new();
+                    for k in 0..3 {
+                        let i = (c * 7 + n * 3 + k * 11) % 30;
+                        let price = Money::new(1000 + i as i64, eur)?;
+                        if lines.iter().all(|l: &OrderLine| l.sku != skus[i]) {
+                            lines.push(OrderLine {
+                                sku: skus[i].clone(),
+                                qty: Quantity::new(1)?,
+                                unit_price: price,
+                            });
+                        }
+                    }
+                    let total =
+                        Money::new(lines.iter().map(|l| l.unit_price.amount_minor()).sum(), eur)?;
+                    let place = OrderCommand::PlaceOrder {
+                        order_id,
+                        customer_id: CustomerId::parse(&format!("c{c}"))?,
+                        lines: lines.clone(),
+                        shipping_region: Region::parse("eu-west")?,
+                        payment_token: "tok_ok".into(),
+                    };
+                    until_not_conflicting::<Order, _>(|| orders.execute(&oid, place.clone()))
+                        .await?;
+                    let mut allocation = Vec::new();
+                    for line in &lines {
+                        for w in &warehouses {
+                            let reserve = StockItemCommand::ReserveStock {
+                                warehouse_id: w.clone(),
+                                sku: line.sku.clone(),
+                                order_id,
+                                qty: line.qty,
+                            };
+                            let id = stock_item_id(w, &line.sku);
+                            if until_not_conflicting::<StockItem, _>(|| {
+                                stock.execute(&id, reserve.clone())
+                            })
+                            .await?
+                            {
+                                allocation.push(Allocation {
+                                    sku: line.sku.clone(),
+                                    warehouse_id: w.clone(),
+                                    qty: line.qty,
+                                });
+                                break;
+                            }
+                        }
+                    }
+                    let authorize = PaymentCommand::AuthorizePayment {
+                        order_id,
+                        amount: total,
+                    };
+                    until_not_conflicting::<Payment, _>(|| {
+                        payments.execute(&oid, authorize.clone())
+                    })
+                    .await?;
+                    let confirm = OrderCommand::ConfirmOrder {
+                        allocation: allocation.clone(),
+                    };
+                    if until_not_conflicting::<Order, _>(|| orders.execute(&oid, confirm.clone()))
+                        .await?
+                    {
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                anyhow::Ok(())
+            })
+        })
+        .collect();
+    tokio::time::sleep(Duration::from_secs(duration)).await;
+    stop.store(true, Ordering::Relaxed);
+    for t in tasks {
+        t.await??;
+    }
+    Ok(done.load(Ordering::Relaxed) as f64 / started.elapsed().as_secs_f64())
+}
+
+/// The engine end to end over HTTP; returns checkouts per second (drain included).
+async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
     let store = Store::from_db(Db::Postgres(connect_postgres(url, 48).await?));
     let mut builder = Engine::on_store(store.clone())
         .admin_key(Some("bench-key".into()))
@@ -209,5 +403,5 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<()> {
         let _ = js.delete_stream(names.stream()).await;
         let _ = js.delete_stream(names.dlq_stream()).await;
     }
-    Ok(())
+    Ok(done as f64 / total)
 }

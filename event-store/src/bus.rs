@@ -246,7 +246,16 @@ pub struct LocalSubscriber {
     /// The delivery handed out and not yet settled, with its attempt count.
     pending: Option<(FeedEvent, u64)>,
     retry_at: Option<tokio::time::Instant>,
+    /// The position acked last, and the one last written to the database with when.
+    acked: i64,
+    saved: (i64, tokio::time::Instant),
 }
+
+/// Acks are written to the database at most this often (or every [`SAVE_EVERY`] events),
+/// not one commit per event: a crash redelivers at most the acks of this window, which the
+/// at-least-once contract allows.
+const SAVE_INTERVAL: Duration = Duration::from_millis(200);
+const SAVE_EVERY: i64 = 256;
 
 impl LocalSubscriber {
     pub async fn open(store: Store, config: SubscriberConfig) -> Result<Self, BusError> {
@@ -259,6 +268,7 @@ impl LocalSubscriber {
             .feed()
             .subscribe(cursor.unwrap_or(0))
             .with_batch_size(500);
+        let start = cursor.unwrap_or(0);
         Ok(Self {
             store,
             config,
@@ -266,10 +276,24 @@ impl LocalSubscriber {
             buffer: Default::default(),
             pending: None,
             retry_at: None,
+            acked: start,
+            saved: (start, tokio::time::Instant::now()),
         })
     }
 
+    /// Moves the cursor to `position`, writing it when the window is full or has aged.
     async fn advance(&mut self, position: i64) -> Result<(), BusError> {
+        self.acked = self.acked.max(position);
+        let (saved, at) = self.saved;
+        if self.acked - saved >= SAVE_EVERY || at.elapsed() >= SAVE_INTERVAL {
+            self.save().await?;
+        }
+        Ok(())
+    }
+
+    /// Writes the cursor now.
+    async fn save(&mut self) -> Result<(), BusError> {
+        let position = self.acked;
         let db = self.store.db();
         let sql = db.sql(
             "INSERT INTO consumer_checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
@@ -281,6 +305,7 @@ impl LocalSubscriber {
             sqlx::query(&sql).bind(&self.config.name).bind(position).bind(now)
                 .execute(pool).await?.rows_affected()
         });
+        self.saved = (position, tokio::time::Instant::now());
         Ok(())
     }
 
@@ -303,7 +328,8 @@ impl LocalSubscriber {
                         .bind("max deliveries reached").bind(now)
                         .execute(pool).await?.rows_affected()
                 });
-                self.advance(event.position).await
+                self.acked = self.acked.max(event.position);
+                self.save().await
             }
             LocalOutcome::Nak(delay) => {
                 self.retry_at = delay.map(|d| tokio::time::Instant::now() + d);
@@ -331,6 +357,10 @@ impl Subscriber for LocalSubscriber {
         }
         loop {
             if self.buffer.is_empty() {
+                // About to wait for the feed: write what was acked first.
+                if self.acked > self.saved.0 {
+                    self.save().await?;
+                }
                 self.buffer.extend(self.feed.next_batch().await?);
             }
             let Some(event) = self.buffer.pop_front() else {

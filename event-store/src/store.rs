@@ -368,6 +368,19 @@ impl Store {
         Ok(n)
     }
 
+    /// This process's copy of aggregate `id` without asking the database whether another
+    /// process appended since: for decisions that a later command re-checks anyway (where
+    /// stock might be, which warehouses exist). A replay when nothing is cached.
+    pub async fn load_cached<A>(&self, id: &str) -> Result<(A, usize), StoreError>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        if let Some(hit) = self.cached::<A>(id) {
+            return Ok(hit);
+        }
+        self.load::<A>(id).await
+    }
+
     /// The current state of aggregate `id` and how many events it has (0 = never created):
     /// the cached copy brought up to date with one read, or a replay.
     pub async fn load<A>(&self, id: &str) -> Result<(A, usize), StoreError>

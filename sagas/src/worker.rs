@@ -3,12 +3,13 @@
 //! with a reason. Every step is idempotent and guarded by the order's state machine, so a
 //! redelivered or resumed checkout repeats nothing that happened.
 //!
-//! Hand-off: the worker records `CheckoutStarted` (with the payment deadline) before it acks
-//! the `OrderPlaced` delivery, then processes in a task, under the checkout's lease (one
-//! engine at a time per checkout, see [`crate::lease`]). A crash after the ack, a delivery
-//! that was dead-lettered, or an engine that died mid-checkout is covered by the sweep (at
-//! start and every `sweep_interval`): unfinished checkouts, placed orders without one, and
-//! cancels without a compensation, that no live engine holds. The deadline lives in the
+//! Hand-off: the worker acks the `OrderPlaced` delivery and processes the checkout in a
+//! task, under the checkout's lease (one engine at a time per checkout, see
+//! [`crate::lease`]); the task records `CheckoutStarted` (with the payment deadline) first.
+//! A crash after the ack, a delivery that was dead-lettered, or an engine that died
+//! mid-checkout is covered by the sweep (at start and every `sweep_interval`): unfinished
+//! checkouts, placed orders without one, and cancels without a compensation, that no live
+//! engine holds. The deadline lives in the
 //! checkout's events, so it also holds across restarts.
 //!
 //! Cancels: the HTTP request only records `OrderCancelled`; the saga gives back stock and
@@ -109,6 +110,10 @@ pub struct CheckoutSaga {
     active: Mutex<HashSet<String>>,
     /// Checkouts this process may work on: one engine at a time per checkout.
     leases: Leases,
+    /// Checkouts this process started from a delivery and no one else has touched: their
+    /// stock can be read from this process's cache (a resumed one is read fresh, as an
+    /// earlier run elsewhere may have reserved for it).
+    started_here: Mutex<HashSet<String>>,
 }
 
 fn now_ms() -> i64 {
@@ -128,6 +133,7 @@ impl CheckoutSaga {
             config,
             active: Mutex::new(HashSet::new()),
             leases,
+            started_here: Mutex::new(HashSet::new()),
         })
     }
 
@@ -213,8 +219,12 @@ impl CheckoutSaga {
                 return Ok(Outcome::Nothing);
             }
         }
-        self.start(*order_id, meta).await?;
-        let (checkout, _) = self.store.load::<Checkout>(&oid).await?;
+        let checkout = if checkout.is_started() {
+            checkout
+        } else {
+            self.start(*order_id, meta).await?;
+            self.store.load::<Checkout>(&oid).await?.0
+        };
 
         let allocation = match checkout.allocation() {
             Some(a) => a.to_vec(),
@@ -330,11 +340,15 @@ impl CheckoutSaga {
         &self,
         order: &Order,
         order_id: &OrderId,
+        fresh: bool,
     ) -> Result<(Vec<Candidate>, bool), SagaError> {
         let mut out = Vec::new();
         let mut holds_any = false;
+        // Possibly stale copies are fine here (unless `fresh`): a reservation is checked
+        // against the stock item's latest events when it is appended. What the order itself
+        // holds must be read fresh when an earlier run may have reserved for it.
         for wid in self.store.aggregate_ids::<Warehouse>().await? {
-            let (w, _) = self.store.load::<Warehouse>(&wid).await?;
+            let (w, _) = self.store.load_cached::<Warehouse>(&wid).await?;
             let (Some(id), Some(region), Some(priority)) = (w.id(), w.region(), w.priority())
             else {
                 continue;
@@ -349,10 +363,12 @@ impl CheckoutSaga {
                 available: BTreeMap::new(),
             };
             for line in order.lines() {
-                let (item, _) = self
-                    .store
-                    .load::<StockItem>(&stock_item_id(id, &line.sku))
-                    .await?;
+                let item_id = stock_item_id(id, &line.sku);
+                let (item, _) = if fresh {
+                    self.store.load::<StockItem>(&item_id).await?
+                } else {
+                    self.store.load_cached::<StockItem>(&item_id).await?
+                };
                 let own = u64::from(item.reservation_for(order_id).unwrap_or(0));
                 holds_any |= own > 0;
                 candidate.add(&line.sku, item.levels(), own);
@@ -377,7 +393,13 @@ impl CheckoutSaga {
             .map(|l| (l.sku.clone(), l.qty))
             .collect();
         for attempt in 0..100u64 {
-            let (candidates, holds_any) = self.candidates(order, &order_id).await?;
+            let fresh = attempt > 0
+                || !self
+                    .started_here
+                    .lock()
+                    .map(|s| s.contains(&order_id.to_string()))
+                    .unwrap_or(false);
+            let (candidates, holds_any) = self.candidates(order, &order_id, fresh).await?;
             let parts = match allocate(&lines, &candidates, region) {
                 Ok(p) => p,
                 Err(short) => {
@@ -637,9 +659,16 @@ impl CheckoutSaga {
         }
     }
 
-    fn spawn_process(self: &Arc<Self>, oid: String, permits: Arc<Semaphore>) {
+    /// Runs the checkout of `oid` in a task, under its lease. `started_here`: this process
+    /// just started it from its delivery.
+    fn spawn_process(self: &Arc<Self>, oid: String, permits: Arc<Semaphore>, started_here: bool) {
         if !self.claim(&oid) {
             return;
+        }
+        if started_here {
+            if let Ok(mut s) = self.started_here.lock() {
+                s.insert(oid.clone());
+            }
         }
         let saga = self.clone();
         tokio::spawn(async move {
@@ -666,6 +695,9 @@ impl CheckoutSaga {
                 }
                 Ok(false) => {}
                 Err(e) => tracing::warn!(order = %oid, error = %e, "cannot take a checkout lease"),
+            }
+            if let Ok(mut s) = saga.started_here.lock() {
+                s.remove(&oid);
             }
             saga.unclaim(&oid);
         });
@@ -696,7 +728,7 @@ impl CheckoutSaga {
                     );
                 }
                 for oid in o.checkouts {
-                    self.spawn_process(oid, permits.clone());
+                    self.spawn_process(oid, permits.clone(), false);
                 }
                 for oid in o.cancels {
                     self.spawn_cancel(oid);
@@ -780,8 +812,8 @@ impl CheckoutSaga {
                             continue;
                         }
                     };
-                    let order_id = match &placed.payload {
-                        OrderEvent::OrderPlaced { order_id, .. } => *order_id,
+                    match &placed.payload {
+                        OrderEvent::OrderPlaced { .. } => {}
                         OrderEvent::OrderCancelled { .. } => {
                             // The cancel is durable in the log: compensate now, and should
                             // that fail (or another engine hold the checkout), the sweep
@@ -795,18 +827,11 @@ impl CheckoutSaga {
                             continue;
                         }
                     };
+                    // Acked at once: should this process die before the checkout starts,
+                    // the sweep finds the placed order without a checkout and runs it.
                     let oid = placed.aggregate_id.clone();
-                    // Durable before the ack: from here on the resumer can find it.
-                    match self.start(order_id, &Self::flow_metadata(&placed)).await {
-                        Ok(()) => {
-                            let _ = subscriber.ack(delivery).await;
-                            self.spawn_process(oid, permits.clone());
-                        }
-                        Err(e) => {
-                            tracing::warn!(order = %oid, error = %e, "checkout: cannot start");
-                            let _ = subscriber.nak(delivery, Some(Duration::from_secs(1))).await;
-                        }
-                    }
+                    let _ = subscriber.ack(delivery).await;
+                    self.spawn_process(oid, permits.clone(), true);
                 }
             }
         }
