@@ -223,7 +223,8 @@ impl CheckoutSaga {
             checkout
         } else {
             self.start(*order_id, meta).await?;
-            self.store.load::<Checkout>(&oid).await?.0
+            // Just written by this process under the lease: the cached copy is current.
+            self.store.load_cached::<Checkout>(&oid).await?.0
         };
 
         let allocation = match checkout.allocation() {

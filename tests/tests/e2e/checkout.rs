@@ -231,13 +231,22 @@ async fn an_order_needing_two_warehouses_is_split_and_the_timeline_shows_every_s
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_thousand_checkouts_for_a_hundred_units_confirm_exactly_a_hundred() {
     let nats = TestNats::connect().await;
+    a_thousand_checkouts_for_a_hundred_units(Backend::Postgres, Some(&nats)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn sqlite_a_thousand_checkouts_for_a_hundred_units_confirm_exactly_a_hundred() {
+    a_thousand_checkouts_for_a_hundred_units(Backend::Sqlite, None).await;
+}
+
+async fn a_thousand_checkouts_for_a_hundred_units(backend: Backend, nats: Option<&TestNats>) {
     // The payment deadline runs from the start of each checkout; queueing behind a thousand
     // others must not eat it.
     let volume = CheckoutConfig {
         payment_timeout: Duration::from_secs(300),
         ..config()
     };
-    let app = TestApp::with_checkout(Backend::Postgres, volume, Some(&nats)).await;
+    let app = TestApp::with_checkout(backend, volume, nats).await;
     for (w, region, qty) in [
         ("wh-a", "eu-west", 40),
         ("wh-b", "us-east", 35),
@@ -315,15 +324,17 @@ async fn a_thousand_checkouts_for_a_hundred_units_confirm_exactly_a_hundred() {
     assert_eq!(count("OrderRejected").await, 900);
 
     // Stock never went negative at any event, and only confirmed orders hold reservations.
-    let Db::Postgres(pool) = &db else {
-        unreachable!()
+    let sql = match &db {
+        Db::Postgres(_) => "SELECT aggregate_id, payload::text FROM events WHERE aggregate_type = 'StockItem' ORDER BY feed_position",
+        Db::Sqlite(_) => "SELECT aggregate_id, payload FROM events WHERE aggregate_type = 'StockItem' ORDER BY feed_position",
     };
-    let rows: Vec<(String, Value)> = sqlx::query_as(
-        "SELECT aggregate_id, payload FROM events WHERE aggregate_type = 'StockItem' ORDER BY feed_position",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let text: Vec<(String, String)> = on_db!(&db, pool => {
+        sqlx::query_as(sql).fetch_all(pool).await.unwrap()
+    });
+    let rows: Vec<(String, Value)> = text
+        .into_iter()
+        .map(|(id, p)| (id, serde_json::from_str(&p).unwrap()))
+        .collect();
     let mut last: HashMap<String, Value> = HashMap::new();
     for (item, payload) in rows {
         let body = payload
@@ -345,11 +356,12 @@ async fn a_thousand_checkouts_for_a_hundred_units_confirm_exactly_a_hundred() {
         total_reserved, 100,
         "no reservation left behind by rejected orders"
     );
-    let approved: i64 =
+    let approved: i64 = on_db!(&db, pool => {
         sqlx::query_scalar("SELECT COUNT(*) FROM sandbox_payments WHERE outcome = 'approved'")
             .fetch_one(pool)
             .await
-            .unwrap();
+            .unwrap()
+    });
     assert_eq!(
         approved, 100,
         "one authorization per confirmed order, none for the rest"
