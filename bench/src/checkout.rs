@@ -41,10 +41,23 @@ pub(crate) struct CheckoutBenchArgs {
     pub(crate) clients: usize,
     #[arg(long, default_value_t = 20)]
     pub(crate) duration: u64,
+    /// Open loop: place this many orders per second whatever the engine's pace (instead of
+    /// closed-loop clients), and report placement -> confirmation latency.
+    #[arg(long)]
+    pub(crate) rate: Option<u64>,
+    /// Skip the plain cqrs-es baseline (open-loop runs compare latency, not rates).
+    #[arg(long)]
+    pub(crate) skip_baseline: bool,
+    /// Events of history to put on the hot stock items before measuring (reserve/release
+    /// pairs, spread over the 90 items); the engine measures after its read models caught up.
+    #[arg(long, default_value_t = 0)]
+    pub(crate) prior_events: u64,
 }
 
 pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
-    let baseline = {
+    let baseline = if args.skip_baseline || args.rate.is_some() {
+        0.0
+    } else {
         let (clients, duration) = (args.clients, args.duration);
         let mut rate = 0.0;
         crate::commands::throwaway(&args.database_url.clone(), false, |url| {
@@ -57,10 +70,12 @@ pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
         .await?;
         rate
     };
-    println!(
-        "baseline: plain cqrs-es + postgres-es, inline checkout in {} client tasks: {baseline:.0} checkouts/s",
-        args.clients
-    );
+    if baseline > 0.0 {
+        println!(
+            "baseline: plain cqrs-es + postgres-es, inline checkout in {} client tasks: {baseline:.0} checkouts/s",
+            args.clients
+        );
+    }
     let mut engine = 0.0;
     crate::commands::throwaway(&args.database_url.clone(), false, |url| {
         let engine = &mut engine;
@@ -70,10 +85,12 @@ pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
         }
     })
     .await?;
-    println!(
-        "engine/baseline {:.2}x ({engine:.0} vs {baseline:.0} checkouts/s, same workload, same run)",
-        engine / baseline.max(1e-9)
-    );
+    if baseline > 0.0 {
+        println!(
+            "engine/baseline {:.2}x ({engine:.0} vs {baseline:.0} checkouts/s, same workload, same run)",
+            engine / baseline
+        );
+    }
     Ok(())
 }
 
@@ -293,6 +310,10 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
         }
     }
 
+    if args.prior_events > 0 {
+        seed_history(&store, args.prior_events).await?;
+    }
+
     // Placement times, and a feed follower that sees the confirmations.
     let placed_at: Arc<Mutex<HashMap<String, Instant>>> = Arc::default();
     let hist = Arc::new(Mutex::new(Histogram::<u64>::new(3)?));
@@ -334,7 +355,81 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
     let stop = Arc::new(AtomicBool::new(false));
     let orders = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let workers: Vec<_> = (0..args.clients)
+    // The engine's (and this process's) resident memory, sampled while it works.
+    let max_rss = Arc::new(AtomicU64::new(0));
+    let sampler = {
+        let max_rss = max_rss.clone();
+        tokio::spawn(async move {
+            loop {
+                max_rss.fetch_max(rss_bytes(), Ordering::Relaxed);
+                tokio::time::sleep(Duration::from_millis(200)).await;
+            }
+        })
+    };
+    let place = {
+        let (client, base) = (client.clone(), base.clone());
+        move |c: usize, n: usize| {
+            let lines: Vec<_> = (0..3)
+                .map(|k| json!({"sku": format!("SKU-{}", (c * 7 + n * 3 + k * 11) % 30), "qty": 1}))
+                .collect();
+            client
+                .post(format!("{base}/v1/orders"))
+                .bearer_auth("bench-key")
+                .json(&json!({"customer_id": format!("c{c}"), "lines": lines,
+                              "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}))
+                .send()
+        }
+    };
+    let opened = match args.rate {
+        Some(rate) => {
+            // Open loop: one order every 1/rate s, each sent on its own task.
+            let (stop, placed_at, orders, place) = (
+                stop.clone(),
+                placed_at.clone(),
+                orders.clone(),
+                place.clone(),
+            );
+            Some(tokio::spawn(async move {
+                let mut tick =
+                    tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut n = 0usize;
+                let in_flight = Arc::new(AtomicU64::new(0));
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    n += 1;
+                    let (placed_at, orders) = (placed_at.clone(), orders.clone());
+                    let sent = Instant::now();
+                    let request = place(n % 64, n);
+                    let in_flight = in_flight.clone();
+                    in_flight.fetch_add(1, Ordering::Relaxed);
+                    tokio::spawn(async move {
+                        if let Ok(r) = request.await {
+                            if let Ok(v) = r.json::<serde_json::Value>().await {
+                                if let Some(id) = v["order_id"].as_str() {
+                                    if let Ok(mut p) = placed_at.lock() {
+                                        p.insert(id.to_string(), sent);
+                                    }
+                                    orders.fetch_add(1, Ordering::Relaxed);
+                                }
+                            }
+                        }
+                        in_flight.fetch_sub(1, Ordering::Relaxed);
+                    });
+                }
+                // Every order sent is answered before placements are counted.
+                let waited = Instant::now();
+                while in_flight.load(Ordering::Relaxed) > 0
+                    && waited.elapsed() < Duration::from_secs(60)
+                {
+                    tokio::time::sleep(Duration::from_millis(20)).await;
+                }
+            }))
+        }
+        None => None,
+    };
+    let clients = if args.rate.is_some() { 0 } else { args.clients };
+    let workers: Vec<_> = (0..clients)
         .map(|c| {
             let (client, base, stop, placed_at, orders) =
                 (client.clone(), base.clone(), stop.clone(), placed_at.clone(), orders.clone());
@@ -372,7 +467,11 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
     for w in workers {
         let _ = w.await;
     }
+    if let Some(o) = opened {
+        let _ = o.await;
+    }
     let placed = orders.load(Ordering::Relaxed);
+    let confirmed_in_time = confirmed.load(Ordering::Relaxed);
     // Let the saga finish what was placed.
     let drain = Instant::now();
     while confirmed.load(Ordering::Relaxed) < placed && drain.elapsed() < Duration::from_secs(120) {
@@ -381,6 +480,7 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
     let total = started.elapsed().as_secs_f64();
     let done = confirmed.load(Ordering::Relaxed);
     follower.abort();
+    sampler.abort();
     engine.stop().await;
     let (p50, p95, p99) = {
         let h = hist.lock().map_err(|_| anyhow::anyhow!("histogram lock"))?;
@@ -388,15 +488,19 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
         (ms(0.5), ms(0.95), ms(0.99))
     };
     println!(
-        "{} clients, {} bus: placed {placed} orders in {}s ({:.0}/s); confirmed {done} ({:.0} checkouts/s end to end incl. drain); placement -> confirmation p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
-        args.clients,
+        "{}, {} bus: placed {placed} orders in {}s ({:.0}/s); confirmed {done} ({:.0} checkouts/s end to end incl. drain; {confirmed_in_time} by the end of placing); placement -> confirmation p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms; max RSS {:.0} MB",
+        match args.rate {
+            Some(r) => format!("open loop at {r} orders/s"),
+            None => format!("{} clients", args.clients),
+        },
         if args.nats_url.is_some() { "NATS" } else { "in-process" },
         args.duration,
         placed as f64 / args.duration as f64,
         done as f64 / total,
         p50,
         p95,
-        p99
+        p99,
+        max_rss.load(Ordering::Relaxed) as f64 / 1e6
     );
     if let Some((client, names)) = cleanup {
         let js = async_nats::jetstream::new(client);
@@ -404,4 +508,65 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
         let _ = js.delete_stream(names.dlq_stream()).await;
     }
     Ok(done as f64 / total)
+}
+
+/// This process's resident set size (Linux `/proc/self/status`), 0 where unknown.
+fn rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or(0, |kb| kb * 1024)
+}
+
+/// Puts `total` events of reservation history on the 90 hot stock items (each already at
+/// sequence 1 from its receipt), then waits until the read models have applied them all, so
+/// the measurement sees only the cost of the long history itself.
+async fn seed_history(store: &Store, total: u64) -> anyhow::Result<()> {
+    let Db::Postgres(pool) = store.db() else {
+        anyhow::bail!("the history seed needs Postgres");
+    };
+    let per_item = ((total / 90).max(2) / 2 * 2) as i64;
+    let bar = indicatif::ProgressBar::new(90).with_style(
+        indicatif::ProgressStyle::with_template("history {bar:30} {pos}/{len} stock items")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    for i in 0..30 {
+        for w in ["wh-a", "wh-b", "wh-c"] {
+            emporium_event_store::seeding::prior_reservations(
+                pool,
+                w,
+                &format!("SKU-{i}"),
+                1_000_000,
+                1,
+                per_item,
+            )
+            .await?;
+            bar.inc(1);
+        }
+    }
+    bar.finish_and_clear();
+    let head_target = store.event_count().await?;
+    let spinner = indicatif::ProgressBar::new_spinner().with_message("read models catching up");
+    spinner.enable_steady_tick(Duration::from_millis(200));
+    loop {
+        let head = store.feed().head().await?;
+        let slowest = emporium_projections::runner::slowest_position(store.db())
+            .await?
+            .unwrap_or(0);
+        if head >= head_target && slowest >= head {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    spinner.finish_and_clear();
+    println!(
+        "history: {} events on 90 hot stock items ({per_item} each)",
+        per_item * 90
+    );
+    Ok(())
 }

@@ -113,3 +113,42 @@ pub async fn create_baseline_tables(pool: &PgPool) -> Result<(), StoreError> {
         .await?;
     Ok(())
 }
+
+/// History for a hot stock item: `count` events after sequence `after` that reserve one unit
+/// for an order and release it again, alternately, with the levels each would announce
+/// (`on_hand` units, 1 or 0 reserved). Ends with nothing reserved when `count` is even. Lets a
+/// benchmark measure commands on items with a long past.
+pub async fn prior_reservations(
+    pool: &PgPool,
+    warehouse_id: &str,
+    sku: &str,
+    on_hand: i64,
+    after: i64,
+    count: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata)
+         SELECT 'StockItem', $1 || ':' || $2, $4 + i,
+                CASE WHEN i % 2 = 1 THEN 'StockReserved' ELSE 'StockReservationReleased' END,
+                '1.0',
+                jsonb_build_object(
+                    CASE WHEN i % 2 = 1 THEN 'StockReserved' ELSE 'StockReservationReleased' END,
+                    jsonb_build_object(
+                        'warehouse_id', $1, 'sku', $2,
+                        'order_id', md5($1 || $2 || ((i + 1) / 2)::text)::uuid,
+                        'qty', 1, 'on_hand', $3,
+                        'reserved', i % 2, 'available', $3 - i % 2)),
+                jsonb_build_object('actor', 'system:bench', 'request_id', 'seed',
+                                   'correlation_id', 'seed', 'causation_id', 'seed')
+           FROM generate_series(1::bigint, $5::bigint) AS i",
+    )
+    .bind(warehouse_id)
+    .bind(sku)
+    .bind(on_hand)
+    .bind(after)
+    .bind(count)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
