@@ -9,10 +9,9 @@ use std::time::Duration;
 use std::any::Any;
 
 use cqrs_es::event_sink::EventSink;
-use cqrs_es::persist::{
-    PersistedEventRepository, PersistedEventStore, PersistenceError, SerializedEvent,
-};
-use cqrs_es::{Aggregate, AggregateError, DomainEvent, EventStore};
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
+use cqrs_es::{Aggregate, DomainEvent};
+use serde_json::Value;
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
 use sqlx::{PgPool, SqlitePool};
@@ -325,17 +324,74 @@ impl Store {
         self.cache.remove(&(A::TYPE, id.to_string()));
     }
 
-    /// The aggregate replayed from its events (through the upcasters).
+    /// The aggregate replayed from its events (through the upcasters), read by one query
+    /// and decoded straight from the stored text into the event type: a `serde_json::Value`
+    /// tree is built only for an event an upcaster must rewrite.
     async fn replay<A: Aggregate>(&self, id: &str) -> Result<(A, usize), LoadFailure> {
-        let store = PersistedEventStore::<EventRepository, A>::new_event_store(self.repo.clone())
-            .with_upcasters(self.upcasters.for_aggregate::<A>());
-        match store.load_aggregate(id).await {
-            Ok(ctx) => Ok((ctx.aggregate, ctx.current_sequence)),
-            Err(AggregateError::DatabaseConnectionError(e)) => {
-                Err(LoadFailure::Unavailable(e.to_string()))
+        type Row = (i64, String, String, String);
+        let rows: Result<Vec<Row>, sqlx::Error> = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_as(
+                    "SELECT sequence, event_type, event_version, payload::text FROM events \
+                     WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .fetch_all(pool)
+                .await
             }
-            Err(e) => Err(LoadFailure::Broken(e.to_string())),
+            Db::Sqlite(pool) => {
+                sqlx::query_as(
+                    "SELECT sequence, event_type, event_version, payload FROM events \
+                     WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .fetch_all(pool)
+                .await
+            }
+        };
+        let rows = rows.map_err(|e| match e {
+            sqlx::Error::Io(_)
+            | sqlx::Error::Tls(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed => LoadFailure::Unavailable(e.to_string()),
+            e => LoadFailure::Broken(e.to_string()),
+        })?;
+        let upcasters = self.upcasters.for_aggregate::<A>();
+        let broken = |seq: i64, e: &dyn std::fmt::Display| {
+            LoadFailure::Broken(format!("{} {id} #{seq}: {e}", A::TYPE))
+        };
+        let mut aggregate = A::default();
+        let mut version = 0;
+        for (sequence, event_type, event_version, payload) in rows {
+            let event: A::Event = if upcasters
+                .iter()
+                .any(|u| u.can_upcast(&event_type, &event_version))
+            {
+                let value = serde_json::from_str(&payload).map_err(|e| broken(sequence, &e))?;
+                let mut e = SerializedEvent::new(
+                    id.to_string(),
+                    sequence as usize,
+                    A::TYPE.to_string(),
+                    event_type,
+                    event_version,
+                    value,
+                    Value::Null,
+                );
+                for u in &upcasters {
+                    if u.can_upcast(&e.event_type, &e.event_version) {
+                        e = u.upcast(e);
+                    }
+                }
+                serde_json::from_value(e.payload).map_err(|e| broken(sequence, &e))?
+            } else {
+                serde_json::from_str(&payload).map_err(|e| broken(sequence, &e))?
+            };
+            aggregate.apply(event);
+            version = sequence as usize;
         }
+        Ok((aggregate, version))
     }
 
     /// Applies the events appended after `version`; returns how many there were.
