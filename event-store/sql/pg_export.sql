@@ -1,7 +1,7 @@
 -- The analysts' export (src/export.rs): one statement whose rows are streamed, in feed
 -- order, over the events_feed_position_key unique index (a range scan between $1 and $2,
 -- never a sort). The payload goes out as text (no jsonb tree built on either side); the
--- metadata fields are picked out here, as EventMetadata::from_json would (a missing or
+-- metadata fields are picked out here, like the row decoder's columns (a missing or
 -- non-string field is '').
 -- $3..$6 are optional filters (NULL = no filter): aggregate_type, event_type,
 -- recorded_at >= $5, recorded_at < $6. $7 caps the row count (NULL = no cap).

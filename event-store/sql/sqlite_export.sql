@@ -1,6 +1,6 @@
 -- The analysts' export on the embedded store (src/export.rs): one statement stepped row by
 -- row over the UNIQUE index on feed_position, in one read snapshot. Metadata fields are
--- picked out here, as EventMetadata::from_json would (a missing or non-string field is '').
+-- picked out here, like the row decoder (`decode::pg_event_columns`): a missing or non-string field is ''.
 -- ?3..?6 are optional filters (NULL = no filter): aggregate_type, event_type,
 -- recorded_at >= ?5, recorded_at < ?6 (both bounds in the column's own fixed format,
 -- 'YYYY-MM-DDTHH:MM:SS.sssZ', so text order is time order). ?7 caps the row count

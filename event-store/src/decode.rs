@@ -352,15 +352,13 @@ impl Upcasters {
     /// typed event. For readers that pass JSON on (export, timeline, `GET /v1/events`).
     pub fn upgrade(&self, e: RawFeedEvent) -> Result<RawFeedEvent, DecodeError> {
         let Some(current) = current_version(&e.aggregate_type, &e.event_type) else {
-            return Err(if is_domain_aggregate(&e.aggregate_type) {
-                DecodeError::UnknownType {
+            // The typed decoder says which: an unknown aggregate or an unknown event type.
+            return Err(self
+                .decode_any(&e)
+                .err()
+                .unwrap_or(DecodeError::UnknownType {
                     event: e.describe(),
-                }
-            } else {
-                DecodeError::UnknownAggregate {
-                    event: e.describe(),
-                }
-            });
+                }));
         };
         if e.event_version == current {
             return Ok(e);
@@ -404,18 +402,6 @@ impl Upcasters {
             .map(|s| Box::new(CqrsUpcaster(*s)) as Box<dyn EventUpcaster>)
             .collect()
     }
-}
-
-fn is_domain_aggregate(aggregate_type: &str) -> bool {
-    [
-        Product::TYPE,
-        Warehouse::TYPE,
-        StockItem::TYPE,
-        Order::TYPE,
-        Payment::TYPE,
-        Checkout::TYPE,
-    ]
-    .contains(&aggregate_type)
 }
 
 fn event_json(e: &Event) -> serde_json::Result<String> {

@@ -64,24 +64,6 @@ impl EventMetadata {
             ("causation_id".to_string(), self.causation_id.clone()),
         ])
     }
-
-    /// Reads metadata back from a stored row; missing fields become empty strings so an old
-    /// or foreign row still renders.
-    pub fn from_json(value: &serde_json::Value) -> Self {
-        let field = |name: &str| {
-            value
-                .get(name)
-                .and_then(|v| v.as_str())
-                .unwrap_or_default()
-                .to_string()
-        };
-        Self {
-            actor: field("actor"),
-            request_id: field("request_id"),
-            correlation_id: field("correlation_id"),
-            causation_id: field("causation_id"),
-        }
-    }
 }
 
 #[cfg(test)]
@@ -92,7 +74,7 @@ mod tests {
     fn metadata_round_trips_through_the_stored_map() {
         let m = EventMetadata::for_request("key_1", "req-1").caused_by("evt-9");
         let json = serde_json::to_value(m.to_map()).unwrap();
-        assert_eq!(EventMetadata::from_json(&json), m);
+        assert_eq!(serde_json::from_value::<EventMetadata>(json).unwrap(), m);
         assert_eq!(m.correlation_id, "req-1");
         assert_eq!(m.causation_id, "evt-9");
     }

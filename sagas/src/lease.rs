@@ -31,11 +31,6 @@ impl Leases {
         }
     }
 
-    /// This engine's holder id.
-    pub fn holder(&self) -> &str {
-        &self.holder
-    }
-
     /// How long a lease lasts without renewal.
     pub fn ttl(&self) -> Duration {
         self.ttl
@@ -64,23 +59,6 @@ impl Leases {
                 .execute(pool)
                 .await?
                 .rows_affected()
-        });
-        Ok(n == 1)
-    }
-
-    /// Whether this engine still holds the lease of `order_id` (checked before a step that
-    /// must not run twice, such as a compensation).
-    pub async fn held(&self, order_id: &str) -> Result<bool, StoreError> {
-        let sql = self.db.sql(
-            "SELECT COUNT(*) FROM checkout_leases WHERE order_id = $1 AND holder = $2 AND expires_at >= $3",
-        );
-        let n: i64 = on_db!(&self.db, pool => {
-            sqlx::query_scalar(&sql)
-                .bind(order_id)
-                .bind(&self.holder)
-                .bind(now_ms())
-                .fetch_one(pool)
-                .await?
         });
         Ok(n == 1)
     }

@@ -218,6 +218,28 @@ impl TestApp {
         }
     }
 
+    /// `GET /v1/orders/{id}` until its status is `want` (panics after `within`); the order.
+    pub async fn wait_for_status(
+        &self,
+        order_id: &str,
+        want: &str,
+        within: std::time::Duration,
+    ) -> Value {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let o = self.get(&format!("/v1/orders/{order_id}")).await;
+            if o.body["status"] == want {
+                return o.body;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "order {order_id} never became {want}: {:?}",
+                o.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.store.event_count().await.expect("count events")
     }

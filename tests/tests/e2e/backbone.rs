@@ -65,22 +65,6 @@ async fn stock_up(app: &TestApp, skus: &[(&str, i64)], warehouses: &[&str]) {
     }
 }
 
-async fn wait_status(app: &TestApp, order_id: &str, want: &str) -> Value {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
-        let o = app.get(&format!("/v1/orders/{order_id}")).await;
-        if o.body["status"] == want {
-            return o.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id} never became {want}: {:?}",
-            o.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Waits until every projection has applied the whole feed.
 async fn projections_caught_up(app: &TestApp) {
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -149,7 +133,9 @@ async fn an_event_stored_in_an_older_shape_reaches_every_consumer_as_todays_type
 
     // The saga decoded it (in-process bus) and checked it out; the order aggregate loads
     // through the same upcaster.
-    let order = wait_status(&app, order_id, "confirmed").await;
+    let order = app
+        .wait_for_status(order_id, "confirmed", Duration::from_secs(30))
+        .await;
     assert_eq!(order["customer_id"], "c-old");
     assert_eq!(order["total"]["amount_minor"], 3000);
 
@@ -265,10 +251,14 @@ async fn a_field_renamed_with_an_upcaster_rebuilds_to_the_same_read_models() {
         assert_eq!(r.status, 202, "{:?}", r.body);
         ids.push(r.body["order_id"].as_str().unwrap().to_string());
     }
-    wait_status(&app, &ids[0], "confirmed").await;
-    wait_status(&app, &ids[1], "confirmed").await;
-    wait_status(&app, &ids[2], "confirmed").await;
-    wait_status(&app, &ids[3], "rejected").await;
+    app.wait_for_status(&ids[0], "confirmed", Duration::from_secs(30))
+        .await;
+    app.wait_for_status(&ids[1], "confirmed", Duration::from_secs(30))
+        .await;
+    app.wait_for_status(&ids[2], "confirmed", Duration::from_secs(30))
+        .await;
+    app.wait_for_status(&ids[3], "rejected", Duration::from_secs(30))
+        .await;
     assert_eq!(
         app.post(&format!("/v1/orders/{}/cancel", ids[1]), json!({}))
             .await
@@ -343,7 +333,8 @@ async fn one_checkout_has_one_correlation_id_and_saga_events_name_earlier_causes
         let placed = TestApp::reply(req.send().await.unwrap()).await;
         assert_eq!(placed.status, 202, "{:?}", placed.body);
         let order_id = placed.body["order_id"].as_str().unwrap().to_string();
-        wait_status(&app, &order_id, "confirmed").await;
+        app.wait_for_status(&order_id, "confirmed", Duration::from_secs(30))
+            .await;
         projections_caught_up(&app).await;
         let timeline = app.get(&format!("/v1/orders/{order_id}/timeline")).await;
         let events = timeline.body["events"].as_array().unwrap().clone();
@@ -420,8 +411,11 @@ async fn the_engine_runs_the_saga_with_an_injected_payment_provider() {
     let large = app.place_order("c-2", &[("SKU-1", 4)]).await;
     let small = small.body["order_id"].as_str().unwrap().to_string();
     let large = large.body["order_id"].as_str().unwrap().to_string();
-    wait_status(&app, &small, "confirmed").await;
-    let rejected = wait_status(&app, &large, "rejected").await;
+    app.wait_for_status(&small, "confirmed", Duration::from_secs(30))
+        .await;
+    let rejected = app
+        .wait_for_status(&large, "rejected", Duration::from_secs(30))
+        .await;
     assert!(
         rejected["reject_reason"]
             .as_str()

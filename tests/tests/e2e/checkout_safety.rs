@@ -13,22 +13,6 @@ use emporium_sagas::{CheckoutConfig, PaymentProvider};
 use emporium_tests::{Backend, TestApp};
 use serde_json::{json, Value};
 
-async fn wait_status(app: &TestApp, order_id: &str, want: &str, within: Duration) -> Value {
-    let deadline = Instant::now() + within;
-    loop {
-        let o = app.get(&format!("/v1/orders/{order_id}")).await;
-        if o.body["status"] == want {
-            return o.body;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "order {order_id} never became {want}: {:?}",
-            o.body
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-}
-
 /// Approves every request at once in its own books, but answers only after `delay` (a slow
 /// network): with a delay past the saga's deadline, the saga never sees the approval.
 struct Slow {
@@ -80,7 +64,9 @@ async fn an_approval_after_the_deadline_rejects_the_order_and_voids_it_at_the_pr
     assert_eq!(app.receive("w1", "SKU-1", 5).await.status, 200);
     let placed = app.place_order("c-1", &[("SKU-1", 2)]).await;
     let id = placed.body["order_id"].as_str().unwrap().to_string();
-    let o = wait_status(&app, &id, "rejected", Duration::from_secs(20)).await;
+    let o = app
+        .wait_for_status(&id, "rejected", Duration::from_secs(20))
+        .await;
     assert_eq!(o["reject_reason"], "payment timed out");
     assert_eq!(*provider.approved.lock().unwrap(), vec![id.clone()]);
     // The rejection is recorded first, then what the order held is given back.
@@ -177,6 +163,8 @@ async fn a_dead_lettered_order_placed_is_still_checked_out_while_the_engine_runs
     }
     // Readable again: no delivery is coming, the running engine's sweep takes it.
     UNREADABLE.store(false, Ordering::SeqCst);
-    let o = wait_status(&app, order_id, "confirmed", Duration::from_secs(30)).await;
+    let o = app
+        .wait_for_status(order_id, "confirmed", Duration::from_secs(30))
+        .await;
     assert_eq!(o["customer_id"], "c-dl");
 }
