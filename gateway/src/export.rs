@@ -41,6 +41,8 @@ pub(crate) struct Chunked {
     buf: Vec<u8>,
     /// An error met while a chunk was pending: sent after that chunk.
     failed: Option<StoreError>,
+    /// Whether the connection had one turn to flush what was sent before the error.
+    flushed: bool,
     done: bool,
 }
 
@@ -58,6 +60,7 @@ impl Chunked {
             encode,
             buf,
             failed: None,
+            flushed: false,
             done: false,
         }
     }
@@ -72,6 +75,13 @@ impl Stream for Chunked {
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = self.get_mut();
+        if this.failed.is_some() && !this.flushed {
+            // One turn first: the connection writes out the headers and the lines before the
+            // error; an error polled at once could abort it with them still buffered.
+            this.flushed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
+        }
         if let Some(e) = this.failed.take() {
             return Poll::Ready(Some(Err(e)));
         }
@@ -85,7 +95,7 @@ impl Stream for Chunked {
                     if let Err(e) = (this.encode)(&event, &mut this.buf) {
                         this.buf.truncate(len);
                         this.fail(e);
-                        return this.flush_or_error();
+                        return this.flush_or_error(cx);
                     }
                     if this.buf.len() >= CHUNK {
                         return Poll::Ready(Some(Ok(this.take())));
@@ -93,7 +103,7 @@ impl Stream for Chunked {
                 }
                 Poll::Ready(Some(Err(e))) => {
                     this.fail(e);
-                    return this.flush_or_error();
+                    return this.flush_or_error(cx);
                 }
                 Poll::Ready(None) => {
                     this.done = true;
@@ -118,10 +128,16 @@ impl Chunked {
         self.failed = Some(e);
     }
 
-    /// After a failure: the complete lines encoded so far, then (next poll) the error.
-    fn flush_or_error(&mut self) -> Poll<Option<Result<Vec<u8>, StoreError>>> {
+    /// After a failure: the complete lines encoded so far, then (after one turn for the
+    /// connection to write them out) the error.
+    fn flush_or_error(
+        &mut self,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Vec<u8>, StoreError>>> {
         if self.buf.is_empty() {
-            return Poll::Ready(self.failed.take().map(Err));
+            self.flushed = true;
+            cx.waker().wake_by_ref();
+            return Poll::Pending;
         }
         Poll::Ready(Some(Ok(self.take())))
     }
