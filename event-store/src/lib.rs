@@ -5,6 +5,7 @@
 //!   bounded conflict retries, load aggregates.
 //! - [`repository`]: postgres-es / sqlite-es behind one `PersistedEventRepository`, with our
 //!   own single-statement append that stamps an `event_id` on every event.
+//! - [`group_commit`]: appends that arrive together written in one statement/transaction.
 //! - [`decode`]: the one row decoder, the typed [`Envelope`], and the upcasters that turn
 //!   stored events of older versions into today's domain events.
 //! - [`queries`]: named reads of the events table for the other crates (the saga's
@@ -28,6 +29,7 @@ pub mod bus;
 pub mod decode;
 pub mod export;
 pub mod feed;
+pub mod group_commit;
 pub mod metadata;
 pub mod nats;
 pub mod queries;

@@ -3,7 +3,8 @@
 //! Reads (load an aggregate, stream its events) go straight to the wrapped crates. Appends
 //! are our own: they give each event an `event_id`, and they write a command's events as
 //! one autocommit statement, saving the BEGIN/COMMIT round trips of the wrapped `persist`
-//! (see docs/adr/0003-append-path.md). The primary key still turns a concurrent append to
+//! (see docs/adr/0003-append-path.md), together with the commands that arrive at the same
+//! time ([`crate::group_commit`], docs/adr/0010-group-commit.md). The primary key still turns a concurrent append to
 //! the same aggregate and sequence into an optimistic-lock conflict.
 
 use std::sync::Arc;
@@ -19,35 +20,35 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::group_commit::{GroupCommit, GroupCommitStats, POSTGRES_WRITERS};
+use crate::Db;
+
 /// PostgreSQL unique violation; on the events table, the (type, id, sequence) primary key.
 const PG_UNIQUE_VIOLATION: &str = "23505";
 /// SQLITE_CONSTRAINT_PRIMARYKEY.
-const SQLITE_PK_VIOLATION: &str = "1555";
+pub(crate) const SQLITE_PK_VIOLATION: &str = "1555";
 
 /// The repository every aggregate's `PersistedEventStore` uses, on either backend.
 #[derive(Clone)]
 pub struct EventRepository {
     backend: Arc<Backend>,
+    /// Every append goes through it: commands that arrive together share one write.
+    group: Arc<GroupCommit>,
     /// Woken after every successful append so in-process feed readers need not poll.
     appended: Arc<Notify>,
 }
 
 enum Backend {
-    Postgres {
-        pool: PgPool,
-        inner: PostgresEventRepository,
-    },
-    Sqlite {
-        pool: SqlitePool,
-        inner: SqliteEventRepository,
-    },
+    Postgres { inner: PostgresEventRepository },
+    Sqlite { inner: SqliteEventRepository },
 }
 
 impl EventRepository {
     pub(crate) fn postgres(pool: PgPool, appended: Arc<Notify>) -> Self {
         let inner = PostgresEventRepository::new(pool.clone());
         Self {
-            backend: Arc::new(Backend::Postgres { pool, inner }),
+            group: GroupCommit::new(Db::Postgres(pool), POSTGRES_WRITERS),
+            backend: Arc::new(Backend::Postgres { inner }),
             appended,
         }
     }
@@ -55,20 +56,24 @@ impl EventRepository {
     pub(crate) fn sqlite(pool: SqlitePool, appended: Arc<Notify>) -> Self {
         let inner = SqliteEventRepository::new(pool.clone());
         Self {
-            backend: Arc::new(Backend::Sqlite { pool, inner }),
+            group: GroupCommit::new(Db::Sqlite(pool), 1),
+            backend: Arc::new(Backend::Sqlite { inner }),
             appended,
         }
     }
 
     async fn append(&self, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
-        match &*self.backend {
-            Backend::Postgres { pool, .. } => pg_append(pool, events).await,
-            Backend::Sqlite { pool, .. } => sqlite_append(pool, events).await,
-        }
+        self.group.append(events).await
+    }
+
+    /// What group commit has done so far.
+    pub fn group_commit_stats(&self) -> GroupCommitStats {
+        self.group.stats()
     }
 }
 
-async fn pg_append(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+/// One command's events (or a batch's) as one autocommit statement.
+pub(crate) async fn pg_append(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
     let result = if let [e] = events {
         sqlx::query(include_str!("../sql/pg_insert_event.sql"))
             .bind(&e.aggregate_type)
@@ -118,10 +123,21 @@ async fn pg_append(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), Pers
         .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
 }
 
-async fn sqlite_append(
+/// One command's events as one autocommit statement.
+pub(crate) async fn sqlite_append(
     pool: &SqlitePool,
     events: &[SerializedEvent],
 ) -> Result<(), PersistenceError> {
+    sqlite_insert(pool, events)
+        .await
+        .map_err(|e| classify(e, SQLITE_PK_VIOLATION))
+}
+
+/// One command's events as one statement on `conn` (a pool, or a batch's transaction).
+pub(crate) async fn sqlite_insert<'c>(
+    conn: impl sqlx::SqliteExecutor<'c>,
+    events: &[SerializedEvent],
+) -> Result<(), sqlx::Error> {
     // One multi-row INSERT: atomic on its own, and it takes the write lock only once.
     let mut sql = String::from(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
@@ -145,16 +161,12 @@ async fn sqlite_append(
             .bind(e.metadata.to_string())
             .bind(Uuid::now_v7().to_string());
     }
-    query
-        .execute(pool)
-        .await
-        .map(|_| ())
-        .map_err(|e| classify(e, SQLITE_PK_VIOLATION))
+    query.execute(conn).await.map(|_| ())
 }
 
 /// Maps a database error to what cqrs-es understands: a key violation is a lost race on
 /// the aggregate's next sequence; I/O trouble is a connection error; the rest is unknown.
-fn classify(err: sqlx::Error, conflict_code: &str) -> PersistenceError {
+pub(crate) fn classify(err: sqlx::Error, conflict_code: &str) -> PersistenceError {
     match &err {
         sqlx::Error::Database(db) if db.code().as_deref() == Some(conflict_code) => {
             PersistenceError::OptimisticLockError

@@ -119,7 +119,47 @@ pub struct Store {
 }
 
 /// Aggregates kept in memory with their version: `(A, usize)` behind `Any`, by type and id.
-type AggregateCache = quick_cache::sync::Cache<(&'static str, String), Arc<dyn Any + Send + Sync>>;
+type AggregateCache = quick_cache::sync::Cache<(&'static str, String), CacheEntry>;
+type CacheEntry = Arc<dyn Any + Send + Sync>;
+
+/// The state a command is decided on, and whether the cache must learn of it.
+enum Base<A> {
+    /// The cache's own copy (checked to be an `(A, usize)`); may be behind the database.
+    Cached(CacheEntry),
+    /// The cached copy plus events appended since by another process; maybe more came.
+    Unconfirmed(A),
+    /// Current as of a read of the database; `changed`: the cache does not hold it yet.
+    Fresh { state: A, changed: bool },
+}
+
+impl<A: Aggregate + 'static> Base<A> {
+    fn get(&self) -> &A {
+        match self {
+            Base::Cached(entry) => &entry_ref::<A>(entry).0,
+            Base::Unconfirmed(a) | Base::Fresh { state: a, .. } => a,
+        }
+    }
+
+    /// Whether a rejection or no-op decided on this state must be confirmed by a read.
+    fn needs_confirming(&self) -> bool {
+        !matches!(self, Base::Fresh { .. })
+    }
+
+    /// The state to put in the cache, if it is newer than what is there.
+    fn into_changed(self) -> Option<A> {
+        match self {
+            Base::Unconfirmed(a) | Base::Fresh { state: a, changed: true } => Some(a),
+            Base::Cached(_) | Base::Fresh { changed: false, .. } => None,
+        }
+    }
+}
+
+/// The `(A, usize)` inside a cache entry; entries are checked when taken from the cache.
+fn entry_ref<A: 'static>(entry: &CacheEntry) -> &(A, usize) {
+    entry
+        .downcast_ref::<(A, usize)>()
+        .expect("cache entries are checked when taken")
+}
 
 /// Aggregates cached per process. Bounded by entries: the hot ones (stock items under a
 /// sale, open orders) stay, the cold ones are replayed when next needed.
@@ -221,25 +261,38 @@ impl Store {
         let mut attempt = 0;
         let result = loop {
             attempt += 1;
-            let (mut state, mut version, from_cache) = match self.cached::<A>(id) {
-                Some((a, v)) => (a, v, true),
+            // The cached copy is shared, not cloned, until something must change it: one
+            // clone per command (the copy the command decides on).
+            let (mut state, mut version) = match self.cached_entry::<A>(id) {
+                Some(entry) => (Base::Cached(entry), 0),
                 None => match self.replay::<A>(id).await {
-                    Ok((a, v)) => (a, v, false),
+                    Ok((a, v)) => (Base::Fresh { state: a, changed: true }, v),
                     Err(e) => break Err(e.into_command_error()),
                 },
             };
+            if let Base::Cached(entry) = &state {
+                version = entry_ref::<A>(entry).1;
+            }
             let (verdict, events, decided) = loop {
-                let mut decided = state.clone();
+                let mut decided = state.get().clone();
                 let sink = EventSink::default();
                 let verdict = decided.handle(command.clone(), &(), &sink).await;
                 let events = sink.collect().await;
-                if (verdict.is_ok() && !events.is_empty()) || !from_cache {
+                if (verdict.is_ok() && !events.is_empty()) || !state.needs_confirming() {
                     break (verdict, events, decided);
                 }
                 // A rejection or no-op on a cached copy: confirm it on the latest events.
-                match self.catch_up::<A>(id, &mut state, &mut version).await {
-                    Ok(0) => break (verdict, events, decided),
-                    Ok(_) => {}
+                let changed = matches!(state, Base::Unconfirmed(_));
+                let mut current = state.get().clone();
+                match self.catch_up::<A>(id, &mut current, &mut version).await {
+                    Ok(0) => {
+                        state = Base::Fresh {
+                            state: current,
+                            changed,
+                        };
+                        break (verdict, events, decided);
+                    }
+                    Ok(_) => state = Base::Unconfirmed(current),
                     Err(e) => {
                         self.forget::<A>(id);
                         return self.finish::<A>(started, Err(e.into_command_error()));
@@ -247,11 +300,15 @@ impl Store {
                 }
             };
             if let Err(e) = verdict {
-                self.remember::<A>(id, state, version);
+                if let Some(changed) = state.into_changed() {
+                    self.remember::<A>(id, changed, version);
+                }
                 break Err(CommandError::Rejected(e));
             }
             if events.is_empty() {
-                self.remember::<A>(id, state, version);
+                if let Some(changed) = state.into_changed() {
+                    self.remember::<A>(id, changed, version);
+                }
                 break Ok(());
             }
             let serialized = match serialize::<A>(id, version, &events, metadata) {
@@ -306,6 +363,12 @@ impl Store {
         metrics::histogram!("emporium_command_duration_seconds", "aggregate" => A::TYPE)
             .record(started.elapsed().as_secs_f64());
         result
+    }
+
+    fn cached_entry<A: Aggregate + 'static>(&self, id: &str) -> Option<CacheEntry> {
+        self.cache
+            .get(&(A::TYPE, id.to_string()))
+            .filter(|e| e.downcast_ref::<(A, usize)>().is_some())
     }
 
     fn cached<A: Aggregate + Clone + 'static>(&self, id: &str) -> Option<(A, usize)> {

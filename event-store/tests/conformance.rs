@@ -7,6 +7,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use cqrs_es::event_sink::EventSink;
+use cqrs_es::persist::{PersistedEventRepository, PersistenceError, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use emporium_event_store::testing::{TestDataDir, TestDatabase};
 use emporium_event_store::{CommandError, Db, EventMetadata, FeedEvent, Store};
@@ -506,4 +507,81 @@ async fn the_feed_never_skips_or_repeats_under_concurrency_rollbacks_and_a_slow_
         again.extend(page);
     }
     assert_eq!(again, seen);
+}
+
+fn counter_event(id: &str, sequence: usize, total: u64) -> SerializedEvent {
+    SerializedEvent::new(
+        id.to_string(),
+        sequence,
+        "Counter".to_string(),
+        "Incremented".to_string(),
+        "1.0".to_string(),
+        serde_json::json!({ "Incremented": { "by": 1, "total": total } }),
+        serde_json::json!({}),
+    )
+}
+
+on_both_backends!(appends_that_arrive_together_share_a_write_and_a_stale_one_fails_alone);
+/// Group commit: 32 appends released at once are written in fewer writes than commands,
+/// and in a batch where one append is stale (its sequence already taken, as by another
+/// process), exactly that one is refused and every other one is written.
+async fn appends_that_arrive_together_share_a_write_and_a_stale_one_fails_alone(kind: &str) {
+    let (_b, store) = backend(kind).await;
+    store
+        .execute::<Counter>("taken", CounterCommand::Increment(1), &meta("k"))
+        .await
+        .unwrap();
+    let mut written = 0u64;
+    for round in 0..30 {
+        let barrier = Arc::new(tokio::sync::Barrier::new(33));
+        let tasks: Vec<_> = (0..33)
+            .map(|i| {
+                let (store, barrier) = (store.clone(), barrier.clone());
+                tokio::spawn(async move {
+                    // Task 0 appends sequence 1 of "taken" again: a stale append.
+                    let (id, total) = if i == 0 {
+                        ("taken".to_string(), 2)
+                    } else {
+                        (format!("r{round}-{i}"), 1)
+                    };
+                    let events = vec![counter_event(&id, 1, total), counter_event(&id, 2, total)];
+                    barrier.wait().await;
+                    (
+                        i,
+                        store
+                            .repository()
+                            .persist::<Counter>(&events, None)
+                            .await,
+                    )
+                })
+            })
+            .collect();
+        for t in tasks {
+            let (i, result) = t.await.unwrap();
+            if i == 0 {
+                assert!(
+                    matches!(result, Err(PersistenceError::OptimisticLockError)),
+                    "the stale append must be refused: {result:?}"
+                );
+            } else {
+                result.unwrap();
+                written += 2;
+            }
+        }
+        if store.repository().group_commit_stats().mixed > 0 {
+            break;
+        }
+    }
+    let stats = store.repository().group_commit_stats();
+    assert!(
+        stats.mixed > 0,
+        "a stale append never shared a batch with others: {stats:?}"
+    );
+    assert!(
+        stats.batches < stats.commands,
+        "appends arriving together were not batched: {stats:?}"
+    );
+    assert_eq!(store.event_count().await.unwrap() as u64, written + 1);
+    let (taken, version) = store.load::<Counter>("taken").await.unwrap();
+    assert_eq!((taken.total, version), (1, 1), "the stale append left no trace");
 }

@@ -1,0 +1,242 @@
+//! Group commit: appends that arrive together are written in one statement (Postgres) or one
+//! transaction (SQLite), and each caller is answered only after that write committed.
+//!
+//! Why: on a busy engine most of the database's work per command is per statement and per
+//! commit (parse, plan, WAL flush, a network round trip each way), not per row. Writing
+//! sixteen commands' events in one multi-row insert costs little more than writing one.
+//!
+//! How: a caller queues its events and then takes one of a few writer slots. Whoever holds a
+//! slot drains the whole queue (its own request and any that queued behind it) and writes
+//! it as one batch; a caller whose request another slot holder already took just waits for
+//! its answer. With no load a batch is one command and costs what a lone append does; under
+//! load the slots are busy and batches grow by themselves. The write runs in its own task,
+//! so a caller that is cancelled (a client hanging up) never cuts a batch short for others.
+//!
+//! Per-aggregate optimistic checks are kept: the primary key (type, id, sequence) still
+//! refuses a stale append. A batch is one atomic statement on Postgres, so when it hits a
+//! key violation nothing of it was written and each command is then appended on its own,
+//! which gives exactly the failing ones their conflict and the others their success. On
+//! SQLite each command is its own statement inside the batch's transaction: a failing
+//! statement undoes only itself.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use cqrs_es::persist::{PersistenceError, SerializedEvent};
+use tokio::sync::{oneshot, Semaphore};
+
+use crate::repository::{classify, pg_append, sqlite_append, sqlite_insert, SQLITE_PK_VIOLATION};
+use crate::Db;
+
+/// Most events written in one batch: bounds statement size and how long the first caller
+/// of a batch waits for the last.
+const MAX_BATCH_EVENTS: usize = 1024;
+
+/// One caller's command waiting to be written.
+struct Pending {
+    events: Vec<SerializedEvent>,
+    done: oneshot::Sender<Result<(), PersistenceError>>,
+}
+
+/// The queue and the writer slots of one database.
+pub(crate) struct GroupCommit {
+    db: Db,
+    queue: Mutex<Vec<Pending>>,
+    slots: Arc<Semaphore>,
+    batches: AtomicU64,
+    commands: AtomicU64,
+    mixed: AtomicU64,
+}
+
+/// What group commit has done since the store was opened (benchmarks, tests).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct GroupCommitStats {
+    /// Writes (statements on Postgres, transactions on SQLite) that appended commands.
+    pub batches: u64,
+    /// Commands appended or refused through them.
+    pub commands: u64,
+    /// Batches in which some commands were refused (a stale sequence) and the others written.
+    pub mixed: u64,
+}
+
+/// Writer slots: batches in flight at once. SQLite has one writer, so more than one slot
+/// would only queue in its lock; on Postgres a few slots keep the server busy while the
+/// next batch gathers.
+pub const POSTGRES_WRITERS: usize = 4;
+
+impl GroupCommit {
+    pub(crate) fn new(db: Db, writers: usize) -> Arc<Self> {
+        let writers = match db {
+            Db::Sqlite(_) => 1,
+            Db::Postgres(_) => writers.max(1),
+        };
+        Arc::new(Self {
+            db,
+            queue: Mutex::new(Vec::new()),
+            slots: Arc::new(Semaphore::new(writers)),
+            batches: AtomicU64::new(0),
+            commands: AtomicU64::new(0),
+            mixed: AtomicU64::new(0),
+        })
+    }
+
+    pub(crate) fn stats(&self) -> GroupCommitStats {
+        GroupCommitStats {
+            batches: self.batches.load(Ordering::Relaxed),
+            commands: self.commands.load(Ordering::Relaxed),
+            mixed: self.mixed.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Appends one command's events, together with whatever other commands are waiting.
+    pub(crate) async fn append(
+        self: &Arc<Self>,
+        events: &[SerializedEvent],
+    ) -> Result<(), PersistenceError> {
+        let (done, answer) = oneshot::channel();
+        self.queue
+            .lock()
+            .map_err(|_| unknown("group commit queue poisoned"))?
+            .push(Pending {
+                events: events.to_vec(),
+                done,
+            });
+        let slot = self
+            .slots
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| unknown("group commit closed"))?;
+        let batch = self.take_batch();
+        if batch.is_empty() {
+            // Another slot holder took ours; its answer is on the way.
+            drop(slot);
+        } else {
+            let this = self.clone();
+            tokio::spawn(async move {
+                this.write(batch).await;
+                drop(slot);
+            });
+        }
+        answer
+            .await
+            .unwrap_or_else(|_| Err(connection("the batch writer stopped before answering")))
+    }
+
+    /// Everything queued, up to [`MAX_BATCH_EVENTS`] (at least one command).
+    fn take_batch(&self) -> Vec<Pending> {
+        let Ok(mut queue) = self.queue.lock() else {
+            return Vec::new();
+        };
+        let mut events = 0;
+        let mut n = 0;
+        for p in queue.iter() {
+            if n > 0 && events + p.events.len() > MAX_BATCH_EVENTS {
+                break;
+            }
+            events += p.events.len();
+            n += 1;
+        }
+        queue.drain(..n).collect()
+    }
+
+    async fn write(&self, batch: Vec<Pending>) {
+        metrics::histogram!("emporium_group_commit_batch_commands").record(batch.len() as f64);
+        let results = match &self.db {
+            Db::Postgres(pool) => pg_batch(pool, &batch).await,
+            Db::Sqlite(pool) => sqlite_batch(pool, &batch).await,
+        };
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.commands
+            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+        let refused = results
+            .iter()
+            .filter(|r| matches!(r, Err(PersistenceError::OptimisticLockError)))
+            .count();
+        if refused > 0 && refused < results.len() {
+            self.mixed.fetch_add(1, Ordering::Relaxed);
+        }
+        for (p, r) in batch.into_iter().zip(results) {
+            let _ = p.done.send(r);
+        }
+    }
+}
+
+/// The batch as one statement; on a key violation (nothing written) each command alone.
+async fn pg_batch(pool: &sqlx::PgPool, batch: &[Pending]) -> Vec<Result<(), PersistenceError>> {
+    if let [one] = batch {
+        return vec![pg_append(pool, &one.events).await];
+    }
+    let all: Vec<SerializedEvent> = batch.iter().flat_map(|p| p.events.iter().cloned()).collect();
+    match pg_append(pool, &all).await {
+        Ok(()) => batch.iter().map(|_| Ok(())).collect(),
+        Err(PersistenceError::OptimisticLockError) => {
+            metrics::counter!("emporium_group_commit_split_total").increment(1);
+            let mut results = Vec::with_capacity(batch.len());
+            for p in batch {
+                results.push(pg_append(pool, &p.events).await);
+            }
+            results
+        }
+        Err(e) => batch.iter().map(|_| Err(same(&e))).collect(),
+    }
+}
+
+/// The batch's commands in one transaction, one statement each: a key violation undoes
+/// only its own statement and answers that command with a conflict. Any other failure
+/// fails the whole batch, and nothing of it is committed.
+async fn sqlite_batch(
+    pool: &sqlx::SqlitePool,
+    batch: &[Pending],
+) -> Vec<Result<(), PersistenceError>> {
+    if let [one] = batch {
+        return vec![sqlite_append(pool, &one.events).await];
+    }
+    let attempt = async {
+        let mut tx = pool.begin().await?;
+        let mut results = Vec::with_capacity(batch.len());
+        for p in batch {
+            match sqlite_insert(&mut *tx, &p.events).await {
+                Ok(()) => results.push(Ok(())),
+                Err(e) if is_key_violation(&e) => {
+                    results.push(Err(PersistenceError::OptimisticLockError))
+                }
+                Err(e) => return Err(e),
+            }
+        }
+        tx.commit().await?;
+        Ok::<_, sqlx::Error>(results)
+    };
+    match attempt.await {
+        Ok(results) => results,
+        Err(e) => {
+            let e = classify(e, SQLITE_PK_VIOLATION);
+            batch.iter().map(|_| Err(same(&e))).collect()
+        }
+    }
+}
+
+fn is_key_violation(e: &sqlx::Error) -> bool {
+    matches!(e, sqlx::Error::Database(db) if db.code().as_deref() == Some(SQLITE_PK_VIOLATION))
+}
+
+/// `PersistenceError` is not `Clone`: every caller of a failed batch gets its own error of
+/// the same kind and message.
+fn same(e: &PersistenceError) -> PersistenceError {
+    match e {
+        PersistenceError::OptimisticLockError => PersistenceError::OptimisticLockError,
+        PersistenceError::ConnectionError(e) => connection(&e.to_string()),
+        PersistenceError::DeserializationError(e) => {
+            PersistenceError::DeserializationError(e.to_string().into())
+        }
+        PersistenceError::UnknownError(e) => unknown(&e.to_string()),
+    }
+}
+
+fn connection(msg: &str) -> PersistenceError {
+    PersistenceError::ConnectionError(msg.to_string().into())
+}
+
+fn unknown(msg: &str) -> PersistenceError {
+    PersistenceError::UnknownError(msg.to_string().into())
+}
