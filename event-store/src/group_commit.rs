@@ -167,7 +167,10 @@ async fn pg_batch(pool: &sqlx::PgPool, batch: &[Pending]) -> Vec<Result<(), Pers
     if let [one] = batch {
         return vec![pg_append(pool, &one.events).await];
     }
-    let all: Vec<SerializedEvent> = batch.iter().flat_map(|p| p.events.iter().cloned()).collect();
+    let all: Vec<SerializedEvent> = batch
+        .iter()
+        .flat_map(|p| p.events.iter().cloned())
+        .collect();
     match pg_append(pool, &all).await {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(PersistenceError::OptimisticLockError) => {

@@ -73,7 +73,10 @@ impl EventRepository {
 }
 
 /// One command's events (or a batch's) as one autocommit statement.
-pub(crate) async fn pg_append(pool: &PgPool, events: &[SerializedEvent]) -> Result<(), PersistenceError> {
+pub(crate) async fn pg_append(
+    pool: &PgPool,
+    events: &[SerializedEvent],
+) -> Result<(), PersistenceError> {
     let result = if let [e] = events {
         sqlx::query(include_str!("../sql/pg_insert_event.sql"))
             .bind(&e.aggregate_type)

@@ -148,7 +148,11 @@ impl<A: Aggregate + 'static> Base<A> {
     /// The state to put in the cache, if it is newer than what is there.
     fn into_changed(self) -> Option<A> {
         match self {
-            Base::Unconfirmed(a) | Base::Fresh { state: a, changed: true } => Some(a),
+            Base::Unconfirmed(a)
+            | Base::Fresh {
+                state: a,
+                changed: true,
+            } => Some(a),
             Base::Cached(_) | Base::Fresh { changed: false, .. } => None,
         }
     }
@@ -266,7 +270,13 @@ impl Store {
             let (mut state, mut version) = match self.cached_entry::<A>(id) {
                 Some(entry) => (Base::Cached(entry), 0),
                 None => match self.replay::<A>(id).await {
-                    Ok((a, v)) => (Base::Fresh { state: a, changed: true }, v),
+                    Ok((a, v)) => (
+                        Base::Fresh {
+                            state: a,
+                            changed: true,
+                        },
+                        v,
+                    ),
                     Err(e) => break Err(e.into_command_error()),
                 },
             };

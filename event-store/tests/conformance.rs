@@ -548,10 +548,7 @@ async fn appends_that_arrive_together_share_a_write_and_a_stale_one_fails_alone(
                     barrier.wait().await;
                     (
                         i,
-                        store
-                            .repository()
-                            .persist::<Counter>(&events, None)
-                            .await,
+                        store.repository().persist::<Counter>(&events, None).await,
                     )
                 })
             })
@@ -583,5 +580,9 @@ async fn appends_that_arrive_together_share_a_write_and_a_stale_one_fails_alone(
     );
     assert_eq!(store.event_count().await.unwrap() as u64, written + 1);
     let (taken, version) = store.load::<Counter>("taken").await.unwrap();
-    assert_eq!((taken.total, version), (1, 1), "the stale append left no trace");
+    assert_eq!(
+        (taken.total, version),
+        (1, 1),
+        "the stale append left no trace"
+    );
 }

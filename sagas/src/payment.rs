@@ -73,6 +73,20 @@ impl PaymentProvider for Sandbox {
     ) -> Result<Authorization, ProviderError> {
         let db = &self.db;
         let now = chrono::Utc::now().timestamp_millis();
+        if let Some(outcome) = plain_outcome(token) {
+            // One round trip: record the decision, or read the one recorded first for this
+            // key (a repeat gets the same answer).
+            let sql = db.sql(
+                "INSERT INTO sandbox_payments (idempotency_key, token, amount_minor, currency, outcome, created_at) \
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) \
+                 DO UPDATE SET outcome = sandbox_payments.outcome RETURNING outcome",
+            );
+            let recorded: String = on_db!(db, pool => {
+                sqlx::query_scalar(&sql).bind(key).bind(token).bind(amount_minor).bind(currency)
+                    .bind(outcome).bind(now).fetch_one(pool).await.map_err(err)?
+            });
+            return Ok(decision(&recorded, key));
+        }
         // Idempotency: a key already decided gets the same decision.
         let sql = db.sql("SELECT outcome FROM sandbox_payments WHERE idempotency_key = $1");
         let known: Option<String> = on_db!(db, pool => {
@@ -136,6 +150,27 @@ impl PaymentProvider for Sandbox {
     }
 }
 
+/// The sandbox's decision for tokens that need no simulated trouble.
+fn plain_outcome(token: &str) -> Option<&'static str> {
+    match token {
+        "tok_timeout" | "tok_error" => None,
+        "tok_decline" => Some("declined"),
+        _ => Some("approved"),
+    }
+}
+
+/// The answer for an outcome in the log (a voided authorization was approved once).
+fn decision(outcome: &str, key: &str) -> Authorization {
+    match outcome {
+        "declined" => Authorization::Declined {
+            reason: "card declined".into(),
+        },
+        _ => Authorization::Approved {
+            authorization_id: format!("auth_{key}"),
+        },
+    }
+}
+
 impl Sandbox {
     async fn authorize_known(&self, key: &str) -> Result<Authorization, ProviderError> {
         let sql = self
@@ -144,13 +179,6 @@ impl Sandbox {
         let outcome: String = on_db!(&self.db, pool => {
             sqlx::query_scalar(&sql).bind(key).fetch_one(pool).await.map_err(err)?
         });
-        Ok(match outcome.as_str() {
-            "declined" => Authorization::Declined {
-                reason: "card declined".into(),
-            },
-            _ => Authorization::Approved {
-                authorization_id: format!("auth_{key}"),
-            },
-        })
+        Ok(decision(&outcome, key))
     }
 }

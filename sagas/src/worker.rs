@@ -16,7 +16,7 @@
 //! payment from that event (or the sweep, after a crash) and records `CheckoutCompensated`.
 //! A confirmed order is never compensated by a checkout run, only by a cancel.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -110,11 +110,19 @@ pub struct CheckoutSaga {
     active: Mutex<HashSet<String>>,
     /// Checkouts this process may work on: one engine at a time per checkout.
     leases: Leases,
-    /// Checkouts this process started from a delivery and no one else has touched: their
-    /// stock can be read from this process's cache (a resumed one is read fresh, as an
-    /// earlier run elsewhere may have reserved for it).
-    started_here: Mutex<HashSet<String>>,
+    /// Checkouts this process started from a delivery, with the delivered `OrderPlaced`:
+    /// their order and stock can be read from this process's cache (a resumed one is read
+    /// fresh, as an earlier run elsewhere may have reserved for it), and the placing event
+    /// need not be read again.
+    delivered: Mutex<HashMap<String, Arc<Envelope<OrderEvent>>>>,
+    /// Warehouse ids, read at most once per [`WAREHOUSE_LIST_TTL`]; a shortfall found with
+    /// a cached list is confirmed with a fresh one.
+    warehouses: Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
 }
+
+/// How long the list of warehouse ids is reused: a new warehouse is a candidate for
+/// allocation at most this long after it was created (at once if stock is short elsewhere).
+const WAREHOUSE_LIST_TTL: Duration = Duration::from_secs(1);
 
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
@@ -133,7 +141,8 @@ impl CheckoutSaga {
             config,
             active: Mutex::new(HashSet::new()),
             leases,
-            started_here: Mutex::new(HashSet::new()),
+            delivered: Mutex::new(HashMap::new()),
+            warehouses: Mutex::new(None),
         })
     }
 
@@ -177,11 +186,22 @@ impl CheckoutSaga {
     /// Runs (or resumes) the checkout of one order to its end.
     pub async fn process(&self, order_id: &OrderId) -> Result<Outcome, SagaError> {
         let oid = order_id.to_string();
-        let Some(placed) = self.store.first_event::<Order>(&oid).await? else {
-            return Ok(Outcome::Nothing);
+        let delivered = self.delivered_placement(&oid);
+        let placed = match &delivered {
+            Some(p) => p.clone(),
+            None => match self.store.first_event::<Order>(&oid).await? {
+                Some(p) => Arc::new(p),
+                None => return Ok(Outcome::Nothing),
+            },
         };
         let meta = &Self::flow_metadata(&placed);
-        let (order, version) = self.store.load::<Order>(&oid).await?;
+        // Just delivered to this process: its cached copy will do. Should another process
+        // have changed the order since, the confirmation's sequence check finds out.
+        let (order, version) = if delivered.is_some() {
+            self.store.load_cached::<Order>(&oid).await?
+        } else {
+            self.store.load::<Order>(&oid).await?
+        };
         if version == 0 {
             return Ok(Outcome::Nothing);
         }
@@ -342,13 +362,14 @@ impl CheckoutSaga {
         order: &Order,
         order_id: &OrderId,
         fresh: bool,
+        fresh_warehouses: bool,
     ) -> Result<(Vec<Candidate>, bool), SagaError> {
         let mut out = Vec::new();
         let mut holds_any = false;
         // Possibly stale copies are fine here (unless `fresh`): a reservation is checked
         // against the stock item's latest events when it is appended. What the order itself
         // holds must be read fresh when an earlier run may have reserved for it.
-        for wid in self.store.aggregate_ids::<Warehouse>().await? {
+        for wid in self.warehouse_ids(fresh_warehouses).await?.iter() {
             let (w, _) = self.store.load_cached::<Warehouse>(&wid).await?;
             let (Some(id), Some(region), Some(priority)) = (w.id(), w.region(), w.priority())
             else {
@@ -394,14 +415,16 @@ impl CheckoutSaga {
             .map(|l| (l.sku.clone(), l.qty))
             .collect();
         for attempt in 0..100u64 {
-            let fresh = attempt > 0
-                || !self
-                    .started_here
-                    .lock()
-                    .map(|s| s.contains(&order_id.to_string()))
-                    .unwrap_or(false);
-            let (candidates, holds_any) = self.candidates(order, &order_id, fresh).await?;
-            let parts = match allocate(&lines, &candidates, region) {
+            let fresh = attempt > 0 || self.delivered_placement(&order_id.to_string()).is_none();
+            let (mut candidates, mut holds_any) =
+                self.candidates(order, &order_id, fresh, false).await?;
+            let mut allocated = allocate(&lines, &candidates, region);
+            if allocated.is_err() {
+                // Short on possibly stale copies: look again at the latest stock everywhere.
+                (candidates, holds_any) = self.candidates(order, &order_id, true, true).await?;
+                allocated = allocate(&lines, &candidates, region);
+            }
+            let parts = match allocated {
                 Ok(p) => p,
                 Err(short) => {
                     if holds_any {
@@ -415,25 +438,26 @@ impl CheckoutSaga {
             if holds_any {
                 self.release_all(order, meta).await?;
             }
+            // All parts at once: they share a group commit instead of a write each.
+            let reservations = parts.iter().map(|p| async move {
+                self.exec::<StockItem>(
+                    &stock_item_id(&p.warehouse_id, &p.sku),
+                    StockItemCommand::ReserveStock {
+                        warehouse_id: p.warehouse_id.clone(),
+                        sku: p.sku.clone(),
+                        order_id,
+                        qty: p.qty,
+                    },
+                    meta,
+                )
+                .await
+            });
             let mut lost_race = false;
-            for p in &parts {
-                match self
-                    .exec::<StockItem>(
-                        &stock_item_id(&p.warehouse_id, &p.sku),
-                        StockItemCommand::ReserveStock {
-                            warehouse_id: p.warehouse_id.clone(),
-                            sku: p.sku.clone(),
-                            order_id,
-                            qty: p.qty,
-                        },
-                        meta,
-                    )
-                    .await
-                {
+            for result in futures::future::join_all(reservations).await {
+                match result {
                     Ok(()) => {}
                     Err(CommandError::Rejected(StockItemError::InsufficientStock { .. })) => {
                         lost_race = true;
-                        break;
                     }
                     Err(e) => return Err(command_error(e)),
                 }
@@ -458,8 +482,8 @@ impl CheckoutSaga {
         let Some(order_id) = order.order_id() else {
             return Ok(());
         };
-        for wid in self.store.aggregate_ids::<Warehouse>().await? {
-            let Ok(w) = WarehouseId::parse(&wid) else {
+        for wid in self.warehouse_ids(true).await?.iter() {
+            let Ok(w) = WarehouseId::parse(wid) else {
                 continue;
             };
             for line in order.lines() {
@@ -647,6 +671,29 @@ impl CheckoutSaga {
         result
     }
 
+    /// The `OrderPlaced` this process received for `oid`, while its checkout runs here.
+    fn delivered_placement(&self, oid: &str) -> Option<Arc<Envelope<OrderEvent>>> {
+        self.delivered.lock().ok()?.get(oid).cloned()
+    }
+
+    /// Warehouse ids: the list read within [`WAREHOUSE_LIST_TTL`], or (`fresh`) read now.
+    async fn warehouse_ids(&self, fresh: bool) -> Result<Arc<Vec<String>>, SagaError> {
+        if !fresh {
+            if let Ok(guard) = self.warehouses.lock() {
+                if let Some((at, ids)) = guard.as_ref() {
+                    if at.elapsed() < WAREHOUSE_LIST_TTL {
+                        return Ok(ids.clone());
+                    }
+                }
+            }
+        }
+        let ids = Arc::new(self.store.aggregate_ids::<Warehouse>().await?);
+        if let Ok(mut guard) = self.warehouses.lock() {
+            *guard = Some((std::time::Instant::now(), ids.clone()));
+        }
+        Ok(ids)
+    }
+
     fn claim(&self, oid: &str) -> bool {
         self.active
             .lock()
@@ -660,15 +707,20 @@ impl CheckoutSaga {
         }
     }
 
-    /// Runs the checkout of `oid` in a task, under its lease. `started_here`: this process
-    /// just started it from its delivery.
-    fn spawn_process(self: &Arc<Self>, oid: String, permits: Arc<Semaphore>, started_here: bool) {
+    /// Runs the checkout of `oid` in a task, under its lease. `delivered`: the `OrderPlaced`
+    /// this process just received for it.
+    fn spawn_process(
+        self: &Arc<Self>,
+        oid: String,
+        permits: Arc<Semaphore>,
+        delivered: Option<Envelope<OrderEvent>>,
+    ) {
         if !self.claim(&oid) {
             return;
         }
-        if started_here {
-            if let Ok(mut s) = self.started_here.lock() {
-                s.insert(oid.clone());
+        if let Some(placed) = delivered {
+            if let Ok(mut d) = self.delivered.lock() {
+                d.insert(oid.clone(), Arc::new(placed));
             }
         }
         let saga = self.clone();
@@ -697,8 +749,8 @@ impl CheckoutSaga {
                 Ok(false) => {}
                 Err(e) => tracing::warn!(order = %oid, error = %e, "cannot take a checkout lease"),
             }
-            if let Ok(mut s) = saga.started_here.lock() {
-                s.remove(&oid);
+            if let Ok(mut d) = saga.delivered.lock() {
+                d.remove(&oid);
             }
             saga.unclaim(&oid);
         });
@@ -729,7 +781,7 @@ impl CheckoutSaga {
                     );
                 }
                 for oid in o.checkouts {
-                    self.spawn_process(oid, permits.clone(), false);
+                    self.spawn_process(oid, permits.clone(), None);
                 }
                 for oid in o.cancels {
                     self.spawn_cancel(oid);
@@ -832,7 +884,7 @@ impl CheckoutSaga {
                     // the sweep finds the placed order without a checkout and runs it.
                     let oid = placed.aggregate_id.clone();
                     let _ = subscriber.ack(delivery).await;
-                    self.spawn_process(oid, permits.clone(), true);
+                    self.spawn_process(oid, permits.clone(), Some(placed));
                 }
             }
         }
