@@ -40,6 +40,10 @@ enum Bench {
     Projections(projections::ProjectionBenchArgs),
 }
 
+/// The engine's allocator (see the `emporium` binary), so the engine runs here as it ships.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let _ = tracing_subscriber::fmt()

@@ -3,8 +3,6 @@
 //! Invariant kept by every decision: `on_hand - reserved >= 0`, so `available` never goes
 //! negative and a reservation can always be shipped.
 
-use std::collections::BTreeMap;
-
 use cqrs_es::event_sink::EventSink;
 use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
@@ -30,7 +28,12 @@ pub struct StockItem {
     warehouse_id: Option<WarehouseId>,
     sku: Option<Sku>,
     on_hand: u64,
-    reservations: BTreeMap<OrderId, u32>,
+    /// Open reservations by order. A persistent map: cloning the item (every command on a
+    /// cached copy does) shares the tree instead of copying it, so a hot item with thousands
+    /// of open reservations costs the same to decide on as a fresh one.
+    reservations: imbl::OrdMap<OrderId, u32>,
+    /// The sum of `reservations`, kept by `apply`.
+    reserved: u64,
 }
 
 impl StockItem {
@@ -51,7 +54,7 @@ impl StockItem {
 
     #[must_use]
     pub fn reserved(&self) -> u64 {
-        self.reservations.values().map(|&qty| u64::from(qty)).sum()
+        self.reserved
     }
 
     /// On hand minus reserved. Saturating only guards against hand-edited event streams; the
@@ -298,7 +301,10 @@ impl Aggregate for StockItem {
                 on_hand,
                 ..
             } => {
-                self.reservations.insert(order_id, qty.get());
+                if let Some(before) = self.reservations.insert(order_id, qty.get()) {
+                    self.reserved -= u64::from(before);
+                }
+                self.reserved += u64::from(qty.get());
                 self.on_hand = on_hand;
             }
             StockItemEvent::StockReservationReleased {
@@ -307,7 +313,9 @@ impl Aggregate for StockItem {
             | StockItemEvent::StockReservationCommitted {
                 order_id, on_hand, ..
             } => {
-                self.reservations.remove(&order_id);
+                if let Some(qty) = self.reservations.remove(&order_id) {
+                    self.reserved -= u64::from(qty);
+                }
                 self.on_hand = on_hand;
             }
         }
