@@ -84,6 +84,31 @@ impl Projection for Catalog {
     }
 
     async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
+        self.apply_batch(tx, gen, std::slice::from_ref(event)).await
+    }
+
+    /// Per event as `apply` would, except that a product's stock totals are refreshed once
+    /// per batch for each SKU whose stock changed, not once per stock event.
+    async fn apply_batch(&self, tx: &mut Tx, gen: i64, events: &[Envelope<Event>]) -> Result<()> {
+        let mut touched = std::collections::BTreeSet::new();
+        for event in events {
+            apply_one(tx, gen, event, &mut touched).await?;
+        }
+        for sku in touched {
+            refresh_totals(tx, gen, &sku).await?;
+        }
+        Ok(())
+    }
+}
+
+/// One event's rows; the SKUs whose totals must be refreshed go into `touched`.
+async fn apply_one(
+    tx: &mut Tx,
+    gen: i64,
+    event: &Envelope<Event>,
+    touched: &mut std::collections::BTreeSet<String>,
+) -> Result<()> {
+    {
         let p = table(PRODUCTS, gen);
         let st = table(STOCK, gen);
         match &event.payload {
@@ -108,7 +133,7 @@ impl Projection for Catalog {
                         .bind(price.amount_minor()).bind(price.currency().as_str()).bind(search_text(title, cat))
                         .bind(format!("{title} {desc} {cat}")).execute(&mut **c).await?.rows_affected()
                 });
-                refresh_totals(tx, gen, sku.as_str()).await?;
+                touched.insert(sku.to_string());
             }
             Event::Product(ProductEvent::ProductDetailsChanged {
                 title,
@@ -155,7 +180,7 @@ impl Projection for Catalog {
                         .bind(levels.on_hand as i64).bind(levels.reserved as i64)
                         .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
                 });
-                refresh_totals(tx, gen, sku.as_str()).await?;
+                touched.insert(sku.to_string());
             }
             Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
         }

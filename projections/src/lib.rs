@@ -95,6 +95,15 @@ pub trait Projection: Send + Sync + 'static {
     /// Applies one domain event (decoded and upcast by the event store) inside the
     /// runner's transaction.
     async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()>;
+    /// Applies a batch of consecutive events in the runner's transaction. The same end
+    /// state as applying them one by one; a projection overrides it when it can write a
+    /// batch with fewer statements (one insert for many rows, a total refreshed once).
+    async fn apply_batch(&self, tx: &mut Tx, gen: i64, events: &[Envelope<Event>]) -> Result<()> {
+        for event in events {
+            self.apply(tx, gen, event).await?;
+        }
+        Ok(())
+    }
 }
 
 /// `catalog_products` of generation 3 is `catalog_products_g3`.

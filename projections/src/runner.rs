@@ -156,9 +156,7 @@ async fn step(
             status.position.store(position, Ordering::Relaxed);
             return Ok(0);
         };
-        for event in &events {
-            projection.apply(&mut tx, gen, event).await?;
-        }
+        projection.apply_batch(&mut tx, gen, &events).await?;
         set(&mut tx, projection.name(), gen, last).await?;
         tx.commit().await?;
         status.position.store(last, Ordering::Relaxed);
@@ -257,9 +255,7 @@ pub async fn rebuild(
             break;
         };
         let mut tx = Tx::begin(db).await?;
-        for event in &events {
-            projection.apply(&mut tx, new_gen, event).await?;
-        }
+        projection.apply_batch(&mut tx, new_gen, &events).await?;
         tx.commit().await?;
         position = last;
         progress(position, head.max(position));
@@ -274,9 +270,7 @@ pub async fn rebuild(
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
-        for event in &events {
-            projection.apply(&mut tx, new_gen, event).await?;
-        }
+        projection.apply_batch(&mut tx, new_gen, &events).await?;
         position = last;
         if position >= live_position {
             break;

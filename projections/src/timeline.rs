@@ -33,16 +33,46 @@ impl Projection for Timeline {
     }
 
     async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
-        let Some(order_id) = event.payload.order_id() else {
+        self.apply_batch(tx, gen, std::slice::from_ref(event)).await
+    }
+
+    /// One insert for the whole batch (in chunks on SQLite, whose statements take a bounded
+    /// number of parameters).
+    async fn apply_batch(&self, tx: &mut Tx, gen: i64, events: &[Envelope<Event>]) -> Result<()> {
+        let rows: Vec<(String, i64)> = events
+            .iter()
+            .filter_map(|e| Some((e.payload.order_id()?.to_string(), e.position)))
+            .collect();
+        if rows.is_empty() {
             return Ok(());
-        };
-        let sql = tx.sql(&format!(
-            "INSERT INTO {} (order_id, position) VALUES ($1, $2) ON CONFLICT DO NOTHING",
-            table(INDEX, gen)
-        ));
-        crate::on_tx!(tx, c => {
-            sqlx::query(&sql).bind(order_id.to_string()).bind(event.position).execute(&mut **c).await?.rows_affected()
-        });
+        }
+        let t = table(INDEX, gen);
+        match tx {
+            Tx::Pg(c) => {
+                let (orders, positions): (Vec<String>, Vec<i64>) = rows.into_iter().unzip();
+                sqlx::query(&format!(
+                    "INSERT INTO {t} (order_id, position)
+                     SELECT * FROM UNNEST($1::text[], $2::bigint[]) ON CONFLICT DO NOTHING"
+                ))
+                .bind(orders)
+                .bind(positions)
+                .execute(&mut **c)
+                .await?;
+            }
+            Tx::Lite(c) => {
+                for chunk in rows.chunks(400) {
+                    let values = vec!["(?, ?)"; chunk.len()].join(", ");
+                    let sql = format!(
+                        "INSERT INTO {t} (order_id, position) VALUES {values} ON CONFLICT DO NOTHING"
+                    );
+                    let mut q = sqlx::query(&sql);
+                    for (order, position) in chunk {
+                        q = q.bind(order).bind(position);
+                    }
+                    q.execute(&mut **c).await?;
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -370,7 +370,7 @@ impl CheckoutSaga {
         // against the stock item's latest events when it is appended. What the order itself
         // holds must be read fresh when an earlier run may have reserved for it.
         for wid in self.warehouse_ids(fresh_warehouses).await?.iter() {
-            let (w, _) = self.store.load_cached::<Warehouse>(&wid).await?;
+            let (w, _) = self.store.load_cached::<Warehouse>(wid).await?;
             let (Some(id), Some(region), Some(priority)) = (w.id(), w.region(), w.priority())
             else {
                 continue;
