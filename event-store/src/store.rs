@@ -382,10 +382,8 @@ impl Store {
     }
 
     fn cached<A: Aggregate + Clone + 'static>(&self, id: &str) -> Option<(A, usize)> {
-        let entry = self.cache.get(&(A::TYPE, id.to_string()))?;
-        entry
-            .downcast_ref::<(A, usize)>()
-            .map(|(a, v)| (a.clone(), *v))
+        self.cached_entry::<A>(id)
+            .map(|entry| entry_ref::<A>(&entry).clone())
     }
 
     fn remember<A: Aggregate + Clone + 'static>(&self, id: &str, aggregate: A, version: usize) {

@@ -108,19 +108,18 @@ async fn apply_one(
     event: &Envelope<Event>,
     touched: &mut std::collections::BTreeSet<String>,
 ) -> Result<()> {
-    {
-        let p = table(PRODUCTS, gen);
-        let st = table(STOCK, gen);
-        match &event.payload {
-            Event::Product(ProductEvent::ProductCreated {
-                sku,
-                title,
-                description,
-                category,
-                price,
-            }) => {
-                let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
-                let sql = tx.sql(&format!(
+    let p = table(PRODUCTS, gen);
+    let st = table(STOCK, gen);
+    match &event.payload {
+        Event::Product(ProductEvent::ProductCreated {
+            sku,
+            title,
+            description,
+            category,
+            price,
+        }) => {
+            let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
+            let sql = tx.sql(&format!(
                     "INSERT INTO {p} (sku, title, description, category, price_minor, currency, search, document)
                      VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
                      ON CONFLICT (sku) DO UPDATE SET title = excluded.title,
@@ -128,64 +127,63 @@ async fn apply_one(
                        price_minor = excluded.price_minor, currency = excluded.currency,
                        search = excluded.search, document = excluded.document"
                 ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(sku.as_str()).bind(title).bind(desc).bind(cat)
-                        .bind(price.amount_minor()).bind(price.currency().as_str()).bind(search_text(title, cat))
-                        .bind(format!("{title} {desc} {cat}")).execute(&mut **c).await?.rows_affected()
-                });
-                touched.insert(sku.to_string());
-            }
-            Event::Product(ProductEvent::ProductDetailsChanged {
-                title,
-                description,
-                category,
-            }) => {
-                let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
-                let sql = tx.sql(&format!(
-                    "UPDATE {p} SET title = $1, description = $2, category = $3, search = $4,
+            crate::on_tx!(tx, c => {
+                sqlx::query(&sql).bind(sku.as_str()).bind(title).bind(desc).bind(cat)
+                    .bind(price.amount_minor()).bind(price.currency().as_str()).bind(search_text(title, cat))
+                    .bind(format!("{title} {desc} {cat}")).execute(&mut **c).await?.rows_affected()
+            });
+            touched.insert(sku.to_string());
+        }
+        Event::Product(ProductEvent::ProductDetailsChanged {
+            title,
+            description,
+            category,
+        }) => {
+            let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
+            let sql = tx.sql(&format!(
+                "UPDATE {p} SET title = $1, description = $2, category = $3, search = $4,
                      document = $5 WHERE sku = $6"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(title).bind(desc).bind(cat).bind(search_text(title, cat))
-                        .bind(format!("{title} {desc} {cat}")).bind(&event.aggregate_id)
-                        .execute(&mut **c).await?.rows_affected()
-                });
-            }
-            Event::Product(ProductEvent::ProductPriceChanged { sku, new_price, .. }) => {
-                let sql = tx.sql(&format!(
-                    "UPDATE {p} SET price_minor = $1, currency = $2, price_changes = price_changes + 1
+            ));
+            crate::on_tx!(tx, c => {
+                sqlx::query(&sql).bind(title).bind(desc).bind(cat).bind(search_text(title, cat))
+                    .bind(format!("{title} {desc} {cat}")).bind(&event.aggregate_id)
+                    .execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Event::Product(ProductEvent::ProductPriceChanged { sku, new_price, .. }) => {
+            let sql = tx.sql(&format!(
+                "UPDATE {p} SET price_minor = $1, currency = $2, price_changes = price_changes + 1
                      WHERE sku = $3"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(new_price.amount_minor()).bind(new_price.currency().as_str())
-                        .bind(sku.as_str()).execute(&mut **c).await?.rows_affected()
-                });
-            }
-            Event::Product(ProductEvent::ProductDiscontinued { sku }) => {
-                let sql = tx.sql(&format!("UPDATE {p} SET discontinued = 1 WHERE sku = $1"));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(sku.as_str()).execute(&mut **c).await?.rows_affected()
-                });
-            }
-            Event::StockItem(e) => {
-                let (warehouse_id, sku, levels) = e.levels();
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {st} (sku, warehouse_id, on_hand, reserved, available)
+            ));
+            crate::on_tx!(tx, c => {
+                sqlx::query(&sql).bind(new_price.amount_minor()).bind(new_price.currency().as_str())
+                    .bind(sku.as_str()).execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Event::Product(ProductEvent::ProductDiscontinued { sku }) => {
+            let sql = tx.sql(&format!("UPDATE {p} SET discontinued = 1 WHERE sku = $1"));
+            crate::on_tx!(tx, c => {
+                sqlx::query(&sql).bind(sku.as_str()).execute(&mut **c).await?.rows_affected()
+            });
+        }
+        Event::StockItem(e) => {
+            let (warehouse_id, sku, levels) = e.levels();
+            let sql = tx.sql(&format!(
+                "INSERT INTO {st} (sku, warehouse_id, on_hand, reserved, available)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (sku, warehouse_id) DO UPDATE SET on_hand = excluded.on_hand,
                        reserved = excluded.reserved, available = excluded.available"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(sku.as_str()).bind(warehouse_id.as_str())
-                        .bind(levels.on_hand as i64).bind(levels.reserved as i64)
-                        .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
-                });
-                touched.insert(sku.to_string());
-            }
-            Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
+            ));
+            crate::on_tx!(tx, c => {
+                sqlx::query(&sql).bind(sku.as_str()).bind(warehouse_id.as_str())
+                    .bind(levels.on_hand as i64).bind(levels.reserved as i64)
+                    .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
+            });
+            touched.insert(sku.to_string());
         }
-        Ok(())
+        Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
     }
+    Ok(())
 }
 
 async fn refresh_totals(tx: &mut Tx, gen: i64, sku: &str) -> Result<()> {
