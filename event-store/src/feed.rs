@@ -1,10 +1,12 @@
 //! The global feed: every event of every aggregate in one stable, gap-free order.
 //!
-//! A feed position is stamped in commit order (see docs/adr/0002-global-feed.md). On
-//! Postgres, readers stamp on demand: each read first runs the sequencer step under an
-//! advisory lock, so no background task is needed for correctness and several engine
-//! processes can share one database. On SQLite the insert trigger stamps under the
-//! single-writer lock. Either way a position, once visible, never changes and nothing can
+//! A feed position is stamped in commit order (see docs/adr/0002-global-feed.md and
+//! docs/adr/0011-feed-position-at-insert.md). On Postgres, the engine's appends stamp at
+//! insert under the sequencer's advisory lock; rows written another way (COPY seeding,
+//! older engine versions) arrive unstamped, and readers stamp those on demand: each read
+//! first runs the horizon step under the same lock, so no background task is needed for
+//! correctness and several engine processes can share one database. On SQLite the insert
+//! trigger stamps under the single-writer lock. Either way a position, once visible, never changes and nothing can
 //! appear below it later, so "read after cursor" never skips and never repeats.
 
 use std::sync::Arc;
@@ -17,7 +19,8 @@ use crate::decode::{self, Envelope, FeedEvent, RawFeedEvent, StoredPayload, Upca
 use crate::store::Db;
 use crate::StoreError;
 
-/// Serialises sequencer steps across every process sharing the database.
+/// Serialises sequencer steps and stamping appends across every process sharing the
+/// database. `emporium_append` (a migration) spells the same key out in decimal.
 const SEQUENCER_LOCK: i64 = 0x454D_504F_5249_5531;
 /// Rows stamped per step: bounded so one step's transaction stays short.
 const STAMP_BATCH: i64 = 10_000;

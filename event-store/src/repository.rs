@@ -72,56 +72,42 @@ impl EventRepository {
     }
 }
 
-/// One command's events (or a batch's) as one autocommit statement.
+/// One command's events (or a batch's) as one autocommit statement, which also stamps
+/// their feed positions (docs/adr/0011-feed-position-at-insert.md).
 pub(crate) async fn pg_append(
     pool: &PgPool,
     events: &[SerializedEvent],
 ) -> Result<(), PersistenceError> {
-    let result = if let [e] = events {
-        sqlx::query(include_str!("../sql/pg_insert_event.sql"))
-            .bind(&e.aggregate_type)
-            .bind(&e.aggregate_id)
-            .bind(e.sequence as i64)
-            .bind(&e.event_type)
-            .bind(&e.event_version)
-            .bind(&e.payload)
-            .bind(&e.metadata)
-            .bind(Uuid::now_v7())
-            .execute(pool)
-            .await
-    } else {
-        let n = events.len();
-        let mut types = Vec::with_capacity(n);
-        let mut ids = Vec::with_capacity(n);
-        let mut seqs = Vec::with_capacity(n);
-        let mut etypes = Vec::with_capacity(n);
-        let mut versions = Vec::with_capacity(n);
-        let mut payloads: Vec<Value> = Vec::with_capacity(n);
-        let mut metas: Vec<Value> = Vec::with_capacity(n);
-        let mut event_ids = Vec::with_capacity(n);
-        for e in events {
-            types.push(e.aggregate_type.as_str());
-            ids.push(e.aggregate_id.as_str());
-            seqs.push(e.sequence as i64);
-            etypes.push(e.event_type.as_str());
-            versions.push(e.event_version.as_str());
-            payloads.push(e.payload.clone());
-            metas.push(e.metadata.clone());
-            event_ids.push(Uuid::now_v7());
-        }
-        sqlx::query(include_str!("../sql/pg_insert_events.sql"))
-            .bind(types)
-            .bind(ids)
-            .bind(seqs)
-            .bind(etypes)
-            .bind(versions)
-            .bind(payloads)
-            .bind(metas)
-            .bind(event_ids)
-            .execute(pool)
-            .await
-    };
-    result
+    let n = events.len();
+    let mut types = Vec::with_capacity(n);
+    let mut ids = Vec::with_capacity(n);
+    let mut seqs = Vec::with_capacity(n);
+    let mut etypes = Vec::with_capacity(n);
+    let mut versions = Vec::with_capacity(n);
+    let mut payloads: Vec<&Value> = Vec::with_capacity(n);
+    let mut metas: Vec<&Value> = Vec::with_capacity(n);
+    let mut event_ids = Vec::with_capacity(n);
+    for e in events {
+        types.push(e.aggregate_type.as_str());
+        ids.push(e.aggregate_id.as_str());
+        seqs.push(e.sequence as i64);
+        etypes.push(e.event_type.as_str());
+        versions.push(e.event_version.as_str());
+        payloads.push(&e.payload);
+        metas.push(&e.metadata);
+        event_ids.push(Uuid::now_v7());
+    }
+    sqlx::query(include_str!("../sql/pg_insert_events.sql"))
+        .bind(types)
+        .bind(ids)
+        .bind(seqs)
+        .bind(etypes)
+        .bind(versions)
+        .bind(payloads)
+        .bind(metas)
+        .bind(event_ids)
+        .execute(pool)
+        .await
         .map(|_| ())
         .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
 }

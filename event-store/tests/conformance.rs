@@ -309,6 +309,16 @@ async fn a_subscription_catches_up_then_follows_live_appends(kind: &str) {
     assert_eq!(sub.cursor(), 4);
 }
 
+/// How a test writer puts events into the Postgres log.
+#[derive(Clone, Copy)]
+enum Insert {
+    /// A plain INSERT with no feed position: the horizon sequencer stamps it later
+    /// (COPY seeding and rows of older engine versions arrive this way).
+    Unstamped,
+    /// Through `emporium_append`, the engine's append path, which stamps at insert.
+    Stamped,
+}
+
 /// Inserts `n` events for `aggregate_id` from `first_seq` inside one transaction and
 /// commits or rolls back. Returns the ids of the events written.
 async fn append_in_tx(
@@ -318,11 +328,34 @@ async fn append_in_tx(
     n: i64,
     commit: bool,
     hold: Duration,
+    how: Insert,
 ) -> Vec<Uuid> {
     let ids: Vec<Uuid> = (0..n).map(|_| Uuid::new_v4()).collect();
     let payload = serde_json::json!({"Incremented": {"by": 1, "total": 0}});
     let metadata = serde_json::to_value(meta("writer").to_map()).unwrap();
     match db {
+        Db::Postgres(pool) if matches!(how, Insert::Stamped) => {
+            let mut tx = pool.begin().await.unwrap();
+            let k = ids.len();
+            sqlx::query("SELECT emporium_append($1, $2, $3, $4, $5, $6, $7, $8)")
+                .bind(vec!["Counter"; k])
+                .bind(vec![aggregate_id; k])
+                .bind((0..n).map(|i| first_seq + i).collect::<Vec<i64>>())
+                .bind(vec!["Incremented"; k])
+                .bind(vec!["1.0"; k])
+                .bind(vec![&payload; k])
+                .bind(vec![&metadata; k])
+                .bind(&ids)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tokio::time::sleep(hold).await;
+            if commit {
+                tx.commit().await.unwrap();
+            } else {
+                tx.rollback().await.unwrap();
+            }
+        }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await.unwrap();
             for (i, id) in ids.iter().enumerate() {
@@ -422,9 +455,18 @@ async fn the_feed_never_skips_or_repeats_under_concurrency_rollbacks_and_a_slow_
     // One transaction takes a low position early and commits only after 3 s.
     let slow = {
         let db = db.clone();
-        tokio::spawn(
-            async move { append_in_tx(&db, "slow", 1, 1, true, Duration::from_secs(3)).await },
-        )
+        tokio::spawn(async move {
+            append_in_tx(
+                &db,
+                "slow",
+                1,
+                1,
+                true,
+                Duration::from_secs(3),
+                Insert::Unstamped,
+            )
+            .await
+        })
     };
     tokio::time::sleep(Duration::from_millis(100)).await;
 
@@ -444,7 +486,14 @@ async fn the_feed_never_skips_or_repeats_under_concurrency_rollbacks_and_a_slow_
                     let seq = *next_seq.get(&agg).unwrap_or(&1);
                     let n = (1 + i % 3).min((TARGET / WRITERS - written) as u64) as i64;
                     let commit = i % 10 != 7; // ~10% roll back
-                    let ids = append_in_tx(&db, &agg, seq, n, commit, Duration::ZERO).await;
+                                              // Half the writers go through the engine's stamping append, half
+                                              // leave the stamp to the horizon sequencer: both share one order.
+                    let how = if w % 2 == 0 {
+                        Insert::Stamped
+                    } else {
+                        Insert::Unstamped
+                    };
+                    let ids = append_in_tx(&db, &agg, seq, n, commit, Duration::ZERO, how).await;
                     if commit {
                         next_seq.insert(agg, seq + n);
                         written += ids.len();
