@@ -31,6 +31,10 @@ pub struct SubscriberConfig {
     pub max_deliver: i64,
     /// How long a delivery may stay unacknowledged before it is redelivered.
     pub ack_wait: Duration,
+    /// Wait for the server to confirm each ack (NATS "double ack"). Off for consumers whose
+    /// handling is idempotent anyway: a lost ack only brings the message back, and not
+    /// waiting saves a round trip per message in the delivery loop.
+    pub confirm_acks: bool,
 }
 
 impl SubscriberConfig {
@@ -40,6 +44,7 @@ impl SubscriberConfig {
             aggregate_type: None,
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
+            confirm_acks: true,
         }
     }
 }
@@ -80,6 +85,7 @@ enum Settle {
 struct NatsSettle {
     message: jetstream::Message,
     max_deliver: i64,
+    confirm_ack: bool,
     js: jetstream::Context,
     dlq_subject: String,
 }
@@ -178,6 +184,7 @@ impl Subscriber for NatsSubscriber {
                         settle: Settle::Nats(Box::new(NatsSettle {
                             message,
                             max_deliver: self.config.max_deliver,
+                            confirm_ack: self.config.confirm_acks,
                             js: self.js.clone(),
                             dlq_subject: self.names.dlq_subject(&self.config.name),
                         })),
@@ -203,7 +210,8 @@ impl Subscriber for NatsSubscriber {
         match delivery.settle {
             // Double ack: returns once the server has recorded it, so a crash right after
             // cannot bring the message back.
-            Settle::Nats(s) => s.message.double_ack().await.map_err(nats_err),
+            Settle::Nats(s) if s.confirm_ack => s.message.double_ack().await.map_err(nats_err),
+            Settle::Nats(s) => s.message.ack().await.map_err(nats_err),
             Settle::Local => Err(BusError::Nats(
                 "a local delivery given to a NATS subscriber".into(),
             )),
@@ -221,6 +229,7 @@ impl Subscriber for NatsSubscriber {
             max_deliver,
             js,
             dlq_subject,
+            ..
         } = *settle;
         if delivery.attempt as i64 >= max_deliver {
             js.publish(dlq_subject, message.payload.clone())

@@ -383,10 +383,12 @@ async fn spawn_checkout(
         LocalSubscriber, NatsSubscriber, Subscriber, SubscriberConfig,
     };
     // The worker acks as soon as the checkout has started, so a delivery stays unacked
-    // only when its worker died: redeliver it soon.
+    // only when its worker died: redeliver it soon. Handling is idempotent (claims,
+    // leases, the checkout's own state), so acks need no confirmation round trip.
     let config = SubscriberConfig {
         aggregate_type: Some(emporium_domain::Order::TYPE.into()),
         ack_wait: Duration::from_secs(10),
+        confirm_acks: false,
         ..SubscriberConfig::new("checkout")
     };
     let subscriber: Box<dyn Subscriber> = match nats {

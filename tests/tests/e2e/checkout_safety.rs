@@ -168,3 +168,66 @@ async fn a_dead_lettered_order_placed_is_still_checked_out_while_the_engine_runs
         .await;
     assert_eq!(o["customer_id"], "c-dl");
 }
+
+/// Leases are taken and given back in shared statements; batching must not blur who holds
+/// what. Two engines race for the same 60 checkouts, each asking for every one of them at
+/// once: each checkout goes to exactly one engine, a holder may take its own lease again,
+/// and a lease given back can be taken by the other engine.
+async fn leases_raced_in_batches_go_to_one_engine_each(backend: Backend) {
+    use emporium_sagas::lease::Leases;
+    let app = TestApp::spawn(backend).await;
+    let db = app.store.db().clone();
+    let a = Arc::new(Leases::new(db.clone(), Duration::from_secs(30)));
+    let b = Arc::new(Leases::new(db, Duration::from_secs(30)));
+    let ids: Vec<String> = (0..60).map(|i| format!("order-{i}")).collect();
+    let race = |l: Arc<Leases>| {
+        let ids = ids.clone();
+        tokio::spawn(async move {
+            let asks = ids.iter().map(|id| {
+                let l = l.clone();
+                let id = id.clone();
+                async move { (id.clone(), l.acquire(&id).await.unwrap()) }
+            });
+            futures::future::join_all(asks).await
+        })
+    };
+    let (got_a, got_b) = (race(a.clone()), race(b.clone()));
+    let (got_a, got_b) = (got_a.await.unwrap(), got_b.await.unwrap());
+    let mut held_by_a = Vec::new();
+    for ((id, by_a), (id_b, by_b)) in got_a.iter().zip(&got_b) {
+        assert_eq!(id, id_b);
+        assert!(
+            by_a ^ by_b,
+            "{id}: exactly one engine holds it (a: {by_a}, b: {by_b})"
+        );
+        if *by_a {
+            held_by_a.push(id.clone());
+        }
+    }
+    let first = held_by_a
+        .first()
+        .expect("engine a won at least one")
+        .clone();
+    assert!(
+        a.acquire(&first).await.unwrap(),
+        "a holder renews its own lease"
+    );
+    assert!(!b.acquire(&first).await.unwrap(), "still a's");
+    a.release(&first).await.unwrap();
+    assert!(
+        b.acquire(&first).await.unwrap(),
+        "given back, the other engine takes it"
+    );
+    let live = a.live().await.unwrap();
+    assert_eq!(live.len(), 60, "every raced checkout is leased by someone");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_raced_in_batches_go_to_one_engine_each_on_postgres() {
+    leases_raced_in_batches_go_to_one_engine_each(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leases_raced_in_batches_go_to_one_engine_each_on_sqlite() {
+    leases_raced_in_batches_go_to_one_engine_each(Backend::Sqlite).await;
+}
