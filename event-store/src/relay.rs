@@ -100,6 +100,8 @@ pub enum Step {
 pub struct Relay {
     store: Store,
     js: jetstream::Context,
+    /// For the server's `max_payload`: a larger message is parked, never retried.
+    client: async_nats::Client,
     config: RelayConfig,
     status: Arc<RelayStatus>,
     checkpoint: Option<i64>,
@@ -118,10 +120,11 @@ impl Relay {
             .timeout(config.ack_timeout)
             .max_ack_inflight(config.max_inflight)
             .backpressure_on_inflight(true)
-            .build(client);
+            .build(client.clone());
         Self {
             store,
             js,
+            client,
             config,
             status: Arc::default(),
             checkpoint: None,
@@ -166,18 +169,60 @@ impl Relay {
 
     async fn save_checkpoint(&mut self, position: i64) -> Result<(), RelayError> {
         let db = self.store.db();
-        let sql = db.sql(
-            "INSERT INTO relay_checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
-             ON CONFLICT (name) DO UPDATE SET position = excluded.position, \
-             updated_at = excluded.updated_at",
-        );
+        // Never backwards: a former leader finishing a step late must not undo a newer
+        // leader's progress (that would re-publish, and the duplicate window may have passed).
+        let sql = match db {
+            Db::Postgres(_) => {
+                "INSERT INTO relay_checkpoints (name, position, updated_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (name) DO UPDATE SET \
+                 position = GREATEST(relay_checkpoints.position, excluded.position), \
+                 updated_at = excluded.updated_at"
+            }
+            Db::Sqlite(_) => {
+                "INSERT INTO relay_checkpoints (name, position, updated_at) VALUES (?, ?, ?) \
+                 ON CONFLICT (name) DO UPDATE SET \
+                 position = MAX(relay_checkpoints.position, excluded.position), \
+                 updated_at = excluded.updated_at"
+            }
+        };
         let name = self.checkpoint_name();
         let now = chrono::Utc::now().timestamp_millis();
         on_db!(db, pool => {
-            sqlx::query(&sql).bind(&name).bind(position).bind(now).execute(pool).await?.rows_affected()
+            sqlx::query(sql).bind(&name).bind(position).bind(now).execute(pool).await?.rows_affected()
         });
         self.checkpoint = Some(position);
         self.status.position.store(position, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// Records an event the stream cannot take in `dead_letters` (consumer
+    /// `relay:<stream>`), with a metric and an error log for the operator.
+    async fn park(&self, event: &RawFeedEvent, reason: &str) -> Result<(), RelayError> {
+        tracing::error!(
+            position = event.position,
+            event_id = %event.event_id,
+            reason,
+            "relay: event cannot be published; parked in dead_letters, relay goes on"
+        );
+        metrics::counter!("emporium_relay_parked_total").increment(1);
+        let db = self.store.db();
+        let sql = db.sql(
+            "INSERT INTO dead_letters (consumer, position, event_id, attempts, reason, created_at) \
+             VALUES ($1, $2, $3, 1, $4, $5) ON CONFLICT (consumer, position) DO NOTHING",
+        );
+        let consumer = self.checkpoint_name();
+        let now = chrono::Utc::now().timestamp_millis();
+        on_db!(db, pool => {
+            sqlx::query(&sql)
+                .bind(&consumer)
+                .bind(event.position)
+                .bind(event.event_id.to_string())
+                .bind(reason)
+                .bind(now)
+                .execute(pool)
+                .await?
+                .rows_affected()
+        });
         Ok(())
     }
 
@@ -275,8 +320,26 @@ impl Relay {
         if let Some(last) = events.last() {
             self.status.head.fetch_max(last.position, Ordering::Relaxed);
         }
+        let max_payload = self.client.server_info().max_payload;
         for event in &events {
-            let msg = message(event).map_err(|e| (acked_to, e))?;
+            let (msg, size) = sized_message(event).map_err(|e| (acked_to, e))?;
+            if size > max_payload {
+                // NATS refuses it, today and on every retry: park it and go on, so one event
+                // never holds back everything after it.
+                while let Some((position, ack)) = self.inflight.pop_front() {
+                    match ack.await {
+                        Ok(_) => acked_to = position,
+                        Err(e) => return Err((acked_to, RelayError::Nats(e.to_string()))),
+                    }
+                }
+                let reason = format!(
+                    "message of {size} bytes exceeds the server's max_payload of {max_payload}"
+                );
+                self.park(event, &reason).await.map_err(|e| (acked_to, e))?;
+                acked_to = event.position;
+                self.sent_to = Some(event.position);
+                continue;
+            }
             let subject = self
                 .config
                 .names
@@ -413,6 +476,12 @@ pub async fn ensure_events_stream(
 
 /// The NATS message for an event: JSON body (the feed event) and headers (docs/events.md).
 pub fn message(e: &RawFeedEvent) -> Result<Publish, RelayError> {
+    sized_message(e).map(|(m, _)| m)
+}
+
+/// [`message`] and its size on the wire, as the server counts it against `max_payload`
+/// (body plus headers).
+fn sized_message(e: &RawFeedEvent) -> Result<(Publish, usize), RelayError> {
     let body = serde_json::to_vec(e)
         .map_err(|err| RelayError::Store(StoreError::Decode(err.to_string())))?;
     let mut headers = HeaderMap::new();
@@ -427,10 +496,22 @@ pub fn message(e: &RawFeedEvent) -> Result<Publish, RelayError> {
         e.metadata.correlation_id.as_str(),
     );
     headers.insert("Emporium-Causation-Id", e.metadata.causation_id.as_str());
-    Ok(Publish::build()
-        .payload(body.into())
-        .headers(headers)
-        .message_id(e.event_id.to_string()))
+    let header_values = e.event_type.len()
+        + e.event_version.len()
+        + e.aggregate_type.len()
+        + e.aggregate_id.len()
+        + e.metadata.correlation_id.len()
+        + e.metadata.causation_id.len()
+        + 40; // position, sequence
+              // Header names, separators, "NATS/1.0", the message id header: under 400 bytes.
+    let size = body.len() + header_values + 400;
+    Ok((
+        Publish::build()
+            .payload(body.into())
+            .headers(headers)
+            .message_id(e.event_id.to_string()),
+        size,
+    ))
 }
 
 /// The relay's claim to be the one publisher for a stream.

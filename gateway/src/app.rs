@@ -265,12 +265,40 @@ pub fn build(state: AppState) -> Built {
             tracing::info_span!("request", method = %r.method(), uri = %r.uri().path(), request_id = %id)
         })
         .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)))
-        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid));
+        .layer(SetRequestIdLayer::x_request_id(MakeRequestUuid))
+        .layer(axum::middleware::map_request(bound_client_ids));
     Built {
         router,
         openapi,
         routes,
     }
+}
+
+/// Longest request or correlation id kept from a client.
+pub const MAX_CLIENT_ID_LEN: usize = 128;
+
+/// Whether a client's id may travel into event metadata, logs and bus messages: 1 to 128
+/// visible ASCII characters.
+pub fn acceptable_client_id(v: &[u8]) -> bool {
+    (1..=MAX_CLIENT_ID_LEN).contains(&v.len()) && v.iter().all(|b| (0x21..=0x7e).contains(b))
+}
+
+/// Drops an `X-Request-Id` or `X-Correlation-Id` that is not [`acceptable_client_id`]: the
+/// request then gets a fresh id, as one that sent none. Client ids are copied into every
+/// event's metadata and into the NATS message, so an unbounded one could make an event
+/// too big to publish.
+async fn bound_client_ids(mut request: Request) -> Request {
+    for name in ["x-request-id", "x-correlation-id"] {
+        let bad = request
+            .headers()
+            .get_all(name)
+            .iter()
+            .any(|v| !acceptable_client_id(v.as_bytes()));
+        if bad || request.headers().get_all(name).iter().count() > 1 {
+            request.headers_mut().remove(name);
+        }
+    }
+    request
 }
 
 /// The application router over `state`.

@@ -101,13 +101,14 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .headers
             .get("x-request-id")
             .and_then(|v| v.to_str().ok())
+            .filter(|v| crate::app::acceptable_client_id(v.as_bytes()))
             .map(str::to_string)
             .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
         let correlation_id = parts
             .headers
             .get("x-correlation-id")
             .and_then(|v| v.to_str().ok())
-            .filter(|v| (1..=128).contains(&v.len()))
+            .filter(|v| crate::app::acceptable_client_id(v.as_bytes()))
             .map(str::to_string);
         Ok(Self {
             actor,

@@ -9,6 +9,7 @@ mod checkout_safety;
 mod concurrency;
 mod events_export;
 mod fuzz;
+mod hostile;
 mod idempotency;
 mod openapi;
 mod overload;

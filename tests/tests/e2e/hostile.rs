@@ -1,0 +1,80 @@
+//! Hostile input found by the issue 11 review: values a client controls must be bounded
+//! before they reach storage or the bus, and secrets must not be stored in clear.
+
+use emporium_event_store::relay::{Relay, RelayConfig};
+use emporium_event_store::testing::{assert_stream_matches_store, TestNats};
+use emporium_tests::{Backend, TestApp, ADMIN_KEY};
+use serde_json::json;
+
+/// A 350,000-character `X-Request-Id` (with a 1,000-character `X-Correlation-Id`) gets a
+/// normal answer under a fresh id; nothing of it is stored; the relay publishes every event to JetStream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_request_id_is_replaced_and_the_relay_keeps_publishing() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let huge = "x".repeat(350_000);
+    let resp = app
+        .client
+        .post(format!("{}/v1/warehouses", app.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-request-id", &huge)
+        .header("x-correlation-id", "c".repeat(1_000))
+        .json(&json!({"id": "wh-1", "name": "One", "region": "eu-west", "priority": 1}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    assert!(
+        uuid::Uuid::parse_str(&echoed).is_ok(),
+        "a fresh id replaces the huge one: {}…",
+        &echoed[..echoed.len().min(40)]
+    );
+    // Ids with spaces or control characters are not kept either.
+    let resp = app
+        .client
+        .post(format!("{}/v1/warehouses", app.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-request-id", "has space")
+        .json(&json!({"id": "wh-2", "name": "Two", "region": "eu-west", "priority": 2}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_ne!(resp.headers()["x-request-id"], "has space");
+    // A well-formed one is kept.
+    let resp = app
+        .client
+        .post(format!("{}/v1/warehouses", app.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-request-id", "req-ok-1")
+        .json(&json!({"id": "wh-3", "name": "Three", "region": "eu-west", "priority": 3}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    assert_eq!(resp.headers()["x-request-id"], "req-ok-1");
+
+    let events = app.feed_until(3).await;
+    for e in &events {
+        for field in ["request_id", "correlation_id", "causation_id"] {
+            let v = e["metadata"][field].as_str().unwrap_or_default();
+            assert!(v.len() <= 128, "{field} is bounded: {} chars", v.len());
+        }
+    }
+    assert_eq!(events[2]["metadata"]["request_id"], "req-ok-1");
+
+    let nats = TestNats::connect().await;
+    let relay = Relay::new(
+        app.store.clone(),
+        nats.client.clone(),
+        RelayConfig::new(&nats.prefix),
+    );
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(relay.run(async move {
+        let _ = stopped.await;
+    }));
+    let js = async_nats::jetstream::new(nats.client.clone());
+    assert_stream_matches_store(&js, &nats.names(), &app.store).await;
+    let _ = stop.send(());
+    running.await.unwrap();
+}
