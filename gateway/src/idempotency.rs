@@ -186,6 +186,11 @@ fn replay(status: u16, content_type: Option<String>, body: Vec<u8>) -> Response 
     r
 }
 
+/// Set on a response that carries a secret (a new API key): its body is never stored.
+/// A retry with the same key gets a 409 problem with this detail instead of the secret.
+#[derive(Debug, Clone)]
+pub struct Withheld(pub String);
+
 /// Route middleware; runs after authorisation, so the actor is known.
 pub async fn middleware(State(state): State<AppState>, request: Request, next: Next) -> Response {
     if matches!(
@@ -287,6 +292,29 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let status = parts.status.as_u16();
     if status >= 500 {
         let _ = release(db, &actor.key_id, &key).await;
+    } else if let Some(Withheld(detail)) = parts.extensions.get::<Withheld>() {
+        let stand_in = ApiError::conflict("idempotent_response_withheld", detail).into_response();
+        let ct = stand_in
+            .headers()
+            .get(axum::http::header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        let stand_in_status = stand_in.status().as_u16();
+        let stand_in_body = to_bytes(stand_in.into_body(), usize::MAX)
+            .await
+            .unwrap_or_default();
+        if let Err(e) = complete(
+            db,
+            &actor.key_id,
+            &key,
+            stand_in_status,
+            ct.as_deref(),
+            &stand_in_body,
+        )
+        .await
+        {
+            tracing::warn!(error = %e, "could not store an idempotent response");
+        }
     } else {
         let ct = parts
             .headers

@@ -2,12 +2,13 @@
 
 use axum::extract::State;
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use emporium_domain::values::CustomerId;
 use serde::{Deserialize, Serialize};
 
 use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::extract::{ApiJson, ApiPath};
+use crate::idempotency::Withheld;
 use crate::keys::{CreatedKey, KeyError, KeyInfo, Role};
 use crate::state::AppState;
 
@@ -44,19 +45,26 @@ pub struct Revoked {
     pub revoked: bool,
 }
 
-/// Create an API key. The response carries the key itself, which is never shown again.
+/// Create an API key. The response carries the key itself, which is never shown again and
+/// never stored: a retry with the same `Idempotency-Key` answers 409
+/// `idempotent_response_withheld` naming the key id, not the secret.
 #[utoipa::path(post, path = "/v1/keys", tag = "keys", request_body = CreateKeyBody,
     responses((status = 201, description = "Created; store `key` now", body = CreatedKey), CommandProblems))]
 pub async fn create(
     State(state): State<AppState>,
     ApiJson(body): ApiJson<CreateKeyBody>,
-) -> Result<(StatusCode, Json<CreatedKey>), ApiError> {
+) -> Result<(StatusCode, Extension<Withheld>, Json<CreatedKey>), ApiError> {
     let customer = match &body.customer_id {
         Some(c) => Some(CustomerId::parse(c).map_err(|e| ApiError::field("/customer_id", e))?),
         None => None,
     };
     let created = state.keys.create(body.role, customer, &body.label).await?;
-    Ok((StatusCode::CREATED, Json(created)))
+    let withheld = Withheld(format!(
+        "the request with this Idempotency-Key created key {}; its secret is shown only \
+         once and is not kept. If you did not receive it, revoke that key and create another",
+        created.info.key_id
+    ));
+    Ok((StatusCode::CREATED, Extension(withheld), Json(created)))
 }
 
 /// List API keys (never their secrets).

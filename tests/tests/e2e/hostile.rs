@@ -78,3 +78,66 @@ async fn a_huge_request_id_is_replaced_and_the_relay_keeps_publishing() {
     let _ = stop.send(());
     running.await.unwrap();
 }
+
+/// A new API key's secret is answered once and kept nowhere: no table of the database holds
+/// it, in text or hex, also when the request carried an `Idempotency-Key`. A retry with
+/// that key is told the key exists and gets no secret; no second key is created.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_keys_secret_is_stored_in_no_table() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let create = || {
+        app.client
+            .post(format!("{}/v1/keys", app.base))
+            .bearer_auth(ADMIN_KEY)
+            .header("idempotency-key", "make-key-1")
+            .json(&json!({"role": "analyst", "label": "dashboards"}))
+            .send()
+    };
+    let first = TestApp::reply(create().await.unwrap()).await;
+    assert_eq!(first.status, 201, "{:?}", first.body);
+    let secret = first.body["key"].as_str().unwrap().to_string();
+    let key_id = first.body["key_id"].as_str().unwrap().to_string();
+    assert!(secret.len() >= 20);
+
+    let retry = TestApp::reply(create().await.unwrap()).await;
+    assert_eq!(retry.status, 409, "{:?}", retry.body);
+    assert_eq!(retry.body["code"], "idempotent_response_withheld");
+    let detail = retry.body["detail"].as_str().unwrap();
+    assert!(detail.contains(&key_id), "{detail}");
+    assert!(!retry.body.to_string().contains(&secret));
+
+    let emporium_event_store::Db::Postgres(pool) = app.store.db() else {
+        unreachable!("a Postgres app")
+    };
+    let tables: Vec<(String, String)> = sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
+         WHERE table_type = 'BASE TABLE' \
+           AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert!(tables.iter().any(|(_, t)| t == "idempotency_keys"));
+    let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
+    for (schema, table) in &tables {
+        let sql = format!(
+            "SELECT COUNT(*) FROM \"{schema}\".\"{table}\" t \
+             WHERE t::text LIKE '%' || $1 || '%' OR t::text LIKE '%' || $2 || '%'"
+        );
+        let n: i64 = sqlx::query_scalar(&sql)
+            .bind(&secret)
+            .bind(&hex)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(n, 0, "{schema}.{table} holds the new key's secret");
+    }
+    let keys = app.get("/v1/keys").await;
+    let made = keys.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["label"] == "dashboards")
+        .count();
+    assert_eq!(made, 1, "the retry created no second key");
+}
