@@ -1,5 +1,7 @@
-# Builds the `emporium` binary and ships it in a slim Debian image.
-FROM rust:1.85-bookworm AS build
+# Builds the `emporium` binary and ships it in a slim Debian image. The builder is the
+# toolchain the test suite runs with; it must not be older than the newest rust-version
+# any dependency declares (checked by tests/tests/e2e/deploy.rs).
+FROM rust:1.95-bookworm AS build
 WORKDIR /src
 COPY . .
 RUN cargo build --release -p emporium-gateway --bin emporium
