@@ -35,6 +35,9 @@ pub struct SubscriberConfig {
     /// handling is idempotent anyway: a lost ack only brings the message back, and not
     /// waiting saves a round trip per message in the delivery loop.
     pub confirm_acks: bool,
+    /// The events stream's duplicate window, used only when this subscriber is the first
+    /// to create the stream (an existing stream keeps its settings).
+    pub duplicate_window: Duration,
 }
 
 impl SubscriberConfig {
@@ -45,6 +48,7 @@ impl SubscriberConfig {
             max_deliver: 5,
             ack_wait: Duration::from_secs(30),
             confirm_acks: true,
+            duplicate_window: Duration::from_secs(600),
         }
     }
 }
@@ -123,9 +127,17 @@ impl NatsSubscriber {
         config: SubscriberConfig,
     ) -> Result<Self, BusError> {
         let js = jetstream::new(client);
-        crate::relay::ensure_events_stream(&js, &names, Duration::from_secs(600))
-            .await
-            .map_err(nats_err)?;
+        // Create the stream only if it is missing: its settings (the duplicate window
+        // above all) are the relay's to set, from the operator's configuration.
+        js.get_or_create_stream(jetstream::stream::Config {
+            name: names.stream(),
+            subjects: vec![names.events_wildcard()],
+            storage: jetstream::stream::StorageType::File,
+            duplicate_window: config.duplicate_window,
+            ..Default::default()
+        })
+        .await
+        .map_err(nats_err)?;
         js.create_or_update_stream(jetstream::stream::Config {
             name: names.dlq_stream(),
             subjects: vec![names.dlq_wildcard()],

@@ -184,3 +184,30 @@ async fn competing_jetstream_workers_share_the_events_without_overlap() {
         .count()
         .await;
 }
+
+/// The relay sets the stream's duplicate window from configuration; a subscriber joining
+/// later must not reset it to its own default.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscriber_keeps_the_configured_duplicate_window() {
+    let db = TestDatabase::create().await;
+    let store = db.store(4).await;
+    let nats = TestNats::connect().await;
+    let relay = Relay::new(
+        store.clone(),
+        nats.client.clone(),
+        RelayConfig {
+            duplicate_window: Duration::from_secs(120),
+            ..RelayConfig::new(&nats.prefix)
+        },
+    );
+    relay.ensure_stream().await.unwrap();
+    let _sub = NatsSubscriber::connect(nats.client.clone(), nats.names(), config())
+        .await
+        .unwrap();
+    let js = async_nats::jetstream::new(nats.client.clone());
+    let mut stream = js.get_stream(nats.names().stream()).await.unwrap();
+    assert_eq!(
+        stream.info().await.unwrap().config.duplicate_window,
+        Duration::from_secs(120)
+    );
+}

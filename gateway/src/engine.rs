@@ -297,7 +297,7 @@ impl EngineBuilder {
                 client: client.clone(),
                 relay: relay.status(),
             });
-            saga_bus = Some((client, NatsNames::new(&nats.prefix)));
+            saga_bus = Some((client, NatsNames::new(&nats.prefix), nats.duplicate_window));
             let token = shutdown.clone();
             tasks.push(tokio::spawn(
                 relay.run(async move { token.cancelled().await }),
@@ -375,7 +375,7 @@ fn spawn_projections(state: &mut AppState, shutdown: &CancellationToken) -> Vec<
 /// Starts the checkout saga's worker on NATS (a durable consumer) or the in-process bus.
 async fn spawn_checkout(
     state: &AppState,
-    nats: Option<(async_nats::Client, NatsNames)>,
+    nats: Option<(async_nats::Client, NatsNames, Duration)>,
     shutdown: &CancellationToken,
 ) -> Result<JoinHandle<()>, emporium_event_store::bus::BusError> {
     use cqrs_es::Aggregate;
@@ -392,7 +392,17 @@ async fn spawn_checkout(
         ..SubscriberConfig::new("checkout")
     };
     let subscriber: Box<dyn Subscriber> = match nats {
-        Some((client, names)) => Box::new(NatsSubscriber::connect(client, names, config).await?),
+        Some((client, names, duplicate_window)) => Box::new(
+            NatsSubscriber::connect(
+                client,
+                names,
+                SubscriberConfig {
+                    duplicate_window,
+                    ..config
+                },
+            )
+            .await?,
+        ),
         None => Box::new(LocalSubscriber::open(state.store.clone(), config).await?),
     };
     let token = shutdown.clone();

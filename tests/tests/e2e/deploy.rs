@@ -86,7 +86,11 @@ fn the_docker_builder_and_rust_version_are_new_enough_for_every_dependency() {
         .current_dir(workspace())
         .output()
         .expect("cargo metadata runs");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let resolved: std::collections::HashSet<&str> = meta["resolve"]["nodes"]
         .as_array()
@@ -102,7 +106,10 @@ fn the_docker_builder_and_rust_version_are_new_enough_for_every_dependency() {
         .filter(|p| p["source"].is_string())
         .filter_map(|p| {
             let v = p["rust_version"].as_str()?;
-            Some((minor_version(v), p["name"].as_str().unwrap_or("?").to_string()))
+            Some((
+                minor_version(v),
+                p["name"].as_str().unwrap_or("?").to_string(),
+            ))
         })
         .max()
         .expect("dependencies declare rust versions");
