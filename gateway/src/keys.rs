@@ -20,7 +20,7 @@ use subtle::ConstantTimeEq;
 
 /// How long an authenticated key is trusted without asking the database again. Revocation
 /// through this process takes effect at once; through another process within this time.
-const CACHE_TTL: Duration = Duration::from_secs(5);
+const CACHE_TTL: Duration = Duration::from_secs(1);
 
 /// What a key may do (see API.md). `Admin` may do everything.
 #[derive(
@@ -128,6 +128,10 @@ pub struct KeyStore {
     db: Db,
     bootstrap: Option<[u8; 32]>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Keys revoked through this process: never served from, nor put back into, the cache
+    /// (a lookup that read the row just before the revoke commits would otherwise re-cache
+    /// it). Small: one entry per revocation since start.
+    revoked: Mutex<std::collections::HashSet<String>>,
 }
 
 fn digest(key: &str) -> [u8; 32] {
@@ -144,6 +148,7 @@ impl KeyStore {
             db,
             bootstrap: bootstrap_admin_key.filter(|k| !k.is_empty()).map(digest),
             cache: Mutex::new(HashMap::new()),
+            revoked: Mutex::default(),
         }
     }
 
@@ -227,6 +232,9 @@ impl KeyStore {
         let sql = self
             .db
             .sql("UPDATE api_keys SET revoked_at = $1 WHERE key_id = $2 AND revoked_at IS NULL");
+        if let Ok(mut revoked) = self.revoked.lock() {
+            revoked.insert(key_id.to_string());
+        }
         let n = on_db!(&self.db, pool => {
             sqlx::query(&sql).bind(now_ms()).bind(key_id).execute(pool).await?.rows_affected()
         });
@@ -265,6 +273,14 @@ impl KeyStore {
         else {
             return Ok(None);
         };
+        if self
+            .revoked
+            .lock()
+            .map(|r| r.contains(key_id))
+            .unwrap_or(true)
+        {
+            return Ok(None);
+        }
         if let Ok(cache) = self.cache.lock() {
             if let Some(c) = cache.get(key_id) {
                 if c.at.elapsed() < CACHE_TTL {
@@ -272,6 +288,9 @@ impl KeyStore {
                 }
             }
         }
+        // Taken before the read: an entry never outlives a revoke on another engine by more
+        // than CACHE_TTL, however long the read took.
+        let read_at = Instant::now();
         let sql = self.db.sql(
             "SELECT role, customer_id, key_hash FROM api_keys \
              WHERE key_id = $1 AND revoked_at IS NULL",
@@ -290,13 +309,21 @@ impl KeyStore {
             role,
             customer_id: customer.and_then(|c| CustomerId::parse(&c).ok()),
         };
+        let revoked_meanwhile = self
+            .revoked
+            .lock()
+            .map(|r| r.contains(key_id))
+            .unwrap_or(true);
+        if revoked_meanwhile {
+            return Ok(None);
+        }
         if let Ok(mut cache) = self.cache.lock() {
             cache.insert(
                 key_id.to_string(),
                 Cached {
                     actor: actor.clone(),
                     digest: stored,
-                    at: Instant::now(),
+                    at: read_at,
                 },
             );
         }

@@ -141,3 +141,59 @@ async fn a_new_keys_secret_is_stored_in_no_table() {
         .count();
     assert_eq!(made, 1, "the retry created no second key");
 }
+
+/// Revocation takes effect at once on the revoking engine, even while lookups of the same
+/// key race the revoke, and within 1 s on another engine that had the key cached.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_key_stops_at_once_here_and_within_a_second_elsewhere() {
+    use emporium_gateway::keys::{KeyStore, Role};
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
+    let app = TestApp::spawn(Backend::Postgres).await;
+    let other = KeyStore::new(app.store.db().clone(), None);
+    for round in 0..5 {
+        let created = app
+            .state
+            .keys
+            .create(Role::Analyst, None, "racing")
+            .await
+            .unwrap();
+        let secret = Arc::new(created.key.clone());
+        assert!(other.authenticate(&secret).await.unwrap().is_some());
+        // Lookups hammer the key while it is revoked.
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let hammer = {
+            let (state, secret, stop) = (app.state.clone(), secret.clone(), stop.clone());
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let _ = state.keys.authenticate(&secret).await;
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(5)).await;
+        assert!(app.state.keys.revoke(&created.info.key_id).await.unwrap());
+        let revoked_at = Instant::now();
+        while revoked_at.elapsed() < Duration::from_millis(100) {
+            assert!(
+                app.state
+                    .keys
+                    .authenticate(&secret)
+                    .await
+                    .unwrap()
+                    .is_none(),
+                "round {round}: the revoking engine refuses the key at once"
+            );
+        }
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        hammer.await.unwrap();
+        if round == 0 {
+            tokio::time::sleep(Duration::from_millis(1000).saturating_sub(revoked_at.elapsed()))
+                .await;
+            assert!(
+                other.authenticate(&secret).await.unwrap().is_none(),
+                "another engine refuses it within 1 s"
+            );
+        }
+    }
+}
