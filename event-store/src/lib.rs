@@ -68,6 +68,43 @@ pub enum StoreError {
     Decode(String),
     #[error("could not load an aggregate: {0}")]
     Load(String),
+    /// The database could not be reached (or refused for now); retry later.
+    #[error("event store unavailable: {0}")]
+    Unavailable(String),
     #[error("configuration: {0}")]
     Config(String),
+}
+
+/// Whether a database error is the database being away or overloaded (retry later) rather
+/// than a defect: lost or refused connections, an exhausted pool, a server shutting down,
+/// starting up or out of connections. Commands that fail this way answer 503, not 500.
+pub fn is_transient(err: &sqlx::Error) -> bool {
+    match err {
+        sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|c| {
+            // 08: connection exception; 57P01-57P05: admin/crash shutdown, cannot connect
+            // now, idle session timeout; 53: insufficient resources (too many connections).
+            c.starts_with("08") || c.starts_with("57P") || c.starts_with("53")
+        }),
+        _ => false,
+    }
+}
+
+/// [`is_transient`] for an error that may wrap a `sqlx::Error` anywhere in its source chain
+/// (the wrapped cqrs-es repositories box theirs).
+pub fn is_transient_dyn(err: &(dyn std::error::Error + 'static)) -> bool {
+    let mut next = Some(err);
+    while let Some(e) = next {
+        if let Some(s) = e.downcast_ref::<sqlx::Error>() {
+            if is_transient(s) {
+                return true;
+            }
+        }
+        next = e.source();
+    }
+    false
 }

@@ -160,10 +160,7 @@ pub(crate) fn classify(err: sqlx::Error, conflict_code: &str) -> PersistenceErro
         sqlx::Error::Database(db) if db.code().as_deref() == Some(conflict_code) => {
             PersistenceError::OptimisticLockError
         }
-        sqlx::Error::Io(_)
-        | sqlx::Error::Tls(_)
-        | sqlx::Error::PoolTimedOut
-        | sqlx::Error::PoolClosed => PersistenceError::ConnectionError(Box::new(err)),
+        _ if crate::is_transient(&err) => PersistenceError::ConnectionError(Box::new(err)),
         _ => PersistenceError::UnknownError(Box::new(err)),
     }
 }

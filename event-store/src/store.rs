@@ -347,6 +347,10 @@ impl Store {
                     self.forget::<A>(id);
                     break Err(CommandError::Unavailable(e.to_string()));
                 }
+                Err(PersistenceError::UnknownError(e)) if crate::is_transient_dyn(e.as_ref()) => {
+                    self.forget::<A>(id);
+                    break Err(CommandError::Unavailable(e.to_string()));
+                }
                 Err(e) => {
                     self.forget::<A>(id);
                     break Err(CommandError::Internal(e.to_string()));
@@ -422,12 +426,12 @@ impl Store {
                 .await
             }
         };
-        let rows = rows.map_err(|e| match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed => LoadFailure::Unavailable(e.to_string()),
-            e => LoadFailure::Broken(e.to_string()),
+        let rows = rows.map_err(|e| {
+            if crate::is_transient(&e) {
+                LoadFailure::Unavailable(e.to_string())
+            } else {
+                LoadFailure::Broken(e.to_string())
+            }
         })?;
         let upcasters = self.upcasters.for_aggregate::<A>();
         let broken = |seq: i64, e: &dyn std::fmt::Display| {
@@ -475,6 +479,9 @@ impl Store {
         let newer = match self.repo.get_last_events::<A>(id, *version).await {
             Ok(n) => n,
             Err(PersistenceError::ConnectionError(e)) => {
+                return Err(LoadFailure::Unavailable(e.to_string()))
+            }
+            Err(PersistenceError::UnknownError(e)) if crate::is_transient_dyn(e.as_ref()) => {
                 return Err(LoadFailure::Unavailable(e.to_string()))
             }
             Err(e) => return Err(LoadFailure::Broken(e.to_string())),
@@ -570,7 +577,8 @@ impl LoadFailure {
 impl From<LoadFailure> for StoreError {
     fn from(e: LoadFailure) -> Self {
         match e {
-            LoadFailure::Unavailable(e) | LoadFailure::Broken(e) => StoreError::Load(e),
+            LoadFailure::Unavailable(e) => StoreError::Unavailable(e),
+            LoadFailure::Broken(e) => StoreError::Load(e),
         }
     }
 }

@@ -219,9 +219,12 @@ impl std::fmt::Display for ApiError {
 impl From<emporium_event_store::StoreError> for ApiError {
     fn from(e: emporium_event_store::StoreError) -> Self {
         match e {
-            emporium_event_store::StoreError::Database(
-                sqlx::Error::PoolTimedOut | sqlx::Error::Io(_) | sqlx::Error::PoolClosed,
-            ) => Self::Unavailable(e.to_string()),
+            emporium_event_store::StoreError::Database(ref db)
+                if emporium_event_store::is_transient(db) =>
+            {
+                Self::Unavailable(e.to_string())
+            }
+            emporium_event_store::StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
             other => Self::Internal(other.to_string()),
         }
     }
