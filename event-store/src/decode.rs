@@ -543,6 +543,8 @@ where
             request_id: row.try_get(9)?,
             correlation_id: row.try_get(10)?,
             causation_id: row.try_get(11)?,
+            // Kept in the row for take-overs (`Store::applied_with_key`), not served.
+            idempotency_key: None,
         },
         recorded_at: row.recorded_at()?,
     })

@@ -21,6 +21,10 @@ pub struct EventMetadata {
     pub correlation_id: String,
     /// The id of the request or event that caused this command.
     pub causation_id: String,
+    /// The client's `Idempotency-Key`, when the command came with one: a retry that takes
+    /// over an abandoned claim looks for it to tell whether the command was applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idempotency_key: Option<String>,
 }
 
 impl EventMetadata {
@@ -33,6 +37,7 @@ impl EventMetadata {
             correlation_id: request_id.clone(),
             causation_id: request_id.clone(),
             request_id,
+            idempotency_key: None,
         }
     }
 
@@ -55,14 +60,25 @@ impl EventMetadata {
         self
     }
 
+    /// Records the client's idempotency key with the events.
+    #[must_use]
+    pub fn with_idempotency_key(mut self, key: impl Into<String>) -> Self {
+        self.idempotency_key = Some(key.into());
+        self
+    }
+
     /// The map shape cqrs-es carries to the repository.
     pub fn to_map(&self) -> HashMap<String, String> {
-        HashMap::from([
+        let mut map = HashMap::from([
             ("actor".to_string(), self.actor.clone()),
             ("request_id".to_string(), self.request_id.clone()),
             ("correlation_id".to_string(), self.correlation_id.clone()),
             ("causation_id".to_string(), self.causation_id.clone()),
-        ])
+        ]);
+        if let Some(k) = &self.idempotency_key {
+            map.insert("idempotency_key".to_string(), k.clone());
+        }
+        map
     }
 }
 

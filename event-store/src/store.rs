@@ -244,6 +244,46 @@ impl Store {
         &self.repo
     }
 
+    /// Whether `actor` already applied a command with idempotency key `key` to this
+    /// aggregate: some event of it carries both in its metadata. Asked only when a request
+    /// takes over an abandoned idempotency claim, so the scan of one aggregate's events is
+    /// rare.
+    pub async fn applied_with_key<A: Aggregate>(
+        &self,
+        id: &str,
+        actor: &str,
+        key: &str,
+    ) -> Result<bool, StoreError> {
+        let found: Option<i32> = match &self.db {
+            Db::Postgres(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                     AND metadata->>'idempotency_key' = $3 AND metadata->>'actor' = $4 LIMIT 1",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .bind(key)
+                .bind(actor)
+                .fetch_optional(pool)
+                .await?
+            }
+            Db::Sqlite(pool) => {
+                sqlx::query_scalar(
+                    "SELECT 1 FROM events WHERE aggregate_type = ? AND aggregate_id = ? \
+                     AND json_extract(metadata, '$.idempotency_key') = ? \
+                     AND json_extract(metadata, '$.actor') = ? LIMIT 1",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .bind(key)
+                .bind(actor)
+                .fetch_optional(pool)
+                .await?
+            }
+        };
+        Ok(found.is_some())
+    }
+
     /// Runs `command` against aggregate `id`, retrying on optimistic-lock conflicts.
     ///
     /// The aggregate comes from this process's cache when it is there (no replay, no read):

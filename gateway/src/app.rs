@@ -132,11 +132,9 @@ impl Api {
         }
         let mut method_router = method_router;
         if is_command {
+            // Slots inside idempotency: a request waiting for a racing one with its key
+            // holds no command slot.
             method_router = method_router
-                .route_layer(from_fn_with_state(
-                    self.state.clone(),
-                    crate::idempotency::middleware,
-                ))
                 .route_layer(
                     ServiceBuilder::new()
                         .layer(HandleErrorLayer::new(|_: BoxError| async {
@@ -144,7 +142,11 @@ impl Api {
                         }))
                         .layer(LoadShedLayer::new())
                         .layer(self.command_slots.clone()),
-                );
+                )
+                .route_layer(from_fn_with_state(
+                    self.state.clone(),
+                    crate::idempotency::middleware,
+                ));
         }
         let method_router =
             method_router.route_layer(from_fn_with_state((self.state.clone(), access), authorize));

@@ -76,15 +76,21 @@ pub struct RequestContext {
     pub request_id: String,
     /// `X-Correlation-Id` from the client, joining this request to a flow it tracks.
     pub correlation_id: Option<String>,
+    /// The request's `Idempotency-Key`, if any, and whether this run must first check
+    /// that its command was not applied already.
+    pub idempotency: Option<crate::idempotency::Mark>,
 }
 
 impl RequestContext {
     pub fn metadata(&self) -> EventMetadata {
-        let m = EventMetadata::for_request(self.actor.key_id.clone(), self.request_id.clone());
-        match &self.correlation_id {
-            Some(c) => m.correlated_with(c.clone()),
-            None => m,
+        let mut m = EventMetadata::for_request(self.actor.key_id.clone(), self.request_id.clone());
+        if let Some(c) = &self.correlation_id {
+            m = m.correlated_with(c.clone());
         }
+        if let Some(mark) = &self.idempotency {
+            m = m.with_idempotency_key(mark.key.clone());
+        }
+        m
     }
 }
 
@@ -110,10 +116,12 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             .and_then(|v| v.to_str().ok())
             .filter(|v| crate::app::acceptable_client_id(v.as_bytes()))
             .map(str::to_string);
+        let idempotency = parts.extensions.get::<crate::idempotency::Mark>().cloned();
         Ok(Self {
             actor,
             request_id,
             correlation_id,
+            idempotency,
         })
     }
 }

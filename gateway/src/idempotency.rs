@@ -6,10 +6,15 @@
 //! request waits for it; the same key with another body gets 422. Keys are scoped to the API
 //! key that sent them and expire after a configurable time (default 24 h).
 //!
-//! A 5xx is not stored: the claim is released so the client can retry. If a process dies
-//! between running a command and storing its response, the claim is taken over after
-//! [`LEASE`]; `POST /v1/orders` derives the order id from the key, so that re-run finds the
-//! order already placed and answers as the first run would have.
+//! Exactly once: the key travels in the metadata of the events the command writes. A 5xx is
+//! not stored; the claim is marked abandoned so the client can retry at once. If a process
+//! dies between running a command and storing its response, the claim is taken over after
+//! the lease (`ApiConfig::idempotency_lease`). Either way the retry runs with
+//! [`Mark::verify`] set: before applying, the command looks for an event of its aggregate
+//! carrying this actor's key, and if there is one it applies nothing and answers from the
+//! current state. `POST /v1/orders` derives the order id from the key, so a re-run finds
+//! the order already placed. Waiting for a racing request happens before a command slot is
+//! taken, so a stuck key holds no slot.
 
 use std::time::Duration;
 
@@ -27,8 +32,6 @@ use crate::keys::Actor;
 use crate::state::AppState;
 
 pub const HEADER: &str = "idempotency-key";
-/// After this long without a stored response, a claim is presumed abandoned.
-pub const LEASE: Duration = Duration::from_secs(60);
 /// How long a racing retry waits for the first request before giving up with 409.
 const WAIT: Duration = Duration::from_secs(15);
 
@@ -157,9 +160,13 @@ async fn complete(
     Ok(())
 }
 
-async fn release(db: &Db, actor: &str, key: &str) -> Result<(), sqlx::Error> {
-    let sql = db
-        .sql("DELETE FROM idempotency_keys WHERE actor = $1 AND idem_key = $2 AND status IS NULL");
+/// Marks a claim abandoned (its lease long over), so the next retry takes it over at once
+/// and verifies whether the command was applied, instead of starting afresh.
+async fn abandon(db: &Db, actor: &str, key: &str) -> Result<(), sqlx::Error> {
+    let sql = db.sql(
+        "UPDATE idempotency_keys SET created_at = 0 \
+         WHERE actor = $1 AND idem_key = $2 AND status IS NULL",
+    );
     on_db!(db, pool => {
         sqlx::query(&sql).bind(actor).bind(key).execute(pool).await?.rows_affected()
     });
@@ -184,6 +191,15 @@ fn replay(status: u16, content_type: Option<String>, body: Vec<u8>) -> Response 
     r.headers_mut()
         .insert("idempotent-replayed", HeaderValue::from_static("true"));
     r
+}
+
+/// What the handler learns about the request's idempotency key (a request extension).
+#[derive(Debug, Clone)]
+pub struct Mark {
+    /// The client's key, recorded in the metadata of the events the command writes.
+    pub key: String,
+    /// This run took over a claim whose command may already have been applied.
+    pub verify: bool,
 }
 
 /// Set on a response that carries a secret (a new API key): its body is never stored.
@@ -234,6 +250,8 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
     let hash = h.finalize().to_vec();
     let db = state.store.db();
     let deadline = tokio::time::Instant::now() + WAIT;
+    let lease = state.config.idempotency_lease.as_millis() as i64;
+    let mut verify = false;
     loop {
         let claimed =
             match claim(db, &actor.key_id, &key, &hash, state.config.idempotency_ttl).await {
@@ -256,8 +274,9 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
                 ..
             } => return replay(status, content_type, body),
             Claim::InProgress { since, .. } => {
-                if now_ms() - since > LEASE.as_millis() as i64 {
-                    matches!(take_over(db, &actor.key_id, &key, since).await, Ok(true))
+                if now_ms() - since > lease {
+                    verify = matches!(take_over(db, &actor.key_id, &key, since).await, Ok(true));
+                    verify
                 } else {
                     false
                 }
@@ -281,17 +300,29 @@ pub async fn middleware(State(state): State<AppState>, request: Request, next: N
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 
-    let response = next
-        .run(Request::from_parts(parts, Body::from(bytes)))
-        .await;
+    let mut request = Request::from_parts(parts, Body::from(bytes));
+    request.extensions_mut().insert(Mark {
+        key: key.clone(),
+        verify,
+    });
+    let response = next.run(request).await;
+    if state
+        .faults
+        .lose_response_after_commit
+        .swap(false, std::sync::atomic::Ordering::SeqCst)
+    {
+        return ApiError::Internal("fault point: response lost after commit".into())
+            .into_response();
+    }
     let (parts, body) = response.into_parts();
     let Ok(body) = to_bytes(body, usize::MAX).await else {
-        let _ = release(db, &actor.key_id, &key).await;
+        let _ = abandon(db, &actor.key_id, &key).await;
         return ApiError::Internal("response body could not be buffered".into()).into_response();
     };
     let status = parts.status.as_u16();
     if status >= 500 {
-        let _ = release(db, &actor.key_id, &key).await;
+        // The command may or may not have been applied: the retry verifies.
+        let _ = abandon(db, &actor.key_id, &key).await;
     } else if let Some(Withheld(detail)) = parts.extensions.get::<Withheld>() {
         let stand_in = ApiError::conflict("idempotent_response_withheld", detail).into_response();
         let ct = stand_in

@@ -13,6 +13,9 @@ use crate::keys::KeyStore;
 pub struct ApiConfig {
     /// How long an idempotency record is kept.
     pub idempotency_ttl: Duration,
+    /// After this long without a stored response, an idempotency claim is presumed
+    /// abandoned (its process died) and a retry may take it over.
+    pub idempotency_lease: Duration,
     /// Commands handled at once; more are shed with 503 + Retry-After.
     pub max_inflight_commands: usize,
     /// Sustained requests per second per API key (0 = unlimited).
@@ -29,6 +32,7 @@ impl Default for ApiConfig {
     fn default() -> Self {
         Self {
             idempotency_ttl: Duration::from_secs(24 * 3600),
+            idempotency_lease: Duration::from_secs(60),
             max_inflight_commands: 256,
             rate_limit_per_sec: 0,
             rate_limit_burst: 0,
@@ -51,6 +55,17 @@ pub struct AppState {
     /// The checkout saga: its worker runs when the engine starts it; its compensation
     /// serves cancels.
     pub checkout: Arc<emporium_sagas::CheckoutSaga>,
+    /// Fault points tests switch on to stand in for a crash at an exact moment.
+    pub faults: Arc<Faults>,
+}
+
+/// Fault points for tests; all off in a running engine.
+#[derive(Debug, Default)]
+pub struct Faults {
+    /// The next command with an `Idempotency-Key` loses its response after it was applied,
+    /// as if the process died right after the commit: no response is stored, the claim
+    /// stays in progress, and the client gets a 500.
+    pub lose_response_after_commit: std::sync::atomic::AtomicBool,
 }
 
 #[derive(Clone)]
@@ -75,6 +90,7 @@ impl AppState {
                 Arc::new(emporium_sagas::Sandbox::new(store.db().clone())),
                 emporium_sagas::CheckoutConfig::default(),
             ),
+            faults: Arc::default(),
         }
     }
 

@@ -103,6 +103,16 @@ where
     A::Command: Clone,
     ApiError: From<A::Error>,
 {
+    if let Some(mark) = ctx.idempotency.as_ref().filter(|m| m.verify) {
+        // A take-over: the first run may have applied this command before it died.
+        if state
+            .store
+            .applied_with_key::<A>(id, &ctx.actor.key_id, &mark.key)
+            .await?
+        {
+            return Ok(());
+        }
+    }
     state
         .store
         .execute::<A>(id, command, &ctx.metadata())
