@@ -1,8 +1,10 @@
 //! Streaming export of the global feed, for analysts: a whole range of positions (optionally
-//! filtered by aggregate type, event type and recording time) read by ONE statement whose
-//! rows are streamed as the database produces them (sqlx `fetch`): no OFFSET paging, no
-//! page of rows held in memory, no `serde_json::Value` tree per row (the payload stays the
-//! stored JSON text, the metadata fields are picked out by the database).
+//! filtered by aggregate type, event type and recording time) read in keyset pages of
+//! [`PAGE`] rows (`position > last one read`, never OFFSET), with no `serde_json::Value`
+//! tree per row (the payload stays the stored JSON text, the metadata fields are picked out
+//! by the database). A connection is held only while a page is read: a client that reads
+//! slowly holds one page in memory and nothing in the database, so slow readers cannot
+//! starve commands of connections (issue 11).
 //!
 //! # Which events an export sees
 //! [`open`] first stamps feed positions (on Postgres, sequencer steps until one stamps less
@@ -19,11 +21,11 @@
 //! cannot be brought to today's shape (see [`crate::decode`]): payloads stored at an older
 //! version are exported upcast, with today's `event_version`.
 //!
-//! A long export holds one pool connection (and, on Postgres, one snapshot; on SQLite, one
-//! read transaction) for as long as the consumer keeps reading.
+//! Pages are consistent with one another because the range is fixed when the export opens
+//! and positions below the head never change.
 
 use chrono::{DateTime, Utc};
-use futures::stream::{self, BoxStream, StreamExt};
+use futures::stream::{self, BoxStream, StreamExt, TryStreamExt};
 
 use crate::decode::{self, RawFeedEvent};
 use crate::store::{Db, Store};
@@ -32,6 +34,9 @@ use crate::StoreError;
 /// Rows one sequencer step stamps at most (`feed::STAMP_BATCH`): a step that stamps fewer
 /// has caught up with everything committed when it ran.
 const STAMP_BATCH: u64 = 10_000;
+
+/// Rows read per page.
+pub const PAGE: i64 = 2_000;
 
 /// The Postgres export statement (`$1` after, `$2` through, `$3` aggregate type, `$4` event
 /// type, `$5` from, `$6` to, `$7` limit; NULL = no filter), for benchmarks and EXPLAIN.
@@ -111,36 +116,91 @@ pub async fn open(store: &Store, filter: &EventFilter) -> Result<Export, StoreEr
         });
     }
     let upcasters = store.feed().upcasters().clone();
-    let events = match store.db() {
-        Db::Postgres(pool) => sqlx::query(POSTGRES_SQL)
-            .bind(filter.after)
-            .bind(through)
-            .bind(filter.aggregate_type.clone())
-            .bind(filter.event_type.clone())
-            // timestamptz holds microseconds; round bounds up so that `>=` and `<` on the
-            // stored value mean the same as on the exact bound.
-            .bind(filter.from.map(|t| ceil_to(t, 1_000)))
-            .bind(filter.to.map(|t| ceil_to(t, 1_000)))
-            .bind(filter.limit)
-            .fetch(pool)
-            .map(move |row| Ok(upcasters.upgrade(decode::row(&row?)?)?))
-            .boxed(),
-        Db::Sqlite(pool) => sqlx::query(include_str!("../sql/sqlite_export.sql"))
-            .bind(filter.after)
-            .bind(through)
-            .bind(filter.aggregate_type.clone())
-            .bind(filter.event_type.clone())
-            .bind(filter.from.map(sqlite_time))
-            .bind(filter.to.map(sqlite_time))
-            .bind(filter.limit.unwrap_or(-1))
-            .fetch(pool)
-            .map(move |row| Ok(upcasters.upgrade(decode::row(&row?)?)?))
-            .boxed(),
+    let paging = Paging {
+        db: store.db().clone(),
+        filter: filter.clone(),
+        through,
+        after: filter.after,
+        remaining: filter.limit,
+        upcasters,
+        done: false,
     };
+    let events = stream::try_unfold(paging, |mut p| async move {
+        if p.done {
+            return Ok::<_, StoreError>(None);
+        }
+        let want = PAGE.min(p.remaining.unwrap_or(i64::MAX));
+        let rows = p.page(want).await?;
+        p.done = (rows.len() as i64) < want;
+        if let Some(last) = rows.last() {
+            p.after = last.position;
+        }
+        if let Some(r) = p.remaining.as_mut() {
+            *r -= rows.len() as i64;
+            p.done |= *r <= 0;
+        }
+        Ok(Some((
+            stream::iter(rows.into_iter().map(Ok::<_, StoreError>)),
+            p,
+        )))
+    })
+    .try_flatten()
+    .boxed();
     Ok(Export {
         through,
         events: fuse_on_error(events),
     })
+}
+
+/// Where a paged export stands.
+struct Paging {
+    db: Db,
+    filter: EventFilter,
+    through: i64,
+    /// The last position read (the filter's `after` before the first page).
+    after: i64,
+    /// Events still wanted when the filter has a limit.
+    remaining: Option<i64>,
+    upcasters: crate::decode::Upcasters,
+    done: bool,
+}
+
+impl Paging {
+    /// The next up to `limit` matching events after `self.after`, upcast.
+    async fn page(&self, limit: i64) -> Result<Vec<RawFeedEvent>, StoreError> {
+        let f = &self.filter;
+        let rows = match &self.db {
+            Db::Postgres(pool) => sqlx::query(POSTGRES_SQL)
+                .bind(self.after)
+                .bind(self.through)
+                .bind(f.aggregate_type.clone())
+                .bind(f.event_type.clone())
+                // timestamptz holds microseconds; round bounds up so that `>=` and `<` on
+                // the stored value mean the same as on the exact bound.
+                .bind(f.from.map(|t| ceil_to(t, 1_000)))
+                .bind(f.to.map(|t| ceil_to(t, 1_000)))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| Ok(self.upcasters.upgrade(decode::row(row)?)?))
+                .collect::<Result<Vec<_>, StoreError>>()?,
+            Db::Sqlite(pool) => sqlx::query(include_str!("../sql/sqlite_export.sql"))
+                .bind(self.after)
+                .bind(self.through)
+                .bind(f.aggregate_type.clone())
+                .bind(f.event_type.clone())
+                .bind(f.from.map(sqlite_time))
+                .bind(f.to.map(sqlite_time))
+                .bind(limit)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|row| Ok(self.upcasters.upgrade(decode::row(row)?)?))
+                .collect::<Result<Vec<_>, StoreError>>()?,
+        };
+        Ok(rows)
+    }
 }
 
 /// Ends the stream after its first `Err` item, so a consumer that keeps polling never reads

@@ -17,3 +17,4 @@ mod overload;
 mod projections;
 mod relay_outage;
 mod roles;
+mod slow_readers;
