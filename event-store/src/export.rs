@@ -131,18 +131,15 @@ pub async fn open(store: &Store, filter: &EventFilter) -> Result<Export, StoreEr
         }
         let want = PAGE.min(p.remaining.unwrap_or(i64::MAX));
         let rows = p.page(want).await?;
-        p.done = (rows.len() as i64) < want;
-        if let Some(last) = rows.last() {
+        p.done = (rows.len() as i64) < want || rows.iter().any(Result::is_err);
+        if let Some(Ok(last)) = rows.last() {
             p.after = last.position;
         }
         if let Some(r) = p.remaining.as_mut() {
             *r -= rows.len() as i64;
             p.done |= *r <= 0;
         }
-        Ok(Some((
-            stream::iter(rows.into_iter().map(Ok::<_, StoreError>)),
-            p,
-        )))
+        Ok(Some((stream::iter(rows), p)))
     })
     .try_flatten()
     .boxed();
@@ -166,8 +163,9 @@ struct Paging {
 }
 
 impl Paging {
-    /// The next up to `limit` matching events after `self.after`, upcast.
-    async fn page(&self, limit: i64) -> Result<Vec<RawFeedEvent>, StoreError> {
+    /// The next up to `limit` matching events after `self.after`, upcast; a row that
+    /// cannot be decoded is an `Err` in its place (the stream ends there).
+    async fn page(&self, limit: i64) -> Result<Vec<Result<RawFeedEvent, StoreError>>, StoreError> {
         let f = &self.filter;
         let rows = match &self.db {
             Db::Postgres(pool) => sqlx::query(POSTGRES_SQL)
@@ -184,7 +182,7 @@ impl Paging {
                 .await?
                 .iter()
                 .map(|row| Ok(self.upcasters.upgrade(decode::row(row)?)?))
-                .collect::<Result<Vec<_>, StoreError>>()?,
+                .collect(),
             Db::Sqlite(pool) => sqlx::query(include_str!("../sql/sqlite_export.sql"))
                 .bind(self.after)
                 .bind(self.through)
@@ -197,7 +195,7 @@ impl Paging {
                 .await?
                 .iter()
                 .map(|row| Ok(self.upcasters.upgrade(decode::row(row)?)?))
-                .collect::<Result<Vec<_>, StoreError>>()?,
+                .collect(),
         };
         Ok(rows)
     }
