@@ -193,29 +193,25 @@ async fn leases_raced_in_batches_go_to_one_engine_each(backend: Backend) {
     };
     let (got_a, got_b) = (race(a.clone()), race(b.clone()));
     let (got_a, got_b) = (got_a.await.unwrap(), got_b.await.unwrap());
-    let mut held_by_a = Vec::new();
     for ((id, by_a), (id_b, by_b)) in got_a.iter().zip(&got_b) {
         assert_eq!(id, id_b);
         assert!(
             by_a ^ by_b,
             "{id}: exactly one engine holds it (a: {by_a}, b: {by_b})"
         );
-        if *by_a {
-            held_by_a.push(id.clone());
-        }
     }
-    let first = held_by_a
-        .first()
-        .expect("engine a won at least one")
-        .clone();
+    // Whichever engine holds the first checkout: it may take its own lease again, the
+    // other may not, until it is given back.
+    let (holder, other) = if got_a[0].1 { (&a, &b) } else { (&b, &a) };
+    let first = &ids[0];
     assert!(
-        a.acquire(&first).await.unwrap(),
+        holder.acquire(first).await.unwrap(),
         "a holder renews its own lease"
     );
-    assert!(!b.acquire(&first).await.unwrap(), "still a's");
-    a.release(&first).await.unwrap();
+    assert!(!other.acquire(first).await.unwrap(), "still the holder's");
+    holder.release(first).await.unwrap();
     assert!(
-        b.acquire(&first).await.unwrap(),
+        other.acquire(first).await.unwrap(),
         "given back, the other engine takes it"
     );
     let live = a.live().await.unwrap();
