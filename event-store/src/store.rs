@@ -668,12 +668,27 @@ fn rand_jitter() -> u32 {
 /// A Postgres pool tuned for the command path. `test_before_acquire` is off: it costs a
 /// round trip per checkout (~20% of command throughput); a dead connection surfaces as an
 /// error on use instead and the pool replaces it.
+///
+/// Every connection given back is rolled back first (`after_release`): a task cancelled
+/// inside `BEGIN` (after the server opened the transaction, before sqlx counted it) would
+/// otherwise return a connection with an open transaction, and later autocommit writes on
+/// it would never commit. The guard belongs to the pool, not to each call site. It costs a
+/// round trip per release (measured in docs/performance.md). `client_min_messages = error`
+/// keeps the server from warning "no transaction in progress" on each of them.
 pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
+    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+        .options([("client_min_messages", "error")]);
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
-        .connect(url)
+        .after_release(|conn, _| {
+            Box::pin(async move {
+                sqlx::Executor::execute(&mut *conn, "ROLLBACK").await?;
+                Ok(true)
+            })
+        })
+        .connect_with(options)
         .await?;
     Ok(pool)
 }

@@ -635,3 +635,54 @@ async fn appends_that_arrive_together_share_a_write_and_a_stale_one_fails_alone(
         "the stale append left no trace"
     );
 }
+
+/// A connection given back to the pool inside a transaction the pool did not see opened (a
+/// raw `BEGIN`, as a task cancelled mid-`begin()` leaves it) comes back rolled back: the
+/// next user of the connection is not inside that transaction, and its writes commit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_released_inside_a_transaction_is_rolled_back() {
+    let db = TestDatabase::create().await;
+    let pool = emporium_event_store::store::connect_postgres(db.url(), 1)
+        .await
+        .unwrap();
+    Store::from_db(Db::Postgres(pool.clone()))
+        .migrate()
+        .await
+        .unwrap();
+    {
+        let mut conn = pool.acquire().await.unwrap();
+        sqlx::query("BEGIN").execute(&mut *conn).await.unwrap();
+        sqlx::query(
+            "INSERT INTO relay_checkpoints (name, position, updated_at) VALUES ('left-open', 1, 0)",
+        )
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    }
+    // The pool has one connection: the same one, if it was not rolled back, would still see
+    // its own uncommitted row.
+    let seen: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM relay_checkpoints WHERE name = 'left-open'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(seen, 0, "the abandoned transaction was rolled back");
+    sqlx::query(
+        "INSERT INTO relay_checkpoints (name, position, updated_at) VALUES ('after', 1, 0)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut other = <sqlx::PgConnection as sqlx::Connection>::connect(db.url())
+        .await
+        .unwrap();
+    let committed: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM relay_checkpoints WHERE name = 'after'")
+            .fetch_one(&mut other)
+            .await
+            .unwrap();
+    assert_eq!(
+        committed, 1,
+        "a later autocommit write on that connection commits"
+    );
+}
