@@ -22,7 +22,12 @@ pub async fn live() -> impl IntoResponse {
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
     use std::sync::atomic::Ordering;
     let db = state.store.db();
-    let db_ok = db.ping().await.is_ok();
+    // A database that does not answer within a second is not ready: the pool would
+    // otherwise keep the probe waiting for a connection for its whole acquire timeout.
+    let db_ok = matches!(
+        tokio::time::timeout(std::time::Duration::from_secs(1), db.ping()).await,
+        Ok(Ok(()))
+    );
     let mut body = json!({"database": {"kind": db.kind(), "ok": db_ok}});
     let mut degraded = false;
     match &state.bus {
