@@ -83,6 +83,13 @@ impl RelayStatus {
     }
 }
 
+/// The end of the events stream a publish expects (see `Relay::chain`).
+#[derive(Debug, Clone)]
+enum Chain {
+    Empty,
+    After(String),
+}
+
 /// A batch being read on another task.
 type Prefetch = tokio::task::JoinHandle<Result<Vec<RawFeedEvent>, StoreError>>;
 
@@ -110,6 +117,13 @@ pub struct Relay {
     inflight: VecDeque<(i64, async_nats::jetstream::context::PublishAckFuture)>,
     /// The last position handed to NATS (acked or not).
     sent_to: Option<i64>,
+    /// What the stream must end with before the next publish: the message id of the last
+    /// event handed to NATS, or an empty stream. Every publish states it
+    /// (`Nats-Expected-Last-Msg-Id`), so the server stores events only in feed order: a
+    /// publish the client buffered during an outage and flushed after the relay had
+    /// already started over from its checkpoint is refused, not stored out of order.
+    /// `None`: unknown (at start, after an error); read from the stream before sending.
+    chain: Option<Chain>,
     /// The next batch, read on another task while this one is being sent.
     prefetch: Option<(i64, Prefetch)>,
 }
@@ -130,6 +144,7 @@ impl Relay {
             checkpoint: None,
             inflight: VecDeque::new(),
             sent_to: None,
+            chain: None,
             prefetch: None,
         }
     }
@@ -195,6 +210,33 @@ impl Relay {
         Ok(())
     }
 
+    /// How the events stream ends now: empty, or with the message id of its last message.
+    async fn stream_end(&self) -> Result<Chain, RelayError> {
+        let nats = |e: &dyn std::fmt::Display| RelayError::Nats(e.to_string());
+        let mut stream = self
+            .js
+            .get_stream(self.config.names.stream())
+            .await
+            .map_err(|e| nats(&e))?;
+        let last = stream
+            .info()
+            .await
+            .map_err(|e| nats(&e))?
+            .state
+            .last_sequence;
+        if last == 0 {
+            return Ok(Chain::Empty);
+        }
+        let message = stream.get_raw_message(last).await.map_err(|e| nats(&e))?;
+        match message.headers.get("Nats-Msg-Id") {
+            Some(id) => Ok(Chain::After(id.as_str().to_string())),
+            None => Err(RelayError::Nats(format!(
+                "the last message of {} has no Nats-Msg-Id: not written by a relay",
+                self.config.names.stream()
+            ))),
+        }
+    }
+
     /// Records an event the stream cannot take in `dead_letters` (consumer
     /// `relay:<stream>`), with a metric and an error log for the operator.
     async fn park(&self, event: &RawFeedEvent, reason: &str) -> Result<(), RelayError> {
@@ -258,6 +300,7 @@ impl Relay {
             Err((_, e)) => {
                 self.inflight.clear();
                 self.sent_to = None;
+                self.chain = None;
                 if let Some((_, h)) = self.prefetch.take() {
                     h.abort();
                 }
@@ -321,6 +364,10 @@ impl Relay {
             self.status.head.fetch_max(last.position, Ordering::Relaxed);
         }
         let max_payload = self.client.server_info().max_payload;
+        let mut chain = match self.chain.take() {
+            Some(c) => c,
+            None => self.stream_end().await.map_err(|e| (acked_to, e))?,
+        };
         for event in &events {
             let (msg, size) = sized_message(event).map_err(|e| (acked_to, e))?;
             if size > max_payload {
@@ -338,8 +385,14 @@ impl Relay {
                 self.park(event, &reason).await.map_err(|e| (acked_to, e))?;
                 acked_to = event.position;
                 self.sent_to = Some(event.position);
+                self.chain = Some(chain.clone());
                 continue;
             }
+            let msg = match &chain {
+                Chain::Empty => msg.expected_last_sequence(0),
+                Chain::After(id) => msg.expected_last_message_id(id),
+            };
+            chain = Chain::After(event.event_id.to_string());
             let subject = self
                 .config
                 .names
@@ -349,6 +402,7 @@ impl Relay {
                 Err(e) => return Err((acked_to, RelayError::Nats(e.to_string()))),
             }
             self.sent_to = Some(event.position);
+            self.chain = Some(chain.clone());
             if self.inflight.len() >= self.config.max_inflight {
                 if let Some((position, ack)) = self.inflight.pop_front() {
                     match ack.await {
