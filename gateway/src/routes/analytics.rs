@@ -80,7 +80,7 @@ pub async fn summary(
 
 /// Best-selling products of confirmed orders, by units or revenue.
 #[utoipa::path(get, path = "/v1/analytics/top-products", tag = "analytics", params(TopQuery),
-    responses((status = 200, description = "Ranking", body = Object), ReadProblems))]
+    responses((status = 200, description = "Ranking", body = [Object]), ReadProblems))]
 pub async fn top_products(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<TopQuery>,
@@ -105,7 +105,7 @@ pub async fn top_products(
 
 /// Stock per warehouse and each warehouse's share of shipped lines.
 #[utoipa::path(get, path = "/v1/analytics/warehouses", tag = "analytics", params(RangeQuery),
-    responses((status = 200, description = "Per warehouse", body = Object), ReadProblems))]
+    responses((status = 200, description = "Per warehouse", body = [Object]), ReadProblems))]
 pub async fn warehouses(
     State(state): State<AppState>,
     ApiQuery(q): ApiQuery<RangeQuery>,

@@ -108,7 +108,15 @@ pub async fn search(
 }
 
 pub(crate) fn projection_error(e: emporium_projections::ProjectionError) -> ApiError {
+    use emporium_event_store::StoreError;
     match e {
+        // Right after a start the runner may not have created the read model's tables
+        // yet: a retry soon will find them, so this is 503, not a defect.
+        emporium_projections::ProjectionError::Store(StoreError::Database(
+            sqlx::Error::Database(ref db),
+        )) if db.code().as_deref() == Some("42P01") || db.message().contains("no such table") => {
+            ApiError::Unavailable(format!("the read model is still being built: {e}"))
+        }
         emporium_projections::ProjectionError::Store(s) => ApiError::from(s),
         other => ApiError::Internal(other.to_string()),
     }
