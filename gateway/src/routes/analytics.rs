@@ -22,8 +22,10 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct RangeQuery {
     /// Start (RFC 3339, inclusive); default: the beginning.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub from: Option<String>,
     /// End (RFC 3339, exclusive); default: now and later.
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub to: Option<String>,
 }
 
@@ -31,11 +33,15 @@ pub struct RangeQuery {
 #[serde(deny_unknown_fields)]
 #[into_params(parameter_in = Query)]
 pub struct TopQuery {
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub from: Option<String>,
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>)]
     pub to: Option<String>,
     /// `units` (default) or `revenue`.
+    #[param(pattern = "^(units|revenue)$")]
     pub by: Option<String>,
     /// 1..=1000, default 10.
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
 }
 

@@ -14,6 +14,7 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct CatalogQuery {
     /// Text to find in title, description and category; tolerates typos.
+    #[param(max_length = 200)]
     pub q: Option<String>,
     pub category: Option<String>,
     /// Lowest price, minor units.
@@ -23,10 +24,13 @@ pub struct CatalogQuery {
     /// Only products with stock available somewhere.
     pub in_stock: Option<bool>,
     /// `relevance` (default), `price_asc`, `price_desc` or `title`.
+    #[param(pattern = "^(relevance|price_asc|price_desc|title)$")]
     pub sort: Option<String>,
     /// Page size, 1..=1000 (default 50).
+    #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
     /// From a previous page's `next_cursor`.
+    #[param(pattern = "^o[0-9]{1,18}$")]
     pub cursor: Option<String>,
 }
 

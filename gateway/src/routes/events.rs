@@ -35,15 +35,20 @@ pub const FEED_THROUGH: &str = "x-feed-through";
 #[into_params(parameter_in = Query)]
 pub struct EventsQuery {
     /// Feed position to read after (0 = from the start).
+    #[param(minimum = 0)]
     pub after: Option<i64>,
     /// Alias of `after`, matching the list convention's `cursor`.
+    #[param(pattern = "^[0-9]{1,18}$")]
     pub cursor: Option<String>,
     /// JSON page: page size, 1 to 1000 (default 100). NDJSON / CSV: the most events to
     /// stream (default: the whole range).
+    #[param(minimum = 1)]
     pub limit: Option<i64>,
     /// Only events of this aggregate type (`Order`, `StockItem`, ...).
+    #[param(min_length = 1, max_length = 200)]
     pub aggregate_type: Option<String>,
     /// Only events of this type (`OrderPlaced`, ...).
+    #[param(min_length = 1, max_length = 200)]
     pub event_type: Option<String>,
     /// Only events recorded at or after this instant (RFC 3339, inclusive).
     #[param(value_type = Option<DateTime<Utc>>)]
@@ -158,7 +163,7 @@ fn filter(q: &EventsQuery, format: EventsFormat) -> Result<EventFilter, ApiError
         (_, l) => l,
     };
     let mut name = |pointer: &str, v: &Option<String>| match v.as_deref() {
-        Some(s) if s.is_empty() || s.len() > 200 => {
+        Some(s) if s.is_empty() || s.chars().count() > 200 => {
             errors.push(field(pointer, "must be 1 to 200 characters"));
             None
         }

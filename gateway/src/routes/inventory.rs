@@ -101,7 +101,7 @@ async fn target(
 
 /// Stock arrives at a warehouse.
 #[utoipa::path(post, path = "/v1/inventory/{warehouse_id}/{sku}/receive", tag = "inventory", request_body = ReceiveBody,
-    params(("warehouse_id" = String, Path, description = "Warehouse id"), ("sku" = String, Path, description = "Product SKU")),
+    params(("warehouse_id" = String, Path, description = "Warehouse id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), ("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Levels after receiving", body = StockLevelView), CommandProblems))]
 pub async fn receive(
     State(state): State<AppState>,
@@ -133,7 +133,7 @@ pub async fn receive(
 
 /// Correct a count (positive or negative delta, with a reason). On hand may not drop below what is reserved.
 #[utoipa::path(post, path = "/v1/inventory/{warehouse_id}/{sku}/adjust", tag = "inventory", request_body = AdjustBody,
-    params(("warehouse_id" = String, Path, description = "Warehouse id"), ("sku" = String, Path, description = "Product SKU")),
+    params(("warehouse_id" = String, Path, description = "Warehouse id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), ("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Levels after the adjustment", body = StockLevelView), CommandProblems))]
 pub async fn adjust(
     State(state): State<AppState>,
@@ -175,7 +175,7 @@ pub async fn adjust(
 /// Levels of one sku in every warehouse that ever held it, and the total.
 /// On hand, reserved and available stock of a SKU per warehouse.
 #[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "Product SKU")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Levels per warehouse and in total", body = SkuInventoryView), ReadProblems))]
 pub async fn by_sku(
     State(state): State<AppState>,

@@ -324,7 +324,7 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
 
 /// Read an order: status, lines, allocation, total, reject reason.
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid)),
     responses((status = 200, description = "The order", body = OrderView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
@@ -339,7 +339,7 @@ pub async fn get(
 /// Cancel an order (pending or confirmed): releases its stock and voids its payment.
 /// The body is optional: `{"reason": "..."}`.
 #[utoipa::path(post, path = "/v1/orders/{id}/cancel", tag = "orders", request_body(content = Option<CancelBody>),
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid)),
     responses((status = 200, description = "Cancelled", body = OrderView), CommandProblems))]
 pub async fn cancel(
     State(state): State<AppState>,

@@ -168,7 +168,7 @@ pub async fn create(
 
 /// Read a product.
 #[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "Product SKU")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "The product", body = ProductView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
@@ -180,7 +180,7 @@ pub async fn get(
 
 /// Change a product's title, description and category.
 #[utoipa::path(put, path = "/v1/products/{sku}", tag = "catalog", request_body = ChangeDetailsBody,
-    params(("sku" = String, Path, description = "Product SKU")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Changed", body = ProductView), CommandProblems))]
 pub async fn change_details(
     State(state): State<AppState>,
@@ -196,7 +196,7 @@ pub async fn change_details(
 
 /// Change a product's price (placed orders keep the price they captured).
 #[utoipa::path(put, path = "/v1/products/{sku}/price", tag = "catalog", request_body = ChangePriceBody,
-    params(("sku" = String, Path, description = "Product SKU")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Changed", body = ProductView), CommandProblems))]
 pub async fn change_price(
     State(state): State<AppState>,
@@ -212,7 +212,7 @@ pub async fn change_price(
 
 /// Discontinue a product: it can no longer be ordered.
 #[utoipa::path(post, path = "/v1/products/{sku}/discontinue", tag = "catalog",
-    params(("sku" = String, Path, description = "Product SKU")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Discontinued", body = ProductView), CommandProblems))]
 pub async fn discontinue(
     State(state): State<AppState>,

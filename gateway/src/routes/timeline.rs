@@ -43,7 +43,7 @@ pub async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<TimelineV
 /// Every event concerning the order (order, payment, stock reservations, saga steps) in
 /// global order, with position, time, type, payload and metadata.
 #[utoipa::path(get, path = "/v1/orders/{id}/timeline", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)")),
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid)),
     responses((status = 200, description = "The timeline", body = TimelineView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,

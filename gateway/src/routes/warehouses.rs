@@ -151,7 +151,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<WarehouseList>, 
 
 /// Read a warehouse.
 #[utoipa::path(get, path = "/v1/warehouses/{id}", tag = "warehouses",
-    params(("id" = String, Path, description = "Warehouse id")),
+    params(("id" = String, Path, description = "Warehouse id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "The warehouse", body = WarehouseView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
@@ -163,7 +163,7 @@ pub async fn get(
 
 /// Change a warehouse's allocation priority (lower is preferred).
 #[utoipa::path(put, path = "/v1/warehouses/{id}/priority", tag = "warehouses", request_body = ChangePriorityBody,
-    params(("id" = String, Path, description = "Warehouse id")),
+    params(("id" = String, Path, description = "Warehouse id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Changed", body = WarehouseView), CommandProblems))]
 pub async fn change_priority(
     State(state): State<AppState>,
@@ -185,7 +185,7 @@ pub async fn change_priority(
 
 /// Close a warehouse: it receives no more stock.
 #[utoipa::path(post, path = "/v1/warehouses/{id}/close", tag = "warehouses",
-    params(("id" = String, Path, description = "Warehouse id")),
+    params(("id" = String, Path, description = "Warehouse id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "Closed", body = WarehouseView), CommandProblems))]
 pub async fn close(
     State(state): State<AppState>,
