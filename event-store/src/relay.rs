@@ -370,7 +370,8 @@ impl Relay {
         };
         for event in &events {
             let (msg, size) = sized_message(event).map_err(|e| (acked_to, e))?;
-            if size > max_payload {
+            // 0: no server info yet (never connected); let the publish decide.
+            if max_payload > 0 && size > max_payload {
                 // NATS refuses it, today and on every retry: park it and go on, so one event
                 // never holds back everything after it.
                 while let Some((position, ack)) = self.inflight.pop_front() {
