@@ -254,33 +254,20 @@ impl Store {
         actor: &str,
         key: &str,
     ) -> Result<bool, StoreError> {
-        let found: Option<i32> = match &self.db {
-            Db::Postgres(pool) => {
-                sqlx::query_scalar(
-                    "SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
-                     AND metadata->>'idempotency_key' = $3 AND metadata->>'actor' = $4 LIMIT 1",
-                )
+        // `->>` reads a JSON field on both backends (SQLite since 3.38).
+        let sql = self.db.sql(
+            "SELECT 1 FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+             AND metadata->>'idempotency_key' = $3 AND metadata->>'actor' = $4 LIMIT 1",
+        );
+        let found: Option<i32> = crate::on_db!(&self.db, pool => {
+            sqlx::query_scalar(&sql)
                 .bind(A::TYPE)
                 .bind(id)
                 .bind(key)
                 .bind(actor)
                 .fetch_optional(pool)
                 .await?
-            }
-            Db::Sqlite(pool) => {
-                sqlx::query_scalar(
-                    "SELECT 1 FROM events WHERE aggregate_type = ? AND aggregate_id = ? \
-                     AND json_extract(metadata, '$.idempotency_key') = ? \
-                     AND json_extract(metadata, '$.actor') = ? LIMIT 1",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .bind(key)
-                .bind(actor)
-                .fetch_optional(pool)
-                .await?
-            }
-        };
+        });
         Ok(found.is_some())
     }
 

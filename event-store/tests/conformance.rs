@@ -334,44 +334,41 @@ async fn append_in_tx(
     let payload = serde_json::json!({"Incremented": {"by": 1, "total": 0}});
     let metadata = serde_json::to_value(meta("writer").to_map()).unwrap();
     match db {
-        Db::Postgres(pool) if matches!(how, Insert::Stamped) => {
-            let mut tx = pool.begin().await.unwrap();
-            let k = ids.len();
-            sqlx::query("SELECT emporium_append($1, $2, $3, $4, $5, $6, $7, $8)")
-                .bind(vec!["Counter"; k])
-                .bind(vec![aggregate_id; k])
-                .bind((0..n).map(|i| first_seq + i).collect::<Vec<i64>>())
-                .bind(vec!["Incremented"; k])
-                .bind(vec!["1.0"; k])
-                .bind(vec![&payload; k])
-                .bind(vec![&metadata; k])
-                .bind(&ids)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
-            tokio::time::sleep(hold).await;
-            if commit {
-                tx.commit().await.unwrap();
-            } else {
-                tx.rollback().await.unwrap();
-            }
-        }
         Db::Postgres(pool) => {
             let mut tx = pool.begin().await.unwrap();
-            for (i, id) in ids.iter().enumerate() {
-                sqlx::query(
-                    "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-                     event_version, payload, metadata, event_id) \
-                     VALUES ('Counter', $1, $2, 'Incremented', '1.0', $3, $4, $5)",
-                )
-                .bind(aggregate_id)
-                .bind(first_seq + i as i64)
-                .bind(&payload)
-                .bind(&metadata)
-                .bind(id)
-                .execute(&mut *tx)
-                .await
-                .unwrap();
+            match how {
+                Insert::Stamped => {
+                    let k = ids.len();
+                    sqlx::query("SELECT emporium_append($1, $2, $3, $4, $5, $6, $7, $8)")
+                        .bind(vec!["Counter"; k])
+                        .bind(vec![aggregate_id; k])
+                        .bind((0..n).map(|i| first_seq + i).collect::<Vec<i64>>())
+                        .bind(vec!["Incremented"; k])
+                        .bind(vec!["1.0"; k])
+                        .bind(vec![&payload; k])
+                        .bind(vec![&metadata; k])
+                        .bind(&ids)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                }
+                Insert::Unstamped => {
+                    for (i, id) in ids.iter().enumerate() {
+                        sqlx::query(
+                            "INSERT INTO events (aggregate_type, aggregate_id, sequence, \
+                             event_type, event_version, payload, metadata, event_id) \
+                             VALUES ('Counter', $1, $2, 'Incremented', '1.0', $3, $4, $5)",
+                        )
+                        .bind(aggregate_id)
+                        .bind(first_seq + i as i64)
+                        .bind(&payload)
+                        .bind(&metadata)
+                        .bind(id)
+                        .execute(&mut *tx)
+                        .await
+                        .unwrap();
+                    }
+                }
             }
             tokio::time::sleep(hold).await;
             if commit {

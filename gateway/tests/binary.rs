@@ -937,12 +937,7 @@ async fn a_postgres_restart_under_load_answers_503_and_loses_nothing_acknowledge
     let dir = TestDataDir::create();
     let engine = start(dir.path(), Some(&pg.url()), false);
     let base = engine.base.clone();
-    warehouse(&base, "wh-1", "eu-west").await;
-    for w in 0..4 {
-        product(&base, &format!("SKU-{w}"), 100).await;
-    }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = receive_load(&base, 4, &stop);
+    let (stop, writers) = start_receive_load(&base, 4).await;
     let readiness = {
         let (base, stop) = (base.clone(), stop.clone());
         tokio::spawn(async move {
@@ -1019,6 +1014,24 @@ struct Load {
     other: Vec<(u16, String)>,
 }
 
+/// Registers wh-1 and SKU-0..SKU-<writers>, then starts [`receive_load`] on them; set the
+/// flag to stop it.
+async fn start_receive_load(
+    base: &str,
+    writers: usize,
+) -> (
+    std::sync::Arc<std::sync::atomic::AtomicBool>,
+    Vec<tokio::task::JoinHandle<Load>>,
+) {
+    warehouse(base, "wh-1", "eu-west").await;
+    for w in 0..writers {
+        product(base, &format!("SKU-{w}"), 100).await;
+    }
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let load = receive_load(base, writers, &stop);
+    (stop, load)
+}
+
 /// `writers` tasks sending `receive` qty 1 of SKU-<w> at wh-1 until `stop`.
 fn receive_load(
     base: &str,
@@ -1085,12 +1098,7 @@ async fn a_kill_under_load_loses_no_acknowledged_command() {
     let dir = TestDataDir::create();
     let engine = start(dir.path(), Some(db.url()), false);
     let base = engine.base.clone();
-    warehouse(&base, "wh-1", "eu-west").await;
-    for w in 0..4 {
-        product(&base, &format!("SKU-{w}"), 100).await;
-    }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = receive_load(&base, 4, &stop);
+    let (stop, writers) = start_receive_load(&base, 4).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     drop(engine); // SIGKILL
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -1132,12 +1140,7 @@ async fn a_thirty_second_nats_outage_under_load_loses_and_duplicates_nothing() {
         &[("NATS_URL", &nats.url()), ("EMPORIUM_NATS_PREFIX", prefix)],
     );
     let base = engine.base.clone();
-    warehouse(&base, "wh-1", "eu-west").await;
-    for w in 0..4 {
-        product(&base, &format!("SKU-{w}"), 100).await;
-    }
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let writers = receive_load(&base, 4, &stop);
+    let (stop, writers) = start_receive_load(&base, 4).await;
     tokio::time::sleep(Duration::from_secs(3)).await;
     nats.stop();
     tokio::time::sleep(Duration::from_secs(30)).await;

@@ -6,53 +6,51 @@ use emporium_event_store::testing::{assert_stream_matches_store, TestNats};
 use emporium_tests::{Backend, TestApp, ADMIN_KEY};
 use serde_json::json;
 
+/// Registers warehouse wh-<n> sending `request_id` (and `correlation_id`); asserts 201 and
+/// returns the request id the engine answered with.
+async fn register_warehouse_with_ids(
+    app: &TestApp,
+    n: u32,
+    request_id: &str,
+    correlation_id: Option<&str>,
+) -> String {
+    let mut req = app
+        .client
+        .post(format!("{}/v1/warehouses", app.base))
+        .bearer_auth(ADMIN_KEY)
+        .header("x-request-id", request_id)
+        .json(&json!({"id": format!("wh-{n}"), "name": "W", "region": "eu-west", "priority": n}));
+    if let Some(c) = correlation_id {
+        req = req.header("x-correlation-id", c);
+    }
+    let resp = req.send().await.unwrap();
+    assert_eq!(resp.status().as_u16(), 201);
+    resp.headers()["x-request-id"].to_str().unwrap().to_string()
+}
+
 /// A 350,000-character `X-Request-Id` (with a 1,000-character `X-Correlation-Id`) gets a
 /// normal answer under a fresh id; nothing of it is stored; the relay publishes every event to JetStream.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_huge_request_id_is_replaced_and_the_relay_keeps_publishing() {
     let app = TestApp::spawn(Backend::Postgres).await;
     let huge = "x".repeat(350_000);
-    let resp = app
-        .client
-        .post(format!("{}/v1/warehouses", app.base))
-        .bearer_auth(ADMIN_KEY)
-        .header("x-request-id", &huge)
-        .header("x-correlation-id", "c".repeat(1_000))
-        .json(&json!({"id": "wh-1", "name": "One", "region": "eu-west", "priority": 1}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    let echoed = resp.headers()["x-request-id"].to_str().unwrap().to_string();
+    let long_correlation = "c".repeat(1_000);
+    let echoed = register_warehouse_with_ids(&app, 1, &huge, Some(&long_correlation)).await;
     assert!(
         uuid::Uuid::parse_str(&echoed).is_ok(),
         "a fresh id replaces the huge one: {}…",
         &echoed[..echoed.len().min(40)]
     );
     // Ids with spaces or control characters are not kept either.
-    let resp = app
-        .client
-        .post(format!("{}/v1/warehouses", app.base))
-        .bearer_auth(ADMIN_KEY)
-        .header("x-request-id", "has space")
-        .json(&json!({"id": "wh-2", "name": "Two", "region": "eu-west", "priority": 2}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    assert_ne!(resp.headers()["x-request-id"], "has space");
+    assert_ne!(
+        register_warehouse_with_ids(&app, 2, "has space", None).await,
+        "has space"
+    );
     // A well-formed one is kept.
-    let resp = app
-        .client
-        .post(format!("{}/v1/warehouses", app.base))
-        .bearer_auth(ADMIN_KEY)
-        .header("x-request-id", "req-ok-1")
-        .json(&json!({"id": "wh-3", "name": "Three", "region": "eu-west", "priority": 3}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(resp.status().as_u16(), 201);
-    assert_eq!(resp.headers()["x-request-id"], "req-ok-1");
+    assert_eq!(
+        register_warehouse_with_ids(&app, 3, "req-ok-1", None).await,
+        "req-ok-1"
+    );
 
     let events = app.feed_until(3).await;
     for e in &events {
