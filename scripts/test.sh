@@ -105,3 +105,9 @@ if cargo nextest --version >/dev/null 2>&1; then
 else
   cargo test --workspace --no-fail-fast "$@"
 fi
+
+# The contract fuzzing run against the live binary (every schemathesis phase and check).
+# Only for the whole suite: a filtered run (arguments given) is someone iterating on tests.
+if [[ $# -eq 0 ]]; then
+  bash scripts/schemathesis.sh
+fi

@@ -47,10 +47,25 @@ impl From<JsonRejection> for ApiError {
     }
 }
 
-/// `Path<T>` with problem+json rejections.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(Path), rejection(ApiError))]
+/// `Path<T>` with problem+json rejections. A segment holding a control character names no
+/// resource and never reaches storage (PostgreSQL refuses NUL in text): 404.
+#[derive(Debug)]
 pub struct ApiPath<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiPath<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let decoded = percent_encoding::percent_decode_str(parts.uri.path()).decode_utf8_lossy();
+        if decoded.chars().any(char::is_control) {
+            return Err(ApiError::NotFound(
+                "a path with control characters names nothing".into(),
+            ));
+        }
+        let Path(value) = Path::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
 
 impl From<PathRejection> for ApiError {
     fn from(r: PathRejection) -> Self {
@@ -58,10 +73,32 @@ impl From<PathRejection> for ApiError {
     }
 }
 
-/// `Query<T>` with problem+json rejections.
-#[derive(Debug, FromRequestParts)]
-#[from_request(via(Query), rejection(ApiError))]
+/// `Query<T>` with problem+json rejections. No query value may hold a control character:
+/// none is meaningful in a filter, and PostgreSQL refuses NUL in text.
+#[derive(Debug)]
 pub struct ApiQuery<T>(pub T);
+
+impl<S: Send + Sync, T: serde::de::DeserializeOwned + Send> FromRequestParts<S> for ApiQuery<T> {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, ApiError> {
+        let query = parts.uri.query().unwrap_or_default();
+        let errors: Vec<_> = form_urlencoded::parse(query.as_bytes())
+            .filter(|(_, value)| value.chars().any(char::is_control))
+            .map(|(name, _)| {
+                crate::error::FieldError::new(
+                    format!("/{name}"),
+                    "must not contain control characters",
+                )
+            })
+            .collect();
+        if !errors.is_empty() {
+            return Err(ApiError::Validation(errors));
+        }
+        let Query(value) = Query::<T>::from_request_parts(parts, state).await?;
+        Ok(Self(value))
+    }
+}
 
 impl From<QueryRejection> for ApiError {
     fn from(r: QueryRejection) -> Self {
@@ -124,4 +161,39 @@ impl<S: Send + Sync> FromRequestParts<S> for RequestContext {
             idempotency,
         })
     }
+}
+
+/// Reads a JSON integer as JSON Schema defines one: any number without a fractional part,
+/// so `273.0` is 273 (clients in languages with one number type send that). A fraction or a
+/// value outside `i64` is refused.
+pub fn integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<i64, D::Error> {
+    struct Whole;
+
+    impl serde::de::Visitor<'_> for Whole {
+        type Value = i64;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+
+        fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<i64, E> {
+            Ok(v)
+        }
+
+        fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<i64, E> {
+            i64::try_from(v).map_err(|_| E::custom(format!("{v} is too large")))
+        }
+
+        fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<i64, E> {
+            // i64::MAX as f64 rounds up to 2^63, which is out of range: hence `<`.
+            if v.fract() == 0.0 && v >= i64::MIN as f64 && v < i64::MAX as f64 {
+                #[allow(clippy::cast_possible_truncation)]
+                Ok(v as i64)
+            } else {
+                Err(E::custom(format!("{v} is not an integer")))
+            }
+        }
+    }
+
+    d.deserialize_any(Whole)
 }

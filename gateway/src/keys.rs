@@ -105,8 +105,8 @@ pub enum KeyError {
     ClientWithoutCustomer,
     #[error("only client keys are bound to a customer")]
     CustomerOnNonClient,
-    #[error("label must be at most 200 characters")]
-    LabelTooLong,
+    #[error("label must be at most 200 characters without control characters")]
+    BadLabel,
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -164,8 +164,10 @@ impl KeyStore {
             (r, Some(_)) if r != Role::Client => return Err(KeyError::CustomerOnNonClient),
             _ => {}
         }
-        if label.chars().count() > 200 {
-            return Err(KeyError::LabelTooLong);
+        if label.chars().count() > crate::schema::MAX_LABEL_LEN
+            || label.chars().any(char::is_control)
+        {
+            return Err(KeyError::BadLabel);
         }
         // ThreadRng is not Send: draw everything before the first await.
         let (id_bytes, secret): ([u8; 8], [u8; 32]) = {

@@ -12,6 +12,7 @@
 //!   `Idempotency-Key` for commands; [`metrics`]: Prometheus.
 //! - [`engine`]: the composition root that starts every part (serve, tests, benchmarks).
 //! - [`migrate`]: every crate's migrations, in order.
+//! - [`schema`]: OpenAPI schemas of request fields, mirroring the domain's value rules.
 //! - [`cli`], [`demo`]: the binary's subcommands.
 //!
 //! Architecture invariant: the gateway validates at the edge and holds no business rules;
@@ -30,6 +31,7 @@ pub mod keys;
 pub mod metrics;
 pub mod migrate;
 pub mod routes;
+pub mod schema;
 pub mod state;
 
 pub use app::{app, serve};

@@ -14,8 +14,9 @@ use crate::state::AppState;
 #[into_params(parameter_in = Query)]
 pub struct CatalogQuery {
     /// Text to find in title, description and category; tolerates typos.
-    #[param(max_length = 200)]
+    #[param(max_length = 200, pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub q: Option<String>,
+    #[param(pattern = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$")]
     pub category: Option<String>,
     /// Lowest price, minor units.
     pub min_price: Option<i64>,
@@ -80,11 +81,7 @@ pub async fn search(
     if q.q.as_ref().is_some_and(|t| t.chars().count() > 200) {
         return Err(ApiError::field("/q", "at most 200 characters"));
     }
-    if let (Some(lo), Some(hi)) = (q.min_price, q.max_price) {
-        if lo > hi {
-            return Err(ApiError::field("/min_price", "must not exceed max_price"));
-        }
-    }
+    // `min_price` above `max_price` is an empty range: no product matches, no error.
     let db = state.store.db();
     let (gen, _) = emporium_projections::runner::state(db, "catalog")
         .await

@@ -33,13 +33,18 @@ impl From<StockItemError> for ApiError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ReceiveBody {
+    #[schema(schema_with = crate::schema::quantity)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub qty: i64,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AdjustBody {
+    #[schema(schema_with = crate::schema::adjustment)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub delta: i64,
+    #[schema(schema_with = crate::schema::reason)]
     pub reason: String,
 }
 

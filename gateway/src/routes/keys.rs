@@ -5,6 +5,10 @@ use axum::http::StatusCode;
 use axum::{Extension, Json};
 use emporium_domain::values::CustomerId;
 use serde::{Deserialize, Serialize};
+use utoipa::openapi::schema::{AdditionalProperties, Object, ObjectBuilder, OneOfBuilder, Type};
+use utoipa::openapi::{RefOr, Schema};
+
+use crate::schema::IntoRef as _;
 
 use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::extract::{ApiJson, ApiPath};
@@ -17,21 +21,67 @@ impl From<KeyError> for ApiError {
         match e {
             KeyError::ClientWithoutCustomer => ApiError::field("/customer_id", e),
             KeyError::CustomerOnNonClient => ApiError::field("/customer_id", e),
-            KeyError::LabelTooLong => ApiError::field("/label", e),
+            KeyError::BadLabel => ApiError::field("/label", e),
             KeyError::Store(s) => ApiError::from(s),
         }
     }
 }
 
-#[derive(Debug, Deserialize, utoipa::ToSchema)]
+/// `customer_id` is required for (and only for) `client` keys.
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     pub role: Role,
-    /// Required for (and only for) `client` keys.
     pub customer_id: Option<String>,
     #[serde(default)]
     pub label: String,
 }
+
+impl utoipa::PartialSchema for CreateKeyBody {
+    /// One shape per kind of key, so that the document says which roles take a customer.
+    fn schema() -> RefOr<Schema> {
+        let shape = |roles: Vec<&str>, customer: Object, required_customer: bool| {
+            let mut o = ObjectBuilder::new()
+                .property(
+                    "role",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .enum_values(Some(roles)),
+                )
+                .required("role")
+                .property("customer_id", customer)
+                .property("label", crate::schema::label())
+                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+            if required_customer {
+                o = o.required("customer_id");
+            }
+            o.build()
+        };
+        let others: Vec<&str> = Role::ALL
+            .iter()
+            .filter(|r| **r != Role::Client)
+            .map(|r| r.as_str())
+            .collect();
+        let no_customer = ObjectBuilder::new()
+            .schema_type(Type::Null)
+            .description(Some("Only client keys are bound to a customer"))
+            .build();
+        OneOfBuilder::new()
+            .item(shape(
+                vec![Role::Client.as_str()],
+                crate::schema::customer_id(),
+                true,
+            ))
+            .item(shape(others, no_customer, false))
+            .description(Some(
+                "`customer_id` is required for (and only for) `client` keys",
+            ))
+            .build()
+            .into_ref()
+    }
+}
+
+impl utoipa::ToSchema for CreateKeyBody {}
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct KeyList {
@@ -79,7 +129,7 @@ pub async fn list(State(state): State<AppState>) -> Result<Json<KeyList>, ApiErr
 
 /// Revoke an API key; it stops working at once on this node, within 5 s on others.
 #[utoipa::path(post, path = "/v1/keys/{key_id}/revoke", tag = "keys",
-    params(("key_id" = String, Path, description = "Key id")),
+    params(("key_id" = String, Path, description = "Key id", pattern = "^[0-9a-f]{16}$")),
     responses((status = 200, description = "Revoked", body = Revoked), CommandProblems))]
 pub async fn revoke(
     State(state): State<AppState>,

@@ -64,10 +64,11 @@ impl Fields {
 #[schema(example = json!({"amount_minor": 1999, "currency": "EUR"}))]
 pub struct MoneyBody {
     /// Integer minor units (cents): 1999 is 19.99 EUR. No fractions, never negative.
-    #[schema(minimum = 0, maximum = 1_000_000_000_000_i64)]
+    #[schema(schema_with = crate::schema::amount_minor)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub amount_minor: i64,
     /// ISO 4217 alphabetic code, upper case.
-    #[schema(pattern = "^[A-Z]{3}$")]
+    #[schema(schema_with = crate::schema::currency)]
     pub currency: String,
 }
 

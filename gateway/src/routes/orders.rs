@@ -30,8 +30,10 @@ impl From<OrderError> for ApiError {
             OrderError::TooManyLines { .. } => ApiError::field("/lines", e),
             OrderError::DuplicateLine { .. } => ApiError::field("/lines", e),
             OrderError::InvalidPaymentToken => ApiError::field("/payment/token", e),
-            OrderError::MixedCurrencies { .. } => ApiError::unprocessable("mixed_currencies", e),
-            OrderError::AmountOverflow => ApiError::unprocessable("amount_overflow", e),
+            // Both depend on the catalog's prices, not on the request alone: a conflict with
+            // the products' current state, like a discontinued product.
+            OrderError::MixedCurrencies { .. } => ApiError::conflict("mixed_currencies", e),
+            OrderError::AmountOverflow => ApiError::conflict("amount_overflow", e),
         }
     }
 }
@@ -39,8 +41,11 @@ impl From<OrderError> for ApiError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PlaceOrderBody {
-    /// Required for admin keys; a client key may omit it (it is bound to one customer).
+    /// Who orders. A client key may omit it (the key is bound to one customer).
+    #[schema(schema_with = crate::schema::customer_id, required = true)]
     pub customer_id: Option<String>,
+    /// 1 to 100 lines; lines naming the same SKU are merged into one.
+    #[schema(min_items = 1, max_items = 100)]
     pub lines: Vec<LineBody>,
     pub shipping: ShippingBody,
     pub payment: PaymentBody,
@@ -49,25 +54,31 @@ pub struct PlaceOrderBody {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct LineBody {
+    #[schema(schema_with = crate::schema::sku)]
     pub sku: String,
+    #[schema(schema_with = crate::schema::quantity)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub qty: i64,
 }
 
 #[derive(Debug, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShippingBody {
+    #[schema(schema_with = crate::schema::region)]
     pub region: String,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct PaymentBody {
+    #[schema(schema_with = crate::schema::payment_token)]
     pub token: String,
 }
 
 #[derive(Debug, Default, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CancelBody {
+    #[schema(schema_with = crate::schema::optional_reason)]
     pub reason: Option<String>,
 }
 
@@ -113,13 +124,25 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
             let sku = f.check(&format!("/lines/{i}/sku"), Sku::parse(&line.sku));
             let qty = f.check(&format!("/lines/{i}/qty"), Quantity::new(line.qty));
             if let (Some(sku), Some(qty)) = (sku, qty) {
-                if lines.iter().any(|(s, _): &(Sku, Quantity)| s == &sku) {
-                    f.push(
-                        &format!("/lines/{i}/sku"),
-                        format!("{sku} appears on more than one line"),
-                    );
-                } else {
-                    lines.push((sku, qty));
+                // Lines naming the same SKU are one line, as in a cart that adds an item twice.
+                match lines
+                    .iter_mut()
+                    .find(|(s, _): &&mut (Sku, Quantity)| s == &sku)
+                {
+                    Some((_, total)) => {
+                        let sum = i64::from(total.get()) + i64::from(qty.get());
+                        match Quantity::new(sum) {
+                            Ok(q) => *total = q,
+                            Err(_) => f.push(
+                                &format!("/lines/{i}/qty"),
+                                format!(
+                                    "the lines for {sku} add up to {sum} units, more than {}",
+                                    Quantity::MAX
+                                ),
+                            ),
+                        }
+                    }
+                    None => lines.push((sku, qty)),
                 }
             }
         }
@@ -172,7 +195,7 @@ pub struct OrderView {
 /// and the checkout saga moves it on. With an `Idempotency-Key`, the order id is derived from
 /// the key, so a retry can never place a second order.
 #[utoipa::path(post, path = "/v1/orders", tag = "orders", request_body = PlaceOrderBody,
-    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body, same answer")),
+    params(("Idempotency-Key" = Option<String>, Header, description = "Makes retries safe: same key and body, same answer", pattern = "^[!-~]{1,255}$")),
     responses((status = 202, description = "Accepted, pending", body = PlacedView), CommandProblems))]
 pub async fn place(
     State(state): State<AppState>,
@@ -193,29 +216,28 @@ pub async fn place(
         (None, None) => return Err(ApiError::field("/customer_id", "customer_id is required")),
     };
     // The unit price is captured now: later price changes do not touch placed orders.
-    let mut f = Fields::default();
+    // What the catalog holds decides the rest: a SKU it does not know is 404, one it cannot
+    // sell is 409 (the request is well-formed; the products' state refuses it).
     let mut lines = Vec::with_capacity(request.lines.len());
-    for (i, (sku, qty)) in request.lines.into_iter().enumerate() {
-        match load_product(&state, &sku).await {
-            Ok(p) if p.is_discontinued() => {
-                f.push(&format!("/lines/{i}/sku"), format!("{sku} is discontinued"))
-            }
-            Ok(p) => match p.price() {
-                Some(price) => lines.push(OrderLine {
-                    sku,
-                    qty,
-                    unit_price: *price,
-                }),
-                None => f.push(&format!("/lines/{i}/sku"), format!("{sku} has no price")),
-            },
-            Err(ApiError::NotFound(_)) => {
-                f.push(&format!("/lines/{i}/sku"), format!("no product {sku}"))
-            }
-            Err(e) => return Err(e),
+    for (sku, qty) in request.lines {
+        let product = load_product(&state, &sku).await?;
+        if product.is_discontinued() {
+            return Err(ApiError::conflict(
+                "product_discontinued",
+                format!("{sku} is discontinued"),
+            ));
         }
-    }
-    if !f.is_empty() {
-        return Err(f.into_error());
+        let Some(price) = product.price() else {
+            return Err(ApiError::conflict(
+                "product_unpriced",
+                format!("{sku} has no price"),
+            ));
+        };
+        lines.push(OrderLine {
+            sku,
+            qty,
+            unit_price: *price,
+        });
     }
     let order_id = match crate::idempotency::key_of(&headers) {
         Some(key) => OrderId::from_uuid(crate::idempotency::order_id_for(&ctx.actor, key)),
@@ -348,12 +370,13 @@ pub async fn cancel(
     body: Bytes,
 ) -> Result<Json<OrderView>, ApiError> {
     let id = parse_order_id(&id)?;
-    // The body is optional: an empty one means "no reason given".
+    // The body is optional: empty or `null` means "no reason given".
     let body: CancelBody = if body.iter().all(u8::is_ascii_whitespace) {
         CancelBody::default()
     } else {
-        serde_json::from_slice(&body)
+        serde_json::from_slice::<Option<CancelBody>>(&body)
             .map_err(|e| ApiError::field("", format!("invalid cancel body: {e}")))?
+            .unwrap_or_default()
     };
     let reason = match body.reason {
         Some(r) => Some(Reason::parse(&r).map_err(|e| ApiError::field("/reason", e))?),

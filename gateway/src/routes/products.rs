@@ -25,10 +25,14 @@ impl From<ProductError> for ApiError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateProductBody {
+    #[schema(schema_with = crate::schema::sku)]
     pub sku: String,
+    #[schema(schema_with = crate::schema::title)]
     pub title: String,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::description)]
     pub description: String,
+    #[schema(schema_with = crate::schema::category)]
     pub category: String,
     pub price: MoneyBody,
 }
@@ -61,9 +65,12 @@ impl TryFrom<CreateProductBody> for ProductCommand {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangeDetailsBody {
+    #[schema(schema_with = crate::schema::title)]
     pub title: String,
     #[serde(default)]
+    #[schema(schema_with = crate::schema::description)]
     pub description: String,
+    #[schema(schema_with = crate::schema::category)]
     pub category: String,
 }
 

@@ -25,9 +25,14 @@ impl From<WarehouseError> for ApiError {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RegisterWarehouseBody {
+    #[schema(schema_with = crate::schema::warehouse_id)]
     pub id: String,
+    #[schema(schema_with = crate::schema::warehouse_name)]
     pub name: String,
+    #[schema(schema_with = crate::schema::region)]
     pub region: String,
+    #[schema(schema_with = crate::schema::priority)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub priority: i64,
 }
 
@@ -57,6 +62,8 @@ impl TryFrom<RegisterWarehouseBody> for WarehouseCommand {
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChangePriorityBody {
+    #[schema(schema_with = crate::schema::priority)]
+    #[serde(deserialize_with = "crate::extract::integer")]
     pub priority: i64,
 }
 

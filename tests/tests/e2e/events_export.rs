@@ -485,17 +485,19 @@ async fn bad_parameters_get_a_problem(backend: Backend) {
             "/from",
         ),
         (Some(CSV), vec![("to", "2026-01-01".into())], "/to"),
-        (
-            Some(NDJSON),
-            vec![
-                ("from", "2026-02-01T00:00:00Z".into()),
-                ("to", "2026-01-01T00:00:00Z".into()),
-            ],
-            "/to",
-        ),
         (Some(NDJSON), vec![("limit", "0".into())], "/limit"),
         (Some(NDJSON), vec![("after", "-1".into())], "/after"),
-        (None, vec![("limit", "5000".into())], "/limit"),
+        (None, vec![("limit", "0".into())], "/limit"),
+        (
+            None,
+            vec![("cursor", "abc".into()), ("after", "3".into())],
+            "/cursor",
+        ),
+        (
+            Some(NDJSON),
+            vec![("event_type", "Order\u{0}Placed".into())],
+            "/event_type",
+        ),
         (
             None,
             vec![("aggregate_type", String::new())],

@@ -7,6 +7,7 @@ mod backbone;
 mod checkout;
 mod checkout_safety;
 mod concurrency;
+mod contract;
 mod deploy;
 mod events_export;
 mod fuzz;

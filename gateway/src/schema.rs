@@ -1,0 +1,174 @@
+//! OpenAPI schemas for request fields, mirroring the domain's value checks exactly.
+//!
+//! Clients and fuzzers (schemathesis in the test suite) generate requests from the published
+//! document, so a field's schema must accept precisely what its domain type accepts: no
+//! looser (a schema-valid request would be refused), no stricter (a refused value would be
+//! documented as valid). Each function here names the domain rule it copies; a test in
+//! `tests/tests/e2e/openapi.rs` checks samples against both.
+
+use emporium_domain::inventory::MAX_ADJUSTMENT;
+use emporium_domain::order::MAX_PAYMENT_TOKEN_LEN;
+use emporium_domain::values::{Currency, Priority, Quantity, MAX_AMOUNT_MINOR};
+use utoipa::openapi::schema::{
+    AnyOfBuilder, KnownFormat, Object, ObjectBuilder, SchemaFormat, Type,
+};
+use utoipa::openapi::{RefOr, Schema};
+
+/// `Sku`, `WarehouseId`, `CustomerId`: 1 to 64 of `[A-Za-z0-9._-]`, starting alphanumeric.
+pub const IDENT_PATTERN: &str = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$";
+/// `Region`: 1 to 64 of `[a-z0-9-]`, starting with a lowercase letter or digit.
+pub const REGION_PATTERN: &str = "^[a-z0-9][a-z0-9-]{0,63}$";
+/// Largest label of an API key, in characters.
+pub const MAX_LABEL_LEN: usize = 200;
+
+/// A single-line text the domain trims: no control characters, at least one character that
+/// is not white space.
+const LINE: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u001f\\u007f-\\u009f]*$";
+/// A trimmed text where `\n` and `\t` are allowed.
+const NOTE: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*[^\\s\\u0000-\\u001f\\u007f-\\u009f][^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
+/// A verbatim text where `\n` and `\t` are allowed (may be empty).
+const VERBATIM: &str = "^[^\\u0000-\\u0008\\u000b-\\u001f\\u007f-\\u009f]*$";
+/// Free text without control characters (may be empty).
+const PLAIN: &str = "^[^\\u0000-\\u001f\\u007f-\\u009f]*$";
+
+fn string(min: usize, max: usize, pattern: &str, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .min_length(Some(min))
+        .max_length(Some(max))
+        .pattern(Some(pattern))
+        .description(Some(description))
+        .build()
+}
+
+fn integer(min: i64, max: i64, description: &str) -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::Integer)
+        .format(Some(SchemaFormat::KnownFormat(KnownFormat::Int64)))
+        .minimum(Some(min))
+        .maximum(Some(max))
+        .description(Some(description))
+        .build()
+}
+
+/// `Sku`.
+pub fn sku() -> Object {
+    string(1, 64, IDENT_PATTERN, "Product SKU")
+}
+
+/// `WarehouseId`.
+pub fn warehouse_id() -> Object {
+    string(1, 64, IDENT_PATTERN, "Warehouse id")
+}
+
+/// `CustomerId`.
+pub fn customer_id() -> Object {
+    string(1, 64, IDENT_PATTERN, "Customer id")
+}
+
+/// `Region`.
+pub fn region() -> Object {
+    string(1, 64, REGION_PATTERN, "Shipping region such as `eu-west`")
+}
+
+/// `Title`: trimmed, 1 to 200 characters, one line.
+pub fn title() -> Object {
+    string(1, 200, LINE, "Product title, one line")
+}
+
+/// `Category`: trimmed, 1 to 100 characters, one line.
+pub fn category() -> Object {
+    string(1, 100, LINE, "Product category, one line")
+}
+
+/// `Description`: verbatim, 0 to 5000 characters; line breaks and tabs allowed.
+pub fn description() -> Object {
+    string(
+        0,
+        5000,
+        VERBATIM,
+        "Product description; line breaks and tabs allowed",
+    )
+}
+
+/// `WarehouseName`: trimmed, 1 to 200 characters, one line.
+pub fn warehouse_name() -> Object {
+    string(1, 200, LINE, "Warehouse display name, one line")
+}
+
+/// `Reason`: trimmed, 1 to 500 characters; line breaks and tabs allowed.
+pub fn reason() -> Object {
+    string(1, 500, NOTE, "Why; line breaks and tabs allowed")
+}
+
+/// An optional `Reason`.
+pub fn optional_reason() -> Object {
+    let mut o = reason();
+    o.schema_type = [Type::String, Type::Null].into_iter().collect();
+    o
+}
+
+/// An API key's label: 0 to 200 characters without control characters.
+pub fn label() -> Object {
+    string(
+        0,
+        MAX_LABEL_LEN,
+        PLAIN,
+        "Free label for people, e.g. who holds the key",
+    )
+}
+
+/// The sandbox payment token: 1 to 256 characters, no white space or control characters.
+pub fn payment_token() -> Object {
+    let pattern = format!("^[^\\s\\u0000-\\u001f\\u007f-\\u009f]{{1,{MAX_PAYMENT_TOKEN_LEN}}}$");
+    string(1, MAX_PAYMENT_TOKEN_LEN, &pattern, "Payment method token")
+}
+
+/// `Quantity`.
+pub fn quantity() -> Object {
+    integer(1, i64::from(Quantity::MAX), "Units, 1 to 1,000,000")
+}
+
+/// `Priority`.
+pub fn priority() -> Object {
+    integer(0, i64::from(Priority::MAX), "0 to 1000; lower is preferred")
+}
+
+/// A money amount in minor units.
+pub fn amount_minor() -> Object {
+    integer(
+        0,
+        MAX_AMOUNT_MINOR,
+        "Integer minor units (cents): 1999 is 19.99 EUR",
+    )
+}
+
+/// `Currency`: the active ISO 4217 codes the domain accepts.
+pub fn currency() -> Object {
+    ObjectBuilder::new()
+        .schema_type(Type::String)
+        .enum_values(Some(Currency::all().map(|c| c.as_str())))
+        .description(Some("Active ISO 4217 alphabetic code, upper case"))
+        .build()
+}
+
+/// A stock adjustment: non-zero, at most `MAX_ADJUSTMENT` either way.
+pub fn adjustment() -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(integer(-MAX_ADJUSTMENT, -1, "Units taken off"))
+        .item(integer(1, MAX_ADJUSTMENT, "Units added"))
+        .description(Some("Signed change of on-hand units, never 0"))
+        .build()
+        .into_ref()
+}
+
+/// A composite schema as a field or body schema.
+pub(crate) trait IntoRef {
+    fn into_ref(self) -> RefOr<Schema>;
+}
+
+impl<T: Into<Schema>> IntoRef for T {
+    fn into_ref(self) -> RefOr<Schema> {
+        RefOr::T(self.into())
+    }
+}

@@ -1,0 +1,99 @@
+#!/usr/bin/env bash
+# Contract fuzzing: runs schemathesis (every phase, every check) against the live `emporium`
+# binary, once on the embedded SQLite store and once on PostgreSQL + NATS, each with its own
+# data directory or database and port. Fails on any failure or error schemathesis reports:
+# a server error, a response outside the schema, or a schema-valid request refused.
+#
+# Called by scripts/test.sh (EMPORIUM_TEST_DATABASE_URL and NATS_URL set); can run alone.
+# Installs schemathesis (pinned) into a virtualenv under target/ on first use.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+ST_VERSION="4.32.5"
+PG_URL="${EMPORIUM_TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}"
+NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
+MAX_EXAMPLES="${EMPORIUM_ST_MAX_EXAMPLES:-20}"
+VENV="${EMPORIUM_ST_VENV:-$PWD/target/schemathesis-venv}"
+TMP="$(mktemp -d -t emporium-st-XXXXXX)"
+PIDS=()
+DB=""
+
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  if [[ -n "$DB" ]]; then
+    psql "$PG_URL" -qAtc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
+  fi
+  rm -rf "$TMP"
+}
+trap cleanup EXIT
+
+if [[ ! -x "$VENV/bin/st" ]] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
+  echo "installing schemathesis $ST_VERSION into $VENV" >&2
+  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
+    if command -v apt-get >/dev/null 2>&1; then
+      apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
+    else
+      echo "error: python3 with venv is needed for schemathesis" >&2
+      exit 1
+    fi
+  fi
+  rm -rf "$VENV"
+  python3 -m venv "$VENV"
+  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
+fi
+
+cargo build --quiet -p emporium-gateway --bin emporium
+BIN="$PWD/target/debug/emporium"
+
+free_port() {
+  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
+}
+
+# start NAME ARGS...: starts the engine, waits until it is ready, prints its base URL.
+start() {
+  local name="$1"; shift
+  local port; port="$(free_port)"
+  EMPORIUM_ADMIN_KEY="st-admin-key" "$BIN" serve --listen "127.0.0.1:$port" "$@" \
+    >"$TMP/$name.log" 2>&1 &
+  PIDS+=("$!")
+  for _ in $(seq 100); do
+    if curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; then
+      echo "http://127.0.0.1:$port"
+      return
+    fi
+    sleep 0.2
+  done
+  echo "error: the engine ($name) did not become ready; its log:" >&2
+  cat "$TMP/$name.log" >&2
+  exit 1
+}
+
+DB="emporium_st_$(date +%s)_$$"
+psql "$PG_URL" -qAtc "CREATE DATABASE \"$DB\"" >/dev/null
+EMBEDDED="$(start embedded --data-dir "$TMP/data")"
+POSTGRES="$(start postgres --database-url "${PG_URL%/*}/$DB" --nats-url "$NATS_URL" --nats-prefix "st$$")"
+
+run() {
+  local name="$1" url="$2"
+  SCHEMATHESIS_HOOKS="$PWD/tests/schemathesis/hooks.py" "$VENV/bin/st" --no-color run "$url/openapi.json" \
+    -H "Authorization: Bearer st-admin-key" --checks all --max-examples "$MAX_EXAMPLES" \
+    >"$TMP/st-$name.txt" 2>&1
+}
+
+status=0
+run embedded "$EMBEDDED" & e=$!
+run postgres "$POSTGRES" & p=$!
+wait "$e" || status=1
+wait "$p" || status=1
+for name in embedded postgres; do
+  echo "--- schemathesis against the $name engine: $(tail -1 "$TMP/st-$name.txt")" >&2
+done
+if [[ "$status" != 0 ]]; then
+  for name in embedded postgres; do
+    echo "===== schemathesis, $name =====" >&2
+    cat "$TMP/st-$name.txt" >&2
+  done
+  echo "error: schemathesis found problems (above)" >&2
+  exit 1
+fi
