@@ -28,8 +28,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{authorize, Access, Role};
 use crate::error::{ApiError, InternalDetail};
 use crate::routes::{
-    analytics, catalog, events, health, inventory, keys, orders, products, projections, timeline,
-    warehouses,
+    analytics, catalog, events, fulfilment, health, inventory, keys, orders, products, projections,
+    timeline, warehouses,
 };
 use crate::state::AppState;
 
@@ -181,12 +181,15 @@ pub fn build(state: AppState) -> Built {
         .add(CLIENT, routes!(orders::place))
         .add(CLIENT, routes!(orders::get))
         .add(CLIENT, routes!(orders::cancel))
+        .add(OPERATOR, routes!(fulfilment::ship))
+        .add(OPERATOR, routes!(fulfilment::take_back))
         .add(AUDITOR, routes!(timeline::get))
         .add(Access::AnyRole, routes!(catalog::search))
         .add(ANALYST, routes!(analytics::summary))
         .add(ANALYST, routes!(analytics::top_products))
         .add(ANALYST, routes!(analytics::warehouses))
         .add(ANALYST, routes!(analytics::funnel))
+        .add(ANALYST, routes!(analytics::fulfilment))
         .add(ANALYST, routes!(analytics::stream))
         .add(ANALYST, routes!(projections::list))
         .add(HISTORY, routes!(events::list))

@@ -169,7 +169,13 @@ impl Projection for Analytics {
                         .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
                 });
             }
-            Event::Product(_) | Event::Warehouse(_) | Event::Payment(_) | Event::Checkout(_) => {}
+            // Shipping and returns leave an order `confirmed` here (checked out, not
+            // cancelled); money actually taken is the fulfilment read model's.
+            Event::Order(OrderEvent::OrderShipped { .. } | OrderEvent::ItemsReturned { .. })
+            | Event::Product(_)
+            | Event::Warehouse(_)
+            | Event::Payment(_)
+            | Event::Checkout(_) => {}
         }
         Ok(())
     }

@@ -7,12 +7,14 @@
 //! - [`catalog`]: products with price and availability, and catalog search.
 //! - [`analytics`]: orders, revenue, top products, warehouses, funnel.
 //! - [`timeline`]: which feed positions concern which order (auditors' timelines).
+//! - [`fulfilment`]: shipments, returns, net revenue, return rates, time to ship.
 //!
 //! Architecture invariant: projections match on the domain's event enums (decoded once, in
 //! the event store) and only record facts carried by events (levels, totals and prices are
 //! in the events); they never read a payload by key and never re-run business rules.
 
 pub mod analytics;
+pub mod fulfilment;
 pub mod catalog;
 pub mod runner;
 pub mod timeline;
@@ -117,6 +119,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(catalog::Catalog),
         Arc::new(analytics::Analytics),
         Arc::new(timeline::Timeline),
+        Arc::new(fulfilment::Fulfilment),
     ]
 }
 

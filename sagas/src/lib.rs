@@ -7,12 +7,14 @@
 //! - [`lease`]: one run per checkout at a time across engine processes.
 //! - [`payment`]: the `PaymentProvider` port and the built-in sandbox provider.
 //! - [`worker`]: the saga itself, consuming `OrderPlaced` through the bus.
+//! - [`fulfilment`]: settling shipments and returns (stock out or back, capture, refund).
 //!
 //! Architecture invariant: every command the saga sends is idempotent per order (reservations
 //! keyed by order id, payments by an idempotency key, order transitions guarded), so a
 //! redelivery or resume can never reserve or authorize twice.
 
 pub mod allocation;
+pub mod fulfilment;
 pub mod lease;
 pub mod payment;
 pub mod worker;

@@ -33,8 +33,25 @@ pub trait PaymentProvider: Send + Sync + 'static {
         amount_minor: i64,
         currency: &str,
     ) -> Result<Authorization, ProviderError>;
-    /// Releases an authorization; a no-op for unknown or already voided keys.
+    /// Releases an authorization; a no-op for unknown or already voided keys. After partial
+    /// captures it releases what was not captured.
     async fn void(&self, idempotency_key: &str) -> Result<(), ProviderError>;
+    /// Takes `amount_minor` of authorization `authorization_key`; idempotent per `key`.
+    async fn capture(
+        &self,
+        authorization_key: &str,
+        key: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), ProviderError>;
+    /// Gives back `amount_minor` of what was captured; idempotent per `key`.
+    async fn refund(
+        &self,
+        authorization_key: &str,
+        key: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), ProviderError>;
 }
 
 /// The sandbox provider, keeping its log in the engine's database.
@@ -139,6 +156,28 @@ impl PaymentProvider for Sandbox {
         Box::pin(self.authorize_known(key)).await
     }
 
+    async fn capture(
+        &self,
+        authorization_key: &str,
+        key: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), ProviderError> {
+        self.settle("capture", authorization_key, key, amount_minor, currency)
+            .await
+    }
+
+    async fn refund(
+        &self,
+        authorization_key: &str,
+        key: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), ProviderError> {
+        self.settle("refund", authorization_key, key, amount_minor, currency)
+            .await
+    }
+
     async fn void(&self, key: &str) -> Result<(), ProviderError> {
         let sql = self
             .db
@@ -172,6 +211,52 @@ fn decision(outcome: &str, key: &str) -> Authorization {
 }
 
 impl Sandbox {
+    async fn settle(
+        &self,
+        kind: &str,
+        authorization_key: &str,
+        key: &str,
+        amount_minor: i64,
+        currency: &str,
+    ) -> Result<(), ProviderError> {
+        let sql = self.db.sql(
+            "INSERT INTO sandbox_settlements (idempotency_key, authorization, kind, amount_minor, currency, created_at) \
+             VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
+        );
+        let now = chrono::Utc::now().timestamp_millis();
+        on_db!(&self.db, pool => {
+            sqlx::query(&sql).bind(key).bind(authorization_key).bind(kind).bind(amount_minor)
+                .bind(currency).bind(now).execute(pool).await.map_err(err)?.rows_affected()
+        });
+        Ok(())
+    }
+
+    /// `(captures, captured minor units, refunds, refunded minor units)` in the sandbox's
+    /// books for authorization `authorization_key`.
+    pub async fn settlements(
+        &self,
+        authorization_key: &str,
+    ) -> Result<(i64, i64, i64, i64), sqlx::Error> {
+        let sql = self.db.sql(
+            "SELECT kind, COUNT(*), COALESCE(SUM(amount_minor), 0) FROM sandbox_settlements \
+             WHERE authorization = $1 GROUP BY kind",
+        );
+        let rows: Vec<(String, i64, i64)> = on_db!(&self.db, pool => {
+            sqlx::query_as(&sql).bind(authorization_key).fetch_all(pool).await?
+        });
+        let mut out = (0, 0, 0, 0);
+        for (kind, n, sum) in rows {
+            if kind == "capture" {
+                out.0 = n;
+                out.1 = sum;
+            } else {
+                out.2 = n;
+                out.3 = sum;
+            }
+        }
+        Ok(out)
+    }
+
     async fn authorize_known(&self, key: &str) -> Result<Authorization, ProviderError> {
         let sql = self
             .db

@@ -129,6 +129,14 @@ fn now_ms() -> i64 {
 }
 
 impl CheckoutSaga {
+    pub(crate) fn store(&self) -> &Store {
+        &self.store
+    }
+
+    pub(crate) fn provider(&self) -> &dyn PaymentProvider {
+        self.provider.as_ref()
+    }
+
     pub fn new(
         store: Store,
         provider: Arc<dyn PaymentProvider>,
@@ -594,6 +602,9 @@ impl CheckoutSaga {
         oid: &str,
         meta: &EventMetadata,
     ) -> Result<(), SagaError> {
+        // Shipped units keep their reservation until their shipment is settled: settle what
+        // was shipped first, so the release below gives back only what never left.
+        self.settle_fulfilment(order, meta).await?;
         self.release_all(order, meta).await?;
         let (payment, version) = self.store.load::<Payment>(oid).await?;
         if version > 0 && payment.authorized().is_some() {
@@ -602,7 +613,7 @@ impl CheckoutSaga {
                 .await
             {
                 Ok(()) | Err(CommandError::Rejected(PaymentError::AlreadyVoided)) => {}
-                // Captured payments are refunded by a later flow; keep the reservation released.
+                // Fully captured (everything shipped): nothing left to void.
                 Err(CommandError::Rejected(_)) => {}
                 Err(e) => return Err(command_error(e)),
             }
@@ -873,6 +884,31 @@ impl CheckoutSaga {
                             // finds the cancel without a compensation and retries.
                             let _ = subscriber.ack(delivery).await;
                             self.spawn_cancel(placed.aggregate_id.clone());
+                            continue;
+                        }
+                        OrderEvent::OrderShipped { order_id, shipment_id, .. }
+                        | OrderEvent::ItemsReturned { order_id, return_id: shipment_id, .. } => {
+                            // Normally settled already by the request that recorded it; this
+                            // finishes what a crash or a failure there left undone. Acked
+                            // only once settled, so a failure here is redelivered.
+                            let meta = EventMetadata::system("fulfilment")
+                                .correlated_with(placed.metadata.correlation_id.clone())
+                                .caused_by(placed.event_id.to_string());
+                            let settled = match &placed.payload {
+                                OrderEvent::OrderShipped { .. } => {
+                                    self.settle_shipment(order_id, *shipment_id, &meta).await
+                                }
+                                _ => self.settle_return(order_id, *shipment_id, &meta).await,
+                            };
+                            match settled {
+                                Ok(()) => {
+                                    let _ = subscriber.ack(delivery).await;
+                                }
+                                Err(e) => {
+                                    tracing::warn!(order = %order_id, error = %e, "settling a shipment or return failed; redelivering");
+                                    let _ = subscriber.nak(delivery, Some(Duration::from_secs(1))).await;
+                                }
+                            }
                             continue;
                         }
                         _ => {

@@ -9,6 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use super::{StockItemCommand, StockItemError, StockItemEvent, StockLevels as Levels};
 use crate::values::{OrderId, Quantity, Reason, Sku, WarehouseId};
+use uuid::Uuid;
 
 /// Largest absolute `delta` one stock adjustment may carry.
 pub const MAX_ADJUSTMENT: i64 = 1_000_000;
@@ -34,6 +35,13 @@ pub struct StockItem {
     reservations: imbl::OrdMap<OrderId, u32>,
     /// The sum of `reservations`, kept by `apply`.
     reserved: u64,
+    /// Shipments already taken out of a still-open reservation: a repeated shipment is a
+    /// no-op. Dropped with the reservation once it is used up or released.
+    #[serde(default)]
+    shipped: imbl::OrdMap<OrderId, imbl::Vector<Uuid>>,
+    /// Returns already restocked here (returns are rare; kept for good).
+    #[serde(default)]
+    restocked: imbl::OrdSet<Uuid>,
 }
 
 impl StockItem {
@@ -121,7 +129,79 @@ impl StockItem {
             } => self.reserve(warehouse_id, sku, order_id, qty),
             StockItemCommand::ReleaseReservation { order_id } => Ok(self.release(order_id)),
             StockItemCommand::CommitReservation { order_id } => self.commit(order_id).map(Some),
+            StockItemCommand::ShipReserved {
+                order_id,
+                shipment_id,
+                qty,
+            } => self.ship(order_id, shipment_id, qty),
+            StockItemCommand::RestockReturn {
+                warehouse_id,
+                sku,
+                order_id,
+                return_id,
+                qty,
+            } => {
+                if self.restocked.contains(&return_id) {
+                    return Ok(None);
+                }
+                self.check_item(&warehouse_id, &sku)?;
+                let on_hand = self
+                    .on_hand
+                    .checked_add(u64::from(qty.get()))
+                    .ok_or(StockItemError::OnHandOverflow)?;
+                let levels = Levels::new(on_hand, self.reserved());
+                Ok(Some(StockItemEvent::StockRestocked {
+                    warehouse_id,
+                    sku,
+                    order_id,
+                    return_id,
+                    qty,
+                    on_hand: levels.on_hand,
+                    reserved: levels.reserved,
+                    available: levels.available,
+                }))
+            }
         }
+    }
+
+    /// Ships part (or all) of an order's reservation. A shipment already taken from the
+    /// reservation records nothing; so does one whose reservation is used up, since the
+    /// order aggregate never lets shipments exceed the allocation.
+    fn ship(
+        &self,
+        order_id: OrderId,
+        shipment_id: Uuid,
+        qty: Quantity,
+    ) -> Result<Option<StockItemEvent>, StockItemError> {
+        let Some((warehouse_id, sku, reserved)) = self.reservation(&order_id) else {
+            return Ok(None);
+        };
+        if self
+            .shipped
+            .get(&order_id)
+            .is_some_and(|done| done.contains(&shipment_id))
+        {
+            return Ok(None);
+        }
+        if qty.get() > reserved.get() {
+            return Err(StockItemError::InsufficientStock {
+                sku,
+                requested: qty.get(),
+                available: u64::from(reserved.get()),
+            });
+        }
+        let n = u64::from(qty.get());
+        let levels = Levels::new(self.on_hand.saturating_sub(n), self.reserved() - n);
+        Ok(Some(StockItemEvent::StockShipped {
+            warehouse_id,
+            sku,
+            order_id,
+            shipment_id,
+            qty,
+            on_hand: levels.on_hand,
+            reserved: levels.reserved,
+            available: levels.available,
+        }))
     }
 
     fn receive(
@@ -316,6 +396,42 @@ impl Aggregate for StockItem {
                 if let Some(qty) = self.reservations.remove(&order_id) {
                     self.reserved -= u64::from(qty);
                 }
+                self.shipped.remove(&order_id);
+                self.on_hand = on_hand;
+            }
+            StockItemEvent::StockShipped {
+                order_id,
+                shipment_id,
+                qty,
+                on_hand,
+                ..
+            } => {
+                let n = qty.get();
+                match self.reservations.get(&order_id).copied() {
+                    Some(held) if held > n => {
+                        self.reservations.insert(order_id, held - n);
+                        self.shipped.entry(order_id).or_default().push_back(shipment_id);
+                        self.reserved -= u64::from(n);
+                    }
+                    Some(held) => {
+                        self.reservations.remove(&order_id);
+                        self.shipped.remove(&order_id);
+                        self.reserved -= u64::from(held);
+                    }
+                    None => {}
+                }
+                self.on_hand = on_hand;
+            }
+            StockItemEvent::StockRestocked {
+                warehouse_id,
+                sku,
+                return_id,
+                on_hand,
+                ..
+            } => {
+                self.warehouse_id = Some(warehouse_id);
+                self.sku = Some(sku);
+                self.restocked.insert(return_id);
                 self.on_hand = on_hand;
             }
         }

@@ -3,6 +3,7 @@
 //! the order saga, which only knows the order.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::values::{OrderId, Quantity, Reason, Sku, WarehouseId};
 
@@ -33,4 +34,18 @@ pub enum StockItemCommand {
     ReleaseReservation { order_id: OrderId },
     /// The reserved units were shipped: they leave on-hand stock.
     CommitReservation { order_id: OrderId },
+    /// Ships `qty` of the order's reservation with a shipment; idempotent per shipment.
+    ShipReserved {
+        order_id: OrderId,
+        shipment_id: Uuid,
+        qty: Quantity,
+    },
+    /// Puts returned units back on hand; idempotent per return.
+    RestockReturn {
+        warehouse_id: WarehouseId,
+        sku: Sku,
+        order_id: OrderId,
+        return_id: Uuid,
+        qty: Quantity,
+    },
 }

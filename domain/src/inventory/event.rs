@@ -6,6 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use crate::values::{OrderId, Quantity, Reason, Sku, WarehouseId};
+use uuid::Uuid;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum StockItemEvent {
@@ -53,6 +54,29 @@ pub enum StockItemEvent {
         reserved: u64,
         available: u64,
     },
+    /// `qty` reserved units of the order left with shipment `shipment_id` (on hand and
+    /// reserved both go down by `qty`).
+    StockShipped {
+        warehouse_id: WarehouseId,
+        sku: Sku,
+        order_id: OrderId,
+        shipment_id: Uuid,
+        qty: Quantity,
+        on_hand: u64,
+        reserved: u64,
+        available: u64,
+    },
+    /// Returned units put back on hand.
+    StockRestocked {
+        warehouse_id: WarehouseId,
+        sku: Sku,
+        order_id: OrderId,
+        return_id: Uuid,
+        qty: Quantity,
+        on_hand: u64,
+        reserved: u64,
+        available: u64,
+    },
 }
 
 impl DomainEvent for StockItemEvent {
@@ -63,6 +87,8 @@ impl DomainEvent for StockItemEvent {
             Self::StockReserved { .. } => "StockReserved",
             Self::StockReservationReleased { .. } => "StockReservationReleased",
             Self::StockReservationCommitted { .. } => "StockReservationCommitted",
+            Self::StockShipped { .. } => "StockShipped",
+            Self::StockRestocked { .. } => "StockRestocked",
         }
         .to_owned()
     }
@@ -79,6 +105,8 @@ impl crate::schema::EventSchema for StockItemEvent {
         ("StockReserved", "1.0"),
         ("StockReservationReleased", "1.0"),
         ("StockReservationCommitted", "1.0"),
+        ("StockShipped", "1.0"),
+        ("StockRestocked", "1.0"),
     ];
 }
 
@@ -141,6 +169,22 @@ impl StockItemEvent {
                 available,
                 ..
             }
+            | Self::StockShipped {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            }
+            | Self::StockRestocked {
+                warehouse_id,
+                sku,
+                on_hand,
+                reserved,
+                available,
+                ..
+            }
             | Self::StockReservationCommitted {
                 warehouse_id,
                 sku,
@@ -166,7 +210,9 @@ impl StockItemEvent {
         match self {
             Self::StockReserved { order_id, .. }
             | Self::StockReservationReleased { order_id, .. }
-            | Self::StockReservationCommitted { order_id, .. } => Some(*order_id),
+            | Self::StockReservationCommitted { order_id, .. }
+            | Self::StockShipped { order_id, .. }
+            | Self::StockRestocked { order_id, .. } => Some(*order_id),
             Self::StockReceived { .. } | Self::StockAdjusted { .. } => None,
         }
     }

@@ -8,9 +8,28 @@ use serde::{Deserialize, Serialize};
 
 use super::{
     Allocation, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
-    PlacedLine,
+    PlacedLine, ReturnLine, ReturnedLine, ShipmentLine, ShippedLine,
 };
-use crate::values::{CustomerId, Money, OrderId, Reason, Region, Sku};
+use crate::values::{CustomerId, Money, OrderId, Reason, Region, Sku, WarehouseId};
+use uuid::Uuid;
+
+/// A recorded shipment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shipment {
+    pub shipment_id: Uuid,
+    pub warehouse_id: WarehouseId,
+    pub lines: Vec<ShippedLine>,
+    pub amount: Money,
+}
+
+/// A recorded return.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Return {
+    pub return_id: Uuid,
+    pub reason: Reason,
+    pub lines: Vec<ReturnedLine>,
+    pub amount: Money,
+}
 
 /// Most lines one order may have; bounds event size and checkout fan-out.
 pub const MAX_LINES: usize = 100;
@@ -31,6 +50,10 @@ pub struct Order {
     allocation: Vec<Allocation>,
     reject_reason: Option<Reason>,
     cancel_reason: Option<Reason>,
+    #[serde(default)]
+    shipments: Vec<Shipment>,
+    #[serde(default)]
+    returns: Vec<Return>,
 }
 
 impl Order {
@@ -91,6 +114,214 @@ impl Order {
         self.cancel_reason.as_ref()
     }
 
+    #[must_use]
+    pub fn shipments(&self) -> &[Shipment] {
+        &self.shipments
+    }
+
+    #[must_use]
+    pub fn returns(&self) -> &[Return] {
+        &self.returns
+    }
+
+    /// Units of `sku` shipped from `warehouse_id`.
+    #[must_use]
+    pub fn shipped_from(&self, sku: &Sku, warehouse_id: &WarehouseId) -> u32 {
+        self.shipments
+            .iter()
+            .filter(|s| &s.warehouse_id == warehouse_id)
+            .flat_map(|s| &s.lines)
+            .filter(|l| &l.sku == sku)
+            .map(|l| l.qty.get())
+            .sum()
+    }
+
+    fn shipped(&self, sku: &Sku) -> u32 {
+        self.shipments
+            .iter()
+            .flat_map(|s| &s.lines)
+            .filter(|l| &l.sku == sku)
+            .map(|l| l.qty.get())
+            .sum()
+    }
+
+    fn returned(&self, sku: &Sku) -> u32 {
+        self.returns
+            .iter()
+            .flat_map(|r| &r.lines)
+            .filter(|l| &l.sku == sku)
+            .map(|l| l.qty.get())
+            .sum()
+    }
+
+    /// Allocated units not shipped, per (sku, warehouse): what a cancel gives back.
+    #[must_use]
+    pub fn unshipped(&self) -> Vec<(Sku, WarehouseId, u32)> {
+        self.allocation
+            .iter()
+            .map(|a| {
+                let left = a.qty.get() - self.shipped_from(&a.sku, &a.warehouse_id).min(a.qty.get());
+                (a.sku.clone(), a.warehouse_id.clone(), left)
+            })
+            .filter(|(_, _, left)| *left > 0)
+            .collect()
+    }
+
+    fn unit_price(&self, sku: &Sku) -> Option<Money> {
+        self.lines.iter().find(|l| &l.sku == sku).map(|l| l.unit_price)
+    }
+
+    /// The status after shipments and returns: returns first (they only follow shipping),
+    /// then how much of the allocation has shipped. A cancelled order stays cancelled.
+    fn fulfilment_status(&self, shipments: &[Shipment], returns: &[Return]) -> OrderStatus {
+        if self.status == Some(OrderStatus::Cancelled) {
+            return OrderStatus::Cancelled;
+        }
+        let count = |lines: &mut dyn Iterator<Item = u32>| -> u64 { lines.map(u64::from).sum() };
+        let ordered = count(&mut self.lines.iter().map(|l| l.qty.get()));
+        let shipped = count(&mut shipments.iter().flat_map(|s| &s.lines).map(|l| l.qty.get()));
+        let returned = count(&mut returns.iter().flat_map(|r| &r.lines).map(|l| l.qty.get()));
+        match (returned, shipped) {
+            (r, _) if r > 0 && r == ordered => OrderStatus::Returned,
+            (r, _) if r > 0 => OrderStatus::PartiallyReturned,
+            (_, s) if s == ordered => OrderStatus::Shipped,
+            _ => OrderStatus::PartiallyShipped,
+        }
+    }
+
+    fn ship(
+        &self,
+        shipment_id: Uuid,
+        warehouse_id: WarehouseId,
+        lines: Vec<ShipmentLine>,
+    ) -> Result<OrderEvent, OrderError> {
+        let (order_id, _) = self.transition(OrderAction::Ship)?;
+        if self.shipments.iter().any(|s| s.shipment_id == shipment_id) {
+            return Err(OrderError::DuplicateShipment(shipment_id));
+        }
+        check_lines(lines.iter().map(|l| &l.sku))?;
+        let currency = self.total.ok_or(OrderError::NotPlaced)?.currency();
+        let mut amount = Money::zero(currency);
+        let mut shipped = Vec::with_capacity(lines.len());
+        for ShipmentLine { sku, qty } in lines {
+            let Some(allocated) = self
+                .allocation
+                .iter()
+                .find(|a| a.sku == sku && a.warehouse_id == warehouse_id)
+            else {
+                return Err(OrderError::NotAllocated { sku, warehouse_id });
+            };
+            let remaining = allocated.qty.get() - self.shipped_from(&sku, &warehouse_id);
+            if qty.get() > remaining {
+                return Err(OrderError::ExceedsAllocation {
+                    sku,
+                    warehouse_id,
+                    requested: qty.get(),
+                    remaining,
+                });
+            }
+            let line_amount = self
+                .unit_price(&sku)
+                .ok_or(OrderError::NotAllocated {
+                    sku: sku.clone(),
+                    warehouse_id: warehouse_id.clone(),
+                })?
+                .checked_mul_qty(qty)
+                .map_err(|_| OrderError::AmountOverflow)?;
+            amount = amount
+                .checked_add(&line_amount)
+                .map_err(|_| OrderError::AmountOverflow)?;
+            shipped.push(ShippedLine {
+                sku,
+                qty,
+                amount: line_amount,
+            });
+        }
+        let mut shipments = self.shipments.clone();
+        shipments.push(Shipment {
+            shipment_id,
+            warehouse_id: warehouse_id.clone(),
+            lines: shipped.clone(),
+            amount,
+        });
+        Ok(OrderEvent::OrderShipped {
+            order_id,
+            shipment_id,
+            warehouse_id,
+            lines: shipped,
+            amount,
+            status: self.fulfilment_status(&shipments, &self.returns),
+        })
+    }
+
+    fn take_back(
+        &self,
+        return_id: Uuid,
+        reason: Reason,
+        lines: Vec<ReturnLine>,
+    ) -> Result<OrderEvent, OrderError> {
+        let (order_id, _) = self.transition(OrderAction::Return)?;
+        if self.returns.iter().any(|r| r.return_id == return_id) {
+            return Err(OrderError::DuplicateReturn(return_id));
+        }
+        check_lines(lines.iter().map(|l| &l.sku))?;
+        let currency = self.total.ok_or(OrderError::NotPlaced)?.currency();
+        let mut amount = Money::zero(currency);
+        let mut returned = Vec::with_capacity(lines.len());
+        for ReturnLine {
+            sku,
+            qty,
+            restock,
+            warehouse_id,
+        } in lines
+        {
+            let remaining = self.shipped(&sku) - self.returned(&sku).min(self.shipped(&sku));
+            if qty.get() > remaining {
+                return Err(OrderError::ExceedsShipped {
+                    sku,
+                    requested: qty.get(),
+                    remaining,
+                });
+            }
+            // Shipped units were captured at their unit price: the refund can never exceed
+            // what was captured for them.
+            let line_amount = self
+                .unit_price(&sku)
+                .ok_or(OrderError::ExceedsShipped {
+                    sku: sku.clone(),
+                    requested: qty.get(),
+                    remaining: 0,
+                })?
+                .checked_mul_qty(qty)
+                .map_err(|_| OrderError::AmountOverflow)?;
+            amount = amount
+                .checked_add(&line_amount)
+                .map_err(|_| OrderError::AmountOverflow)?;
+            returned.push(ReturnedLine {
+                sku,
+                qty,
+                restock,
+                warehouse_id,
+                amount: line_amount,
+            });
+        }
+        let mut returns = self.returns.clone();
+        returns.push(Return {
+            return_id,
+            reason: reason.clone(),
+            lines: returned.clone(),
+            amount,
+        });
+        Ok(OrderEvent::ItemsReturned {
+            order_id,
+            return_id,
+            reason,
+            lines: returned,
+            amount,
+            status: self.fulfilment_status(&self.shipments, &returns),
+        })
+    }
+
     /// The order id and current status, if `action` is legal now.
     fn transition(&self, action: OrderAction) -> Result<(OrderId, OrderStatus), OrderError> {
         let (Some(order_id), Some(status)) = (self.order_id, self.status) else {
@@ -145,14 +376,41 @@ impl Order {
             }
             OrderCommand::CancelOrder { reason } => {
                 let (order_id, previous_status) = self.transition(OrderAction::Cancel)?;
+                if !self.shipments.is_empty() && self.unshipped().is_empty() {
+                    return Err(OrderError::NothingToCancel);
+                }
                 Ok(OrderEvent::OrderCancelled {
                     order_id,
                     reason,
                     previous_status,
                 })
             }
+            OrderCommand::ShipOrder {
+                shipment_id,
+                warehouse_id,
+                lines,
+            } => self.ship(shipment_id, warehouse_id, lines),
+            OrderCommand::ReturnItems {
+                return_id,
+                reason,
+                lines,
+            } => self.take_back(return_id, reason, lines),
         }
     }
+}
+
+/// A shipment or return names each SKU once and has at least one line.
+fn check_lines<'a>(skus: impl Iterator<Item = &'a Sku>) -> Result<(), OrderError> {
+    let mut seen = BTreeSet::new();
+    for sku in skus {
+        if !seen.insert(sku) {
+            return Err(OrderError::RepeatedLine { sku: sku.clone() });
+        }
+    }
+    if seen.is_empty() {
+        return Err(OrderError::NoLines);
+    }
+    Ok(())
 }
 
 /// The token is opaque, but it ends up in a stored event and in calls to the provider, so
@@ -299,6 +557,38 @@ impl Aggregate for Order {
             OrderEvent::OrderCancelled { reason, .. } => {
                 self.cancel_reason = reason;
                 self.status = Some(OrderStatus::Cancelled);
+            }
+            OrderEvent::OrderShipped {
+                shipment_id,
+                warehouse_id,
+                lines,
+                amount,
+                status,
+                ..
+            } => {
+                self.shipments.push(Shipment {
+                    shipment_id,
+                    warehouse_id,
+                    lines,
+                    amount,
+                });
+                self.status = Some(status);
+            }
+            OrderEvent::ItemsReturned {
+                return_id,
+                reason,
+                lines,
+                amount,
+                status,
+                ..
+            } => {
+                self.returns.push(Return {
+                    return_id,
+                    reason,
+                    lines,
+                    amount,
+                });
+                self.status = Some(status);
             }
         }
     }

@@ -1,6 +1,7 @@
 //! What callers may ask of an order, and the line/allocation shapes they send.
 
 use serde::{Deserialize, Serialize};
+use uuid::Uuid;
 
 use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
 
@@ -42,4 +43,30 @@ pub enum OrderCommand {
     CancelOrder {
         reason: Option<Reason>,
     },
+    /// Units leave one warehouse, out of that warehouse's allocation.
+    ShipOrder {
+        shipment_id: Uuid,
+        warehouse_id: WarehouseId,
+        lines: Vec<ShipmentLine>,
+    },
+    /// Shipped units come back; `restock` ones go back on hand at `warehouse_id`.
+    ReturnItems {
+        return_id: Uuid,
+        reason: Reason,
+        lines: Vec<ReturnLine>,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShipmentLine {
+    pub sku: Sku,
+    pub qty: Quantity,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnLine {
+    pub sku: Sku,
+    pub qty: Quantity,
+    pub restock: bool,
+    pub warehouse_id: WarehouseId,
 }

@@ -39,4 +39,35 @@ pub enum OrderError {
     },
     #[error("allocation names {sku} from warehouse {warehouse_id} more than once")]
     DuplicateAllocation { sku: Sku, warehouse_id: WarehouseId },
+    #[error("a shipment or return needs at least one line")]
+    NoLines,
+    #[error("{sku} appears on more than one line of this shipment or return")]
+    RepeatedLine { sku: Sku },
+    #[error("{sku} is not allocated to warehouse {warehouse_id} for this order")]
+    NotAllocated { sku: Sku, warehouse_id: WarehouseId },
+    #[error(
+        "{sku}: {requested} units asked to ship from {warehouse_id} but only {remaining} of \
+         its allocation remain unshipped"
+    )]
+    ExceedsAllocation {
+        sku: Sku,
+        warehouse_id: WarehouseId,
+        requested: u32,
+        remaining: u32,
+    },
+    #[error(
+        "{sku}: {requested} units asked to return but only {remaining} shipped units have \
+         not been returned"
+    )]
+    ExceedsShipped {
+        sku: Sku,
+        requested: u32,
+        remaining: u32,
+    },
+    #[error("shipment {0} was already recorded")]
+    DuplicateShipment(uuid::Uuid),
+    #[error("return {0} was already recorded")]
+    DuplicateReturn(uuid::Uuid),
+    #[error("nothing of this order is left to cancel: every unit has shipped")]
+    NothingToCancel,
 }

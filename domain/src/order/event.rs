@@ -6,7 +6,8 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::{Allocation, OrderStatus};
-use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku};
+use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
+use uuid::Uuid;
 
 /// An order line as accepted, with its total (`unit_price × qty`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -42,6 +43,43 @@ pub enum OrderEvent {
         /// Tells the saga whether there is stock to release and payment to void.
         previous_status: OrderStatus,
     },
+    /// Units left `warehouse_id`; `amount` is what this shipment captures (Σ unit price ×
+    /// quantity, so the shipments of an order add up to its total exactly).
+    OrderShipped {
+        order_id: OrderId,
+        shipment_id: Uuid,
+        warehouse_id: WarehouseId,
+        lines: Vec<ShippedLine>,
+        amount: Money,
+        status: OrderStatus,
+    },
+    /// Shipped units came back; `amount` is what this return refunds.
+    ItemsReturned {
+        order_id: OrderId,
+        return_id: Uuid,
+        reason: Reason,
+        lines: Vec<ReturnedLine>,
+        amount: Money,
+        status: OrderStatus,
+    },
+}
+
+/// A shipped line and the amount it captures.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ShippedLine {
+    pub sku: Sku,
+    pub qty: Quantity,
+    pub amount: Money,
+}
+
+/// A returned line and the amount it refunds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReturnedLine {
+    pub sku: Sku,
+    pub qty: Quantity,
+    pub restock: bool,
+    pub warehouse_id: WarehouseId,
+    pub amount: Money,
 }
 
 impl DomainEvent for OrderEvent {
@@ -51,6 +89,8 @@ impl DomainEvent for OrderEvent {
             Self::OrderConfirmed { .. } => "OrderConfirmed",
             Self::OrderRejected { .. } => "OrderRejected",
             Self::OrderCancelled { .. } => "OrderCancelled",
+            Self::OrderShipped { .. } => "OrderShipped",
+            Self::ItemsReturned { .. } => "ItemsReturned",
         }
         .to_owned()
     }
@@ -66,6 +106,8 @@ impl crate::schema::EventSchema for OrderEvent {
         ("OrderConfirmed", "1.0"),
         ("OrderRejected", "1.0"),
         ("OrderCancelled", "1.0"),
+        ("OrderShipped", "1.0"),
+        ("ItemsReturned", "1.0"),
     ];
 }
 
@@ -77,7 +119,9 @@ impl OrderEvent {
             Self::OrderPlaced { order_id, .. }
             | Self::OrderConfirmed { order_id, .. }
             | Self::OrderRejected { order_id, .. }
-            | Self::OrderCancelled { order_id, .. } => *order_id,
+            | Self::OrderCancelled { order_id, .. }
+            | Self::OrderShipped { order_id, .. }
+            | Self::ItemsReturned { order_id, .. } => *order_id,
         }
     }
 }

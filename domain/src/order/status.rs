@@ -14,8 +14,19 @@ pub enum OrderStatus {
     Confirmed,
     /// Checkout failed (no stock, payment declined). Terminal.
     Rejected,
-    /// Called off by the customer or an operator. Terminal.
+    /// Called off by the customer or an operator; after a partial shipment, what was not
+    /// shipped. Only returns of shipped units can follow.
     Cancelled,
+    /// Some of the allocation has left the warehouses.
+    #[serde(rename = "partially_shipped")]
+    PartiallyShipped,
+    /// Everything ordered has been shipped.
+    Shipped,
+    /// Some shipped units came back.
+    #[serde(rename = "partially_returned")]
+    PartiallyReturned,
+    /// Every ordered unit was shipped and came back.
+    Returned,
 }
 
 impl OrderStatus {
@@ -26,6 +37,10 @@ impl OrderStatus {
             Self::Confirmed => "confirmed",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
+            Self::PartiallyShipped => "partially_shipped",
+            Self::Shipped => "shipped",
+            Self::PartiallyReturned => "partially_returned",
+            Self::Returned => "returned",
         }
     }
 
@@ -35,13 +50,25 @@ impl OrderStatus {
         matches!(self, Self::Rejected | Self::Cancelled)
     }
 
-    /// Whether `action` is legal from this status: confirm and reject only while pending,
-    /// cancel while pending or confirmed.
+    /// Whether `action` is legal from this status: confirm and reject only while pending;
+    /// cancel until everything has shipped; ship once confirmed; return once something
+    /// shipped. The aggregate checks quantities on top (what is left to ship or return).
     #[must_use]
     pub const fn allows(self, action: OrderAction) -> bool {
         match action {
             OrderAction::Confirm | OrderAction::Reject => matches!(self, Self::Pending),
-            OrderAction::Cancel => matches!(self, Self::Pending | Self::Confirmed),
+            OrderAction::Cancel => matches!(
+                self,
+                Self::Pending | Self::Confirmed | Self::PartiallyShipped | Self::PartiallyReturned
+            ),
+            OrderAction::Ship => matches!(
+                self,
+                Self::Confirmed | Self::PartiallyShipped | Self::PartiallyReturned
+            ),
+            OrderAction::Return => matches!(
+                self,
+                Self::PartiallyShipped | Self::Shipped | Self::PartiallyReturned | Self::Cancelled
+            ),
         }
     }
 }
@@ -59,6 +86,8 @@ pub enum OrderAction {
     Confirm,
     Reject,
     Cancel,
+    Ship,
+    Return,
 }
 
 impl OrderAction {
@@ -68,6 +97,8 @@ impl OrderAction {
             Self::Confirm => "confirm",
             Self::Reject => "reject",
             Self::Cancel => "cancel",
+            Self::Ship => "ship",
+            Self::Return => "return items of",
         }
     }
 }

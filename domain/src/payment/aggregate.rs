@@ -16,6 +16,9 @@ pub struct Payment {
     authorized: Option<Money>,
     captured: Option<Money>,
     refunded: Option<Money>,
+    /// References of the captures and refunds recorded (shipment and return ids).
+    #[serde(default)]
+    references: std::collections::BTreeSet<String>,
 }
 
 impl Payment {
@@ -87,14 +90,41 @@ impl Payment {
     }
 
     /// The rules, synchronous and side-effect free.
-    fn decide(&self, command: PaymentCommand) -> Result<PaymentEvent, PaymentError> {
+    /// The authorised amount of a payment whose refunds are still possible: authorised, or
+    /// voided after partial captures (the captured part stays refundable).
+    fn refundable(&self) -> Result<(OrderId, Money), PaymentError> {
+        match (self.status, self.order_id, self.authorized) {
+            (PaymentStatus::Authorized | PaymentStatus::Voided, Some(order_id), Some(a)) => {
+                Ok((order_id, a))
+            }
+            _ => Err(PaymentError::NotAuthorized),
+        }
+    }
+
+    fn seen(&self, reference: Option<&String>) -> bool {
+        reference.is_some_and(|r| self.references.contains(r))
+    }
+
+    fn decide(&self, command: PaymentCommand) -> Result<Option<PaymentEvent>, PaymentError> {
+        match command {
+            PaymentCommand::CapturePayment { reference, .. }
+            | PaymentCommand::RefundPayment { reference, .. }
+                if self.seen(reference.as_ref()) =>
+            {
+                Ok(None)
+            }
+            other => self.decide_new(other).map(Some),
+        }
+    }
+
+    fn decide_new(&self, command: PaymentCommand) -> Result<PaymentEvent, PaymentError> {
         match command {
             PaymentCommand::AuthorizePayment { order_id, amount } => match self.status {
                 PaymentStatus::New => Ok(PaymentEvent::PaymentAuthorized { order_id, amount }),
                 PaymentStatus::Authorized => Err(PaymentError::AlreadyAuthorized),
                 PaymentStatus::Voided => Err(PaymentError::AlreadyVoided),
             },
-            PaymentCommand::CapturePayment { amount } => {
+            PaymentCommand::CapturePayment { amount, reference } => {
                 let (order_id, authorized) = self.live()?;
                 let amount = Self::check_amount(authorized, amount)?;
                 let (captured, remaining) = Self::balance(authorized, self.captured());
@@ -110,20 +140,22 @@ impl Payment {
                     order_id,
                     amount,
                     captured_total,
+                    reference,
                 })
             }
             PaymentCommand::VoidPayment => {
                 let (order_id, authorized) = self.live()?;
-                if self.captured().is_some_and(|c| !c.is_zero()) {
+                let (_, uncaptured) = Self::balance(authorized, self.captured());
+                if uncaptured.is_zero() && !authorized.is_zero() {
                     return Err(PaymentError::AlreadyCaptured);
                 }
                 Ok(PaymentEvent::PaymentVoided {
                     order_id,
-                    amount: authorized,
+                    amount: uncaptured,
                 })
             }
-            PaymentCommand::RefundPayment { amount } => {
-                let (order_id, authorized) = self.live()?;
+            PaymentCommand::RefundPayment { amount, reference } => {
+                let (order_id, authorized) = self.refundable()?;
                 let amount = Self::check_amount(authorized, amount)?;
                 let captured = self
                     .captured()
@@ -141,6 +173,7 @@ impl Payment {
                     order_id,
                     amount,
                     refunded_total,
+                    reference,
                 })
             }
         }
@@ -160,8 +193,9 @@ impl Aggregate for Payment {
         _services: &Self::Services,
         sink: &EventSink<Self>,
     ) -> Result<(), Self::Error> {
-        let event = self.decide(command)?;
-        sink.write(event, self).await;
+        if let Some(event) = self.decide(command)? {
+            sink.write(event, self).await;
+        }
         Ok(())
     }
 
@@ -172,14 +206,24 @@ impl Aggregate for Payment {
                 self.authorized = Some(amount);
                 self.status = PaymentStatus::Authorized;
             }
-            PaymentEvent::PaymentCaptured { captured_total, .. } => {
+            PaymentEvent::PaymentCaptured {
+                captured_total,
+                reference,
+                ..
+            } => {
                 self.captured = Some(captured_total);
+                self.references.extend(reference);
             }
             PaymentEvent::PaymentVoided { .. } => {
                 self.status = PaymentStatus::Voided;
             }
-            PaymentEvent::PaymentRefunded { refunded_total, .. } => {
+            PaymentEvent::PaymentRefunded {
+                refunded_total,
+                reference,
+                ..
+            } => {
                 self.refunded = Some(refunded_total);
+                self.references.extend(reference);
             }
         }
     }

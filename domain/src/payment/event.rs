@@ -13,12 +13,15 @@ pub enum PaymentEvent {
         order_id: OrderId,
         amount: Money,
     },
+    /// `reference` was added later (absent in older events; no upcaster needed).
     PaymentCaptured {
         order_id: OrderId,
         amount: Money,
         captured_total: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
-    /// `amount` is the authorisation that was released.
+    /// `amount` is what was released: the authorisation less what was captured.
     PaymentVoided {
         order_id: OrderId,
         amount: Money,
@@ -27,6 +30,8 @@ pub enum PaymentEvent {
         order_id: OrderId,
         amount: Money,
         refunded_total: Money,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        reference: Option<String>,
     },
 }
 

@@ -84,6 +84,27 @@ pub async fn summary(
     ))
 }
 
+/// Money actually taken and what follows shipping: gross (captured by shipments), refunded
+/// (by returns) and net revenue per UTC day and currency; return rate per product; time from
+/// confirmation to first shipment per warehouse.
+#[utoipa::path(get, path = "/v1/analytics/fulfilment", tag = "analytics", params(RangeQuery),
+    responses((status = 200, description = "Fulfilment figures over the range", body = Object), ReadProblems))]
+pub async fn fulfilment(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<emporium_projections::fulfilment::Report>, ApiError> {
+    let r = range(&q.from, &q.to)?;
+    let gen = emporium_projections::runner::state(state.store.db(), "fulfilment")
+        .await
+        .map_err(projection_error)?
+        .0;
+    Ok(Json(
+        emporium_projections::fulfilment::report(state.store.db(), gen, r)
+            .await
+            .map_err(projection_error)?,
+    ))
+}
+
 /// Best-selling products of confirmed orders, by units or revenue.
 #[utoipa::path(get, path = "/v1/analytics/top-products", tag = "analytics", params(TopQuery),
     responses((status = 200, description = "Ranking", body = [Object]), ReadProblems))]

@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod catalog;
 pub mod events;
+pub mod fulfilment;
 pub mod health;
 pub mod inventory;
 pub mod keys;

@@ -7,7 +7,7 @@ use axum::Json;
 use emporium_domain::order::{
     Order, OrderCommand, OrderError, OrderLine, MAX_LINES, MAX_PAYMENT_TOKEN_LEN,
 };
-use emporium_domain::values::{CustomerId, OrderId, Quantity, Reason, Region, Sku};
+use emporium_domain::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku};
 use serde::{Deserialize, Serialize};
 
 use super::products::load_product;
@@ -27,6 +27,13 @@ impl From<OrderError> for ApiError {
                 ApiError::conflict("allocation_mismatch", e)
             }
             OrderError::EmptyOrder => ApiError::field("/lines", e),
+            OrderError::NoLines | OrderError::RepeatedLine { .. } => ApiError::field("/lines", e),
+            OrderError::NotAllocated { .. } => ApiError::conflict("not_allocated", e),
+            OrderError::ExceedsAllocation { .. } => ApiError::conflict("exceeds_allocation", e),
+            OrderError::ExceedsShipped { .. } => ApiError::conflict("exceeds_shipped", e),
+            OrderError::DuplicateShipment(_) => ApiError::conflict("duplicate_shipment", e),
+            OrderError::DuplicateReturn(_) => ApiError::conflict("duplicate_return", e),
+            OrderError::NothingToCancel => ApiError::conflict("nothing_to_cancel", e),
             OrderError::TooManyLines { .. } => ApiError::field("/lines", e),
             OrderError::DuplicateLine { .. } => ApiError::field("/lines", e),
             OrderError::InvalidPaymentToken => ApiError::field("/payment/token", e),
@@ -189,6 +196,14 @@ pub struct OrderView {
     pub total: MoneyBody,
     pub allocation: Vec<AllocationView>,
     pub reject_reason: Option<String>,
+    #[schema(value_type = Vec<super::fulfilment::ShipmentView>)]
+    pub shipments: Vec<super::fulfilment::ShipmentView>,
+    #[schema(value_type = Vec<super::fulfilment::ReturnView>)]
+    pub returns: Vec<super::fulfilment::ReturnView>,
+    /// Money taken so far (the shipments' captures).
+    pub captured: MoneyBody,
+    /// Money given back so far (the returns' refunds).
+    pub refunded: MoneyBody,
 }
 
 /// Place an order. Prices are captured from the catalog now; the order starts `pending`
@@ -280,11 +295,11 @@ pub async fn place(
     ))
 }
 
-fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
+pub(crate) fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
     OrderId::parse(raw).map_err(|e| ApiError::field("/id", e))
 }
 
-async fn load_order(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
+pub(crate) async fn load_order(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
     let (order, version) = state.store.load::<Order>(&id.to_string()).await?;
     if version == 0 {
         return Err(ApiError::NotFound(format!("no order {id}")));
@@ -294,7 +309,7 @@ async fn load_order(state: &AppState, id: &OrderId) -> Result<Order, ApiError> {
 
 /// The order if the caller may see it. Another customer's order is reported as missing, so
 /// client keys cannot probe which order ids exist.
-async fn load_visible_order(
+pub(crate) async fn load_visible_order(
     state: &AppState,
     actor: &Actor,
     id: &OrderId,
@@ -305,6 +320,26 @@ async fn load_visible_order(
         (Role::Client, _) => Err(ApiError::NotFound(format!("no order {id}"))),
         _ => Ok(order),
     }
+}
+
+/// The order as clients see it, with the money its payment has captured and refunded.
+pub(crate) async fn full_view(
+    state: &AppState,
+    id: &OrderId,
+    o: &Order,
+) -> Result<OrderView, ApiError> {
+    let (payment, _) = state
+        .store
+        .load::<emporium_domain::payment::Payment>(&id.to_string())
+        .await?;
+    let mut v = view(id, o)?;
+    if let Some(c) = payment.captured() {
+        v.captured = MoneyBody::from_money(&c);
+    }
+    if let Some(r) = payment.refunded() {
+        v.refunded = MoneyBody::from_money(&r);
+    }
+    Ok(v)
 }
 
 fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
@@ -341,6 +376,48 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
             })
             .collect(),
         reject_reason: o.reject_reason().map(ToString::to_string),
+        shipments: o
+            .shipments()
+            .iter()
+            .map(|s| super::fulfilment::ShipmentView {
+                shipment_id: s.shipment_id.to_string(),
+                order_id: id.to_string(),
+                warehouse_id: s.warehouse_id.to_string(),
+                lines: s
+                    .lines
+                    .iter()
+                    .map(|l| super::fulfilment::MovedLineView {
+                        sku: l.sku.to_string(),
+                        qty: l.qty.get(),
+                        amount: MoneyBody::from_money(&l.amount),
+                    })
+                    .collect(),
+                amount: MoneyBody::from_money(&s.amount),
+            })
+            .collect(),
+        returns: o
+            .returns()
+            .iter()
+            .map(|r| super::fulfilment::ReturnView {
+                return_id: r.return_id.to_string(),
+                order_id: id.to_string(),
+                reason: r.reason.to_string(),
+                lines: r
+                    .lines
+                    .iter()
+                    .map(|l| super::fulfilment::ReturnedLineView {
+                        sku: l.sku.to_string(),
+                        qty: l.qty.get(),
+                        restock: l.restock,
+                        warehouse_id: l.warehouse_id.to_string(),
+                        amount: MoneyBody::from_money(&l.amount),
+                    })
+                    .collect(),
+                amount: MoneyBody::from_money(&r.amount),
+            })
+            .collect(),
+        captured: MoneyBody::from_money(&Money::zero(total.currency())),
+        refunded: MoneyBody::from_money(&Money::zero(total.currency())),
     })
 }
 
@@ -355,7 +432,7 @@ pub async fn get(
 ) -> Result<Json<OrderView>, ApiError> {
     let id = parse_order_id(&id)?;
     let order = load_visible_order(&state, &ctx.actor, &id).await?;
-    Ok(Json(view(&id, &order)?))
+    Ok(Json(full_view(&state, &id, &order).await?))
 }
 
 /// Cancel an order (pending or confirmed): releases its stock and voids its payment.
@@ -393,5 +470,5 @@ pub async fn cancel(
     // The saga gives back what the order held (stock, payment) from the `OrderCancelled`
     // event, retrying until done, also after a crash right here.
     let order = load_order(&state, &id).await?;
-    Ok(Json(view(&id, &order)?))
+    Ok(Json(full_view(&state, &id, &order).await?))
 }
