@@ -14,8 +14,8 @@
 //! in the events); they never read a payload by key and never re-run business rules.
 
 pub mod analytics;
-pub mod fulfilment;
 pub mod catalog;
+pub mod fulfilment;
 pub mod runner;
 pub mod timeline;
 

@@ -31,7 +31,11 @@ impl CheckoutSaga {
     ) -> Result<(), SagaError> {
         let oid = order_id.to_string();
         let (order, _) = self.store().load::<Order>(&oid).await?;
-        match order.shipments().iter().find(|s| s.shipment_id == shipment_id) {
+        match order
+            .shipments()
+            .iter()
+            .find(|s| s.shipment_id == shipment_id)
+        {
             Some(s) => self.settle_one_shipment(*order_id, s, meta).await,
             None => Ok(()),
         }

@@ -220,7 +220,7 @@ impl Sandbox {
         currency: &str,
     ) -> Result<(), ProviderError> {
         let sql = self.db.sql(
-            "INSERT INTO sandbox_settlements (idempotency_key, authorization, kind, amount_minor, currency, created_at) \
+            "INSERT INTO sandbox_settlements (idempotency_key, authorization_key, kind, amount_minor, currency, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (idempotency_key) DO NOTHING",
         );
         let now = chrono::Utc::now().timestamp_millis();
@@ -238,8 +238,8 @@ impl Sandbox {
         authorization_key: &str,
     ) -> Result<(i64, i64, i64, i64), sqlx::Error> {
         let sql = self.db.sql(
-            "SELECT kind, COUNT(*), COALESCE(SUM(amount_minor), 0) FROM sandbox_settlements \
-             WHERE authorization = $1 GROUP BY kind",
+            "SELECT kind, COUNT(*), CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM sandbox_settlements \
+             WHERE authorization_key = $1 GROUP BY kind",
         );
         let rows: Vec<(String, i64, i64)> = on_db!(&self.db, pool => {
             sqlx::query_as(&sql).bind(authorization_key).fetch_all(pool).await?

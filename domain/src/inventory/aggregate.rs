@@ -410,7 +410,10 @@ impl Aggregate for StockItem {
                 match self.reservations.get(&order_id).copied() {
                     Some(held) if held > n => {
                         self.reservations.insert(order_id, held - n);
-                        self.shipped.entry(order_id).or_default().push_back(shipment_id);
+                        self.shipped
+                            .entry(order_id)
+                            .or_default()
+                            .push_back(shipment_id);
                         self.reserved -= u64::from(n);
                     }
                     Some(held) => {
@@ -764,6 +767,61 @@ mod tests {
     }
 
     #[test]
+    fn shipments_take_parts_of_a_reservation_once_each() {
+        let mut history = Vec::new();
+        run(&mut history, receive(10));
+        run(&mut history, reserve(1, 5));
+        let ship = |id: u128, n: i64| StockItemCommand::ShipReserved {
+            order_id: order_id(1),
+            shipment_id: Uuid::from_u128(id),
+            qty: qty(n),
+        };
+        run(&mut history, ship(7, 2));
+        run(&mut history, ship(7, 2));
+        assert_eq!(history.len(), 3, "a repeated shipment records nothing");
+        let mut item = StockItem::default();
+        history.iter().cloned().for_each(|e| item.apply(e));
+        assert_eq!((item.on_hand(), item.reserved()), (8, 3));
+        assert_eq!(item.reservation_for(&order_id(1)), Some(3));
+        // More than what is left of the reservation is refused.
+        let err = StockTest::with(())
+            .given(history.clone())
+            .when(ship(8, 4))
+            .inspect_result();
+        assert!(err.is_err());
+        run(&mut history, ship(8, 3));
+        run(&mut history, ship(8, 3));
+        run(&mut history, ship(7, 2));
+        assert_eq!(history.len(), 4);
+        let mut item = StockItem::default();
+        history.iter().cloned().for_each(|e| item.apply(e));
+        assert_eq!(
+            (item.on_hand(), item.reserved(), item.available()),
+            (5, 0, 5)
+        );
+        assert_eq!(item.reservation_for(&order_id(1)), None);
+    }
+
+    #[test]
+    fn a_return_is_restocked_once() {
+        let mut history = Vec::new();
+        run(&mut history, receive(1));
+        let restock = StockItemCommand::RestockReturn {
+            warehouse_id: warehouse_id("wh-1"),
+            sku: sku("LAMP-1"),
+            order_id: order_id(1),
+            return_id: Uuid::from_u128(9),
+            qty: qty(2),
+        };
+        run(&mut history, restock.clone());
+        run(&mut history, restock);
+        assert_eq!(history.len(), 2);
+        let mut item = StockItem::default();
+        history.into_iter().for_each(|e| item.apply(e));
+        assert_eq!(item.on_hand(), 3);
+    }
+
+    #[test]
     fn applying_the_emitted_events_yields_the_levels_they_announce() {
         let mut history = Vec::new();
         run(&mut history, receive(10));
@@ -813,6 +871,18 @@ mod tests {
                     ..
                 }
                 | StockItemEvent::StockReservationCommitted {
+                    on_hand,
+                    reserved,
+                    available,
+                    ..
+                }
+                | StockItemEvent::StockShipped {
+                    on_hand,
+                    reserved,
+                    available,
+                    ..
+                }
+                | StockItemEvent::StockRestocked {
                     on_hand,
                     reserved,
                     available,

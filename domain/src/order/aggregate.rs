@@ -160,7 +160,8 @@ impl Order {
         self.allocation
             .iter()
             .map(|a| {
-                let left = a.qty.get() - self.shipped_from(&a.sku, &a.warehouse_id).min(a.qty.get());
+                let left =
+                    a.qty.get() - self.shipped_from(&a.sku, &a.warehouse_id).min(a.qty.get());
                 (a.sku.clone(), a.warehouse_id.clone(), left)
             })
             .filter(|(_, _, left)| *left > 0)
@@ -168,7 +169,10 @@ impl Order {
     }
 
     fn unit_price(&self, sku: &Sku) -> Option<Money> {
-        self.lines.iter().find(|l| &l.sku == sku).map(|l| l.unit_price)
+        self.lines
+            .iter()
+            .find(|l| &l.sku == sku)
+            .map(|l| l.unit_price)
     }
 
     /// The status after shipments and returns: returns first (they only follow shipping),
@@ -1145,5 +1149,177 @@ mod tests {
         }
         let json = serde_json::to_value(cancelled(OrderStatus::Confirmed)).unwrap();
         assert_eq!(json["OrderCancelled"]["previous_status"], "confirmed");
+    }
+
+    fn confirmed_two_warehouses() -> Vec<OrderEvent> {
+        let lines = vec![line("LAMP-1", 3, eur(250)), line("BULB-7", 1, eur(99))];
+        let (placed, total) = price_lines(lines).unwrap();
+        vec![
+            OrderEvent::OrderPlaced {
+                order_id: order_id(1),
+                customer_id: customer_id("c-1"),
+                lines: placed,
+                shipping_region: region("eu-west"),
+                total,
+                payment_token: "tok_ok".into(),
+            },
+            OrderEvent::OrderConfirmed {
+                order_id: order_id(1),
+                allocation: vec![
+                    Allocation {
+                        sku: sku("LAMP-1"),
+                        warehouse_id: warehouse_id("wh-a"),
+                        qty: qty(2),
+                    },
+                    Allocation {
+                        sku: sku("LAMP-1"),
+                        warehouse_id: warehouse_id("wh-b"),
+                        qty: qty(1),
+                    },
+                    Allocation {
+                        sku: sku("BULB-7"),
+                        warehouse_id: warehouse_id("wh-b"),
+                        qty: qty(1),
+                    },
+                ],
+                total,
+            },
+        ]
+    }
+
+    fn ship(id: u128, wh: &str, lines: &[(&str, i64)]) -> OrderCommand {
+        OrderCommand::ShipOrder {
+            shipment_id: Uuid::from_u128(id),
+            warehouse_id: warehouse_id(wh),
+            lines: lines
+                .iter()
+                .map(|(s, n)| crate::order::ShipmentLine {
+                    sku: sku(s),
+                    qty: qty(*n),
+                })
+                .collect(),
+        }
+    }
+
+    fn fold(events: Vec<OrderEvent>) -> Order {
+        let mut o = Order::default();
+        events.into_iter().for_each(|e| o.apply(e));
+        o
+    }
+
+    fn decide_all(mut events: Vec<OrderEvent>, commands: Vec<OrderCommand>) -> Vec<OrderEvent> {
+        for c in commands {
+            let e = fold(events.clone()).decide(c).unwrap();
+            events.push(e);
+        }
+        events
+    }
+
+    #[test]
+    fn shipments_capture_exactly_the_order_total_and_end_shipped() {
+        let events = decide_all(
+            confirmed_two_warehouses(),
+            vec![
+                ship(1, "wh-a", &[("LAMP-1", 2)]),
+                ship(2, "wh-b", &[("LAMP-1", 1), ("BULB-7", 1)]),
+            ],
+        );
+        let order = fold(events);
+        assert_eq!(order.status(), Some(OrderStatus::Shipped));
+        let captured: i64 = order
+            .shipments()
+            .iter()
+            .map(|s| s.amount.amount_minor())
+            .sum();
+        assert_eq!(captured, order.total().unwrap().amount_minor());
+        assert_eq!(order.shipments()[0].amount, eur(500));
+    }
+
+    #[test]
+    fn a_shipment_beyond_the_allocation_or_from_another_warehouse_is_refused() {
+        let order = fold(confirmed_two_warehouses());
+        assert_eq!(
+            order.decide(ship(1, "wh-a", &[("LAMP-1", 3)])),
+            Err(OrderError::ExceedsAllocation {
+                sku: sku("LAMP-1"),
+                warehouse_id: warehouse_id("wh-a"),
+                requested: 3,
+                remaining: 2,
+            })
+        );
+        assert_eq!(
+            order.decide(ship(1, "wh-a", &[("BULB-7", 1)])),
+            Err(OrderError::NotAllocated {
+                sku: sku("BULB-7"),
+                warehouse_id: warehouse_id("wh-a"),
+            })
+        );
+        let shipped = fold(decide_all(
+            confirmed_two_warehouses(),
+            vec![ship(1, "wh-a", &[("LAMP-1", 2)])],
+        ));
+        assert_eq!(
+            shipped.decide(ship(1, "wh-b", &[("LAMP-1", 1)])),
+            Err(OrderError::DuplicateShipment(Uuid::from_u128(1)))
+        );
+    }
+
+    #[test]
+    fn a_cancelled_order_cannot_ship_and_a_cancel_after_a_shipment_keeps_what_shipped() {
+        let cancelled = fold(decide_all(
+            confirmed_two_warehouses(),
+            vec![OrderCommand::CancelOrder { reason: None }],
+        ));
+        assert_eq!(
+            cancelled.decide(ship(1, "wh-a", &[("LAMP-1", 1)])),
+            Err(OrderError::IllegalTransition {
+                from: OrderStatus::Cancelled,
+                action: OrderAction::Ship,
+            })
+        );
+        let partly = fold(decide_all(
+            confirmed_two_warehouses(),
+            vec![
+                ship(1, "wh-a", &[("LAMP-1", 2)]),
+                OrderCommand::CancelOrder { reason: None },
+            ],
+        ));
+        assert_eq!(partly.status(), Some(OrderStatus::Cancelled));
+        assert_eq!(
+            partly.unshipped(),
+            vec![
+                (sku("LAMP-1"), warehouse_id("wh-b"), 1),
+                (sku("BULB-7"), warehouse_id("wh-b"), 1)
+            ]
+        );
+    }
+
+    #[test]
+    fn returns_refund_the_unit_price_and_never_exceed_what_shipped() {
+        let ret = |id: u128, n: i64| OrderCommand::ReturnItems {
+            return_id: Uuid::from_u128(id),
+            reason: reason("damaged"),
+            lines: vec![crate::order::ReturnLine {
+                sku: sku("LAMP-1"),
+                qty: qty(n),
+                restock: true,
+                warehouse_id: warehouse_id("wh-a"),
+            }],
+        };
+        let events = decide_all(
+            confirmed_two_warehouses(),
+            vec![ship(1, "wh-a", &[("LAMP-1", 1)]), ret(5, 1)],
+        );
+        let order = fold(events);
+        assert_eq!(order.status(), Some(OrderStatus::PartiallyReturned));
+        assert_eq!(order.returns()[0].amount, eur(250));
+        assert_eq!(
+            order.decide(ret(6, 1)),
+            Err(OrderError::ExceedsShipped {
+                sku: sku("LAMP-1"),
+                requested: 1,
+                remaining: 0,
+            })
+        );
     }
 }

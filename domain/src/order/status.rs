@@ -67,7 +67,11 @@ impl OrderStatus {
             ),
             OrderAction::Return => matches!(
                 self,
-                Self::PartiallyShipped | Self::Shipped | Self::PartiallyReturned | Self::Cancelled
+                Self::PartiallyShipped
+                    | Self::Shipped
+                    | Self::PartiallyReturned
+                    | Self::Returned
+                    | Self::Cancelled
             ),
         }
     }

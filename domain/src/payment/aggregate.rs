@@ -251,6 +251,7 @@ mod tests {
             order_id: order_id(1),
             amount: eur(amount),
             captured_total: eur(total),
+            reference: None,
         }
     }
 
@@ -259,6 +260,7 @@ mod tests {
             order_id: order_id(1),
             amount: eur(amount),
             refunded_total: eur(total),
+            reference: None,
         }
     }
 
@@ -277,11 +279,17 @@ mod tests {
     }
 
     fn capture(amount: Money) -> PaymentCommand {
-        PaymentCommand::CapturePayment { amount }
+        PaymentCommand::CapturePayment {
+            amount,
+            reference: None,
+        }
     }
 
     fn refund(amount: Money) -> PaymentCommand {
-        PaymentCommand::RefundPayment { amount }
+        PaymentCommand::RefundPayment {
+            amount,
+            reference: None,
+        }
     }
 
     // --- authorising ---
@@ -403,11 +411,74 @@ mod tests {
     }
 
     #[test]
-    fn voiding_after_a_capture_is_rejected() {
+    fn voiding_after_a_partial_capture_releases_only_the_uncaptured_remainder() {
         PaymentTest::with(())
             .given(vec![authorized(1000), captured(1, 1)])
             .when(PaymentCommand::VoidPayment)
+            .then_expect_events(vec![PaymentEvent::PaymentVoided {
+                order_id: order_id(1),
+                amount: eur(999),
+            }]);
+    }
+
+    #[test]
+    fn voiding_after_a_full_capture_is_rejected() {
+        PaymentTest::with(())
+            .given(vec![authorized(1000), captured(1000, 1000)])
+            .when(PaymentCommand::VoidPayment)
             .then_expect_error(PaymentError::AlreadyCaptured);
+    }
+
+    #[test]
+    fn a_capture_or_refund_with_a_known_reference_records_nothing() {
+        let with_ref = |e: PaymentEvent| match e {
+            PaymentEvent::PaymentCaptured {
+                order_id,
+                amount,
+                captured_total,
+                ..
+            } => PaymentEvent::PaymentCaptured {
+                order_id,
+                amount,
+                captured_total,
+                reference: Some("s-1".into()),
+            },
+            other => other,
+        };
+        PaymentTest::with(())
+            .given(vec![authorized(1000), with_ref(captured(400, 400))])
+            .when(PaymentCommand::CapturePayment {
+                amount: eur(400),
+                reference: Some("s-1".into()),
+            })
+            .then_expect_events(vec![]);
+        PaymentTest::with(())
+            .given(vec![authorized(1000), with_ref(captured(400, 400))])
+            .when(PaymentCommand::CapturePayment {
+                amount: eur(600),
+                reference: Some("s-2".into()),
+            })
+            .then_expect_events(vec![PaymentEvent::PaymentCaptured {
+                order_id: order_id(1),
+                amount: eur(600),
+                captured_total: eur(1000),
+                reference: Some("s-2".into()),
+            }]);
+    }
+
+    #[test]
+    fn what_was_captured_stays_refundable_after_the_remainder_is_voided() {
+        PaymentTest::with(())
+            .given(vec![
+                authorized(1000),
+                captured(400, 400),
+                PaymentEvent::PaymentVoided {
+                    order_id: order_id(1),
+                    amount: eur(600),
+                },
+            ])
+            .when(refund(eur(400)))
+            .then_expect_events(vec![refunded(400, 400)]);
     }
 
     #[test]
@@ -478,11 +549,14 @@ mod tests {
     }
 
     #[test]
-    fn refunding_a_voided_payment_is_rejected() {
+    fn refunding_a_voided_payment_that_captured_nothing_is_rejected() {
         PaymentTest::with(())
             .given(vec![authorized(1000), voided()])
             .when(refund(eur(1)))
-            .then_expect_error(PaymentError::AlreadyVoided);
+            .then_expect_error(PaymentError::RefundExceedsCaptured {
+                requested: eur(1),
+                remaining: eur(0),
+            });
     }
 
     // --- state and contracts ---

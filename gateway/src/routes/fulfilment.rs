@@ -208,7 +208,11 @@ pub async fn ship(
         tracing::warn!(order = %id, error = %e, "shipment recorded; settling it is left to the saga");
     }
     let order = load_order(&state, &id).await?;
-    let Some(s) = order.shipments().iter().find(|s| s.shipment_id == shipment_id) else {
+    let Some(s) = order
+        .shipments()
+        .iter()
+        .find(|s| s.shipment_id == shipment_id)
+    else {
         return Err(ApiError::Internal("recorded shipment not found".into()));
     };
     Ok((
@@ -270,7 +274,10 @@ pub async fn take_back(
     };
     load_visible_order(&state, &ctx.actor, &id).await?;
     for l in lines.iter().filter(|l| l.restock) {
-        let (w, _) = state.store.load::<Warehouse>(l.warehouse_id.as_str()).await?;
+        let (w, _) = state
+            .store
+            .load::<Warehouse>(l.warehouse_id.as_str())
+            .await?;
         if !w.is_registered() {
             return Err(ApiError::NotFound(format!(
                 "no warehouse {} to restock {} in",

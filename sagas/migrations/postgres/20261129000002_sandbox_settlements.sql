@@ -4,7 +4,7 @@
 CREATE TABLE IF NOT EXISTS sandbox_settlements
 (
     idempotency_key text   PRIMARY KEY,
-    authorization   text   NOT NULL,
+    authorization_key text NOT NULL,
     kind            text   NOT NULL,
     amount_minor    bigint NOT NULL,
     currency        text   NOT NULL,

@@ -41,6 +41,27 @@ impl PaymentProvider for Slow {
         self.voided.lock().unwrap().push(key.to_string());
         Ok(())
     }
+
+    async fn capture(
+        &self,
+        _authorization_key: &str,
+        _key: &str,
+        _amount_minor: i64,
+        _currency: &str,
+    ) -> Result<(), ProviderError> {
+        // This test's orders never ship.
+        Err(ProviderError::Transient("not used by this test".into()))
+    }
+
+    async fn refund(
+        &self,
+        _authorization_key: &str,
+        _key: &str,
+        _amount_minor: i64,
+        _currency: &str,
+    ) -> Result<(), ProviderError> {
+        Err(ProviderError::Transient("not used by this test".into()))
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

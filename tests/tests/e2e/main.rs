@@ -10,6 +10,7 @@ mod concurrency;
 mod contract;
 mod deploy;
 mod events_export;
+mod fulfilment;
 mod fuzz;
 mod hostile;
 mod idempotency;
