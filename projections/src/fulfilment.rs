@@ -187,6 +187,13 @@ pub struct Report {
 type MoneyRow = (i64, String, i64);
 type CountRow = (String, i64);
 type ShipRow = (String, i64, i64, i64);
+type ReportRows = (
+    Vec<MoneyRow>,
+    Vec<MoneyRow>,
+    Vec<CountRow>,
+    Vec<CountRow>,
+    Vec<ShipRow>,
+);
 
 /// Net revenue per day and currency, return rate per product and time to first shipment
 /// per warehouse, over `[from, to)`.
@@ -233,13 +240,7 @@ pub async fn report(db: &Db, gen: i64, r: Range) -> Result<Report> {
              GROUP BY f.warehouse_id ORDER BY f.warehouse_id"
         ))
         .into_owned();
-    let (gross, refunds, shipped, returned, ships): (
-        Vec<MoneyRow>,
-        Vec<MoneyRow>,
-        Vec<CountRow>,
-        Vec<CountRow>,
-        Vec<ShipRow>,
-    ) = on_db!(db, pool => {
+    let (gross, refunds, shipped, returned, ships): ReportRows = on_db!(db, pool => {
         (
             sqlx::query_as(&gross_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
             sqlx::query_as(&refund_sql).bind(r.from).bind(r.to).fetch_all(pool).await?,
