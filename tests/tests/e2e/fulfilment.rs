@@ -582,3 +582,69 @@ async fn fulfilment_analytics_equal_figures_from_the_raw_events() {
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// A shipment recorded without being settled (the request died right after the commit) is
+/// settled by the saga worker when the event reaches it: stock out, money captured, once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_saga_settles_a_shipment_whose_request_died_after_recording_it() {
+    use emporium_domain::order::{Order, OrderCommand, ShipmentLine};
+    use emporium_domain::values::{OrderId, Quantity, Sku, WarehouseId};
+    use emporium_event_store::EventMetadata;
+
+    let app = shop(Backend::Postgres).await;
+    let (id, order) = confirmed_order(&app, &[("BULB-7", 2)]).await;
+    let (wh, lines) = allocation(&order).into_iter().next().unwrap();
+    let before = levels(&app, &wh, "BULB-7").await;
+    let shipment_id = uuid::Uuid::now_v7();
+    // Straight to the order aggregate, as the request does before it settles.
+    app.store
+        .execute::<Order>(
+            &id,
+            OrderCommand::ShipOrder {
+                shipment_id,
+                warehouse_id: WarehouseId::parse(&wh).unwrap(),
+                lines: lines
+                    .iter()
+                    .map(|(s, q)| ShipmentLine {
+                        sku: Sku::parse(s).unwrap(),
+                        qty: Quantity::new(*q).unwrap(),
+                    })
+                    .collect(),
+            },
+            &EventMetadata::for_request("test", "died-after-commit"),
+        )
+        .await
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let o = app.get(&format!("/v1/orders/{id}")).await.body;
+        if o["captured"]["amount_minor"] == 198 {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "never settled: {o}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        levels(&app, &wh, "BULB-7").await,
+        (before.0 - 2, before.1 - 2, before.2)
+    );
+    // Settling it again (the request after all, or another engine) changes nothing.
+    app.state
+        .checkout
+        .settle_shipment(
+            &OrderId::parse(&id).unwrap(),
+            shipment_id,
+            &EventMetadata::system("test"),
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        levels(&app, &wh, "BULB-7").await,
+        (before.0 - 2, before.1 - 2, before.2)
+    );
+    let (captures, captured, _, _) = Sandbox::new(app.store.db().clone())
+        .settlements(&id)
+        .await
+        .unwrap();
+    assert_eq!((captures, captured), (1, 198));
+}
