@@ -620,6 +620,7 @@ async fn migrate_twice_creates_every_crates_tables(database_url: Option<&str>) -
         "idempotency_keys",
         "projections",
         "sandbox_payments",
+        "sandbox_settlements",
     ] {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let n: i64 = emporium_event_store::on_db!(&db, pool => {
@@ -644,13 +645,14 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
         20261121000004,
         20261121000005,
         20261128000006,
+        20261129000002,
     ];
     assert_eq!(
         migrate_twice_creates_every_crates_tables(None).await,
         expected
     );
     // Postgres only: appends stamp their feed position at insert (SQLite's trigger does).
-    expected.push(20261129000001);
+    expected.insert(expected.len() - 1, 20261129000001);
     let db = TestDatabase::create().await;
     assert_eq!(
         migrate_twice_creates_every_crates_tables(Some(db.url())).await,

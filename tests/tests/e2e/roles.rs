@@ -34,11 +34,39 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
         ("GET", "/v1/projections") => vec![Admin, Analyst],
         (_, p) if p.starts_with("/v1/analytics") => vec![Admin, Analyst],
         (_, p) if p.starts_with("/v1/products") => vec![Admin, Operator],
+        ("POST", "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns") => {
+            vec![Admin, Operator]
+        }
         (_, p) if p.starts_with("/v1/orders") => vec![Admin, Client],
         ("GET", "/v1/events") => vec![Admin, Analyst, Auditor],
         (_, p) if p.starts_with("/v1/keys") => vec![Admin],
         other => panic!("no expected roles for {other:?}: add them to roles.rs"),
     })
+}
+
+/// Places the fixture order and confirms it straight through the order aggregate (this
+/// test runs no checkout saga): allocated to wh-fix, ready to ship.
+async fn confirmed_fixture_order(app: &TestApp, order: Value) -> String {
+    use emporium_domain::order::{Allocation, Order, OrderCommand};
+    use emporium_domain::values::{Quantity, Sku, WarehouseId};
+    let placed = app.post("/v1/orders", order).await;
+    assert_eq!(placed.status, 202);
+    let id = placed.body["order_id"].as_str().unwrap().to_string();
+    app.store
+        .execute::<Order>(
+            &id,
+            OrderCommand::ConfirmOrder {
+                allocation: vec![Allocation {
+                    sku: Sku::parse("SKU-FIX").unwrap(),
+                    warehouse_id: WarehouseId::parse("wh-fix").unwrap(),
+                    qty: Quantity::new(1).unwrap(),
+                }],
+            },
+            &emporium_event_store::EventMetadata::system("test"),
+        )
+        .await
+        .unwrap();
+    id
 }
 
 /// A request that an allowed caller can make successfully, setting up what it needs first.
@@ -102,6 +130,28 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
                 None,
             )
         }
+        ("POST", "/v1/orders/{id}/shipments") => {
+            let id = confirmed_fixture_order(app, order).await;
+            (
+                format!("/v1/orders/{id}/shipments"),
+                Some(json!({"warehouse_id": "wh-fix", "lines": [{"sku": "SKU-FIX", "qty": 1}]})),
+            )
+        }
+        ("POST", "/v1/orders/{id}/returns") => {
+            let id = confirmed_fixture_order(app, order).await;
+            let shipped = app
+                .post(
+                    &format!("/v1/orders/{id}/shipments"),
+                    json!({"warehouse_id": "wh-fix", "lines": [{"sku": "SKU-FIX", "qty": 1}]}),
+                )
+                .await;
+            assert_eq!(shipped.status, 201, "{:?}", shipped.body);
+            (
+                format!("/v1/orders/{id}/returns"),
+                Some(json!({"reason": "r", "lines": [{"sku": "SKU-FIX", "qty": 1,
+                            "restock": false, "warehouse_id": "wh-fix"}]})),
+            )
+        }
         ("POST", "/v1/orders/{id}/cancel") => {
             let placed = app.post("/v1/orders", order).await;
             assert_eq!(placed.status, 202);
@@ -134,6 +184,7 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             | "/v1/analytics/top-products"
             | "/v1/analytics/warehouses"
             | "/v1/analytics/funnel"
+            | "/v1/analytics/fulfilment"
             | "/v1/analytics/stream"
             | "/v1/projections",
         ) => (path.into(), None),
