@@ -44,7 +44,7 @@ if [[ ! -x "$VENV/bin/st" ]] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q
 fi
 
 cargo build --quiet -p emporium-gateway --bin emporium
-BIN="$PWD/target/debug/emporium"
+BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/emporium"
 
 free_port() {
   python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
