@@ -130,6 +130,10 @@ pub struct ServeArgs {
     /// How long idempotency records are kept, in hours.
     #[arg(long, env = "EMPORIUM_IDEMPOTENCY_TTL_HOURS", default_value_t = 24)]
     pub idempotency_ttl_hours: u64,
+    /// Seconds after which a request whose process died mid-way may be retried with its
+    /// `Idempotency-Key` (the retry checks the events and applies nothing twice).
+    #[arg(long, env = "EMPORIUM_IDEMPOTENCY_LEASE_SECS", default_value_t = 60)]
+    pub idempotency_lease_secs: u64,
     /// Longest a request may take, in seconds, before 504.
     #[arg(long, env = "EMPORIUM_REQUEST_TIMEOUT_SECS", default_value_t = 30)]
     pub request_timeout_secs: u64,
@@ -376,6 +380,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         .demo(args.demo)
         .api(ApiConfig {
             idempotency_ttl: std::time::Duration::from_secs(args.idempotency_ttl_hours * 3600),
+            idempotency_lease: std::time::Duration::from_secs(args.idempotency_lease_secs.max(1)),
             max_inflight_commands: args.max_inflight_commands,
             rate_limit_per_sec: args.rate_limit,
             rate_limit_burst: args.rate_limit_burst,

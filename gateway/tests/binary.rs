@@ -1172,3 +1172,202 @@ async fn a_thirty_second_nats_outage_under_load_loses_and_duplicates_nothing() {
         store.event_count().await.unwrap()
     );
 }
+
+/// `POST` with an `Idempotency-Key`; `None` when the server did not answer (killed).
+async fn post_keyed(base: &str, path: &str, body: &Value, key: &str) -> Option<(u16, Value)> {
+    let resp = reqwest::Client::new()
+        .post(format!("{base}{path}"))
+        .bearer_auth(KEY.as_str())
+        .header("idempotency-key", key)
+        .json(body)
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await
+        .ok()?;
+    let status = resp.status().as_u16();
+    Some((status, resp.json().await.unwrap_or(Value::Null)))
+}
+
+/// Two engines on one database settle shipments and returns, one of them killed while
+/// requests are in flight and restarted: every order is captured once, every return
+/// refunded and restocked once, and the stock adds up.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_engines_one_killed_settle_every_shipment_and_return_once() {
+    use reqwest::Method;
+    const ORDERS: usize = 40;
+    const RETURNS: usize = 10;
+    let db = TestDatabase::create().await;
+    let (dir_a, dir_b) = (TestDataDir::create(), TestDataDir::create());
+    let env = [
+        ("EMPORIUM_LOG", "warn"),
+        ("EMPORIUM_IDEMPOTENCY_LEASE_SECS", "2"),
+    ];
+    let mut a = start_with(dir_a.path(), Some(db.url()), false, &env);
+    let b = start_with(dir_b.path(), Some(db.url()), false, &env);
+    warehouse(&a.base, "wh-a", "eu-west").await;
+    product(&a.base, "SKU-1", 500).await;
+    let (s, _) = call(
+        &a.base,
+        Method::POST,
+        "/v1/inventory/wh-a/SKU-1/receive",
+        Some(json!({"qty": 100})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let mut ids = Vec::new();
+    for i in 0..ORDERS {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        ids.push(place_one(base, 1, "tok_ok").await);
+    }
+    for id in &ids {
+        until(&b.base, id, Duration::from_secs(30), |o| {
+            o["status"] == "confirmed"
+        })
+        .await;
+    }
+
+    // Every shipment at once, half of them to A, which is killed while they are in flight;
+    // the client retries what got no answer on B with the same key.
+    let ship = json!({"warehouse_id": "wh-a", "lines": [{"sku": "SKU-1", "qty": 1}]});
+    let sends: Vec<_> = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            let base = if i % 2 == 0 {
+                a.base.clone()
+            } else {
+                b.base.clone()
+            };
+            let (id, ship) = (id.clone(), ship.clone());
+            tokio::spawn(async move {
+                post_keyed(
+                    &base,
+                    &format!("/v1/orders/{id}/shipments"),
+                    &ship,
+                    &format!("ship-{id}"),
+                )
+                .await
+            })
+        })
+        .collect();
+    // Killed mid-burst: once some shipments are recorded, while others are in flight.
+    let store = db.store(2).await;
+    let emporium_event_store::Db::Postgres(pool) = store.db() else {
+        unreachable!()
+    };
+    let shipped_now = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT COUNT(*) FROM events WHERE event_type = 'OrderShipped'",
+        )
+        .fetch_one(pool)
+        .await
+        .unwrap()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    while shipped_now().await < 6 {
+        assert!(std::time::Instant::now() < deadline, "no shipment recorded");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    let at_kill = shipped_now().await;
+    let mut unanswered = 0;
+    for (send, id) in sends.into_iter().zip(&ids) {
+        let answer = match send.await.unwrap() {
+            Some(answer) => answer,
+            None => {
+                unanswered += 1;
+                retry_until_answered(
+                    &b.base,
+                    &format!("/v1/orders/{id}/shipments"),
+                    &ship,
+                    &format!("ship-{id}"),
+                )
+                .await
+            }
+        };
+        assert_eq!(answer.0, 201, "{id}: {}", answer.1);
+    }
+    a = start_with(dir_a.path(), Some(db.url()), false, &env);
+
+    // Returns of the first ten, alternating engines.
+    let ret = json!({"reason": "damaged", "lines": [{"sku": "SKU-1", "qty": 1, "restock": true, "warehouse_id": "wh-a"}]});
+    for (i, id) in ids.iter().take(RETURNS).enumerate() {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let answer = retry_until_answered(
+            base,
+            &format!("/v1/orders/{id}/returns"),
+            &ret,
+            &format!("return-{id}"),
+        )
+        .await;
+        assert_eq!(answer.0, 201, "{id}: {}", answer.1);
+    }
+
+    // Everything settles, once.
+    for (i, id) in ids.iter().enumerate() {
+        let refunded = if i < RETURNS { 500 } else { 0 };
+        until(&a.base, id, Duration::from_secs(30), |o| {
+            o["captured"]["amount_minor"] == 500 && o["refunded"]["amount_minor"] == refunded
+        })
+        .await;
+    }
+    let (_, inv) = call(&b.base, Method::GET, "/v1/inventory/SKU-1", None).await;
+    assert_eq!(
+        (
+            inv["total"]["on_hand"].as_i64(),
+            inv["total"]["reserved"].as_i64()
+        ),
+        (Some((100 - ORDERS + RETURNS) as i64), Some(0)),
+        "{inv}"
+    );
+    let count = |sql: &'static str| async move {
+        sqlx::query_scalar::<_, i64>(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+    };
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sandbox_settlements WHERE kind = 'capture'").await,
+        ORDERS as i64
+    );
+    assert_eq!(
+        count("SELECT COUNT(*) FROM sandbox_settlements WHERE kind = 'refund'").await,
+        RETURNS as i64
+    );
+    for (event, n) in [
+        ("OrderShipped", ORDERS),
+        ("StockShipped", ORDERS),
+        ("PaymentCaptured", ORDERS),
+        ("ItemsReturned", RETURNS),
+        ("StockRestocked", RETURNS),
+        ("PaymentRefunded", RETURNS),
+    ] {
+        let got: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE event_type = $1")
+            .bind(event)
+            .fetch_one(pool)
+            .await
+            .unwrap();
+        assert_eq!(got, n as i64, "{event}");
+    }
+    eprintln!(
+        "A killed with {at_kill} of {ORDERS} shipments recorded; {unanswered} requests got no \
+         answer and were retried on B"
+    );
+    drop(a);
+}
+
+/// Retries a keyed `POST` until it gets an answer other than "in progress" (the killed
+/// engine's claim lapses after the lease).
+async fn retry_until_answered(base: &str, path: &str, body: &Value, key: &str) -> (u16, Value) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some((status, body)) = post_keyed(base, path, body, key).await {
+            if !(status == 409 && body["code"] == "idempotency_in_progress") && status != 503 {
+                return (status, body);
+            }
+        }
+        assert!(std::time::Instant::now() < deadline, "{path}: no answer");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
