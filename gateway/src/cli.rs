@@ -386,7 +386,6 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             rate_limit_burst: args.rate_limit_burst,
             request_timeout: std::time::Duration::from_secs(args.request_timeout_secs.max(1)),
             metrics_public: args.metrics_public,
-            ..ApiConfig::default()
         })
         .checkout(emporium_sagas::CheckoutConfig {
             payment_timeout: std::time::Duration::from_secs(args.payment_timeout_secs.max(1)),

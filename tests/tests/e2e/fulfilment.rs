@@ -137,6 +137,28 @@ async fn split_order_ships_in_two_and_captures_exactly_the_total(backend: Backen
         (2, total),
         "the provider took it in two captures"
     );
+
+    // The catalog's stock figures follow the shipments.
+    let inv = app.get("/v1/inventory/LAMP-1").await.body;
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let found = app.get("/v1/catalog/products?q=Lamp").await;
+        let item = found.body["items"]
+            .as_array()
+            .and_then(|items| items.iter().find(|i| i["sku"] == "LAMP-1").cloned());
+        if let Some(item) = &item {
+            if item["on_hand"] == inv["total"]["on_hand"]
+                && item["reserved"] == inv["total"]["reserved"]
+            {
+                break;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "catalog {item:?} never matched inventory {inv}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
