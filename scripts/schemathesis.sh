@@ -5,15 +5,13 @@
 # a server error, a response outside the schema, or a schema-valid request refused.
 #
 # Called by scripts/test.sh (EMPORIUM_TEST_DATABASE_URL and NATS_URL set); can run alone.
-# Installs schemathesis (pinned) into a virtualenv under target/ on first use.
+# schemathesis comes from the suite's virtualenv (scripts/python-env.sh).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-ST_VERSION="4.32.5"
 PG_URL="${EMPORIUM_TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.0.1:5432/postgres}}"
 NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 MAX_EXAMPLES="${EMPORIUM_ST_MAX_EXAMPLES:-20}"
-VENV="${EMPORIUM_ST_VENV:-$PWD/target/schemathesis-venv}"
 TMP="$(mktemp -d -t emporium-st-XXXXXX)"
 PIDS=()
 DB=""
@@ -28,20 +26,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-if [[ ! -x "$VENV/bin/st" ]] || ! "$VENV/bin/st" --version 2>/dev/null | grep -q "$ST_VERSION"; then
-  echo "installing schemathesis $ST_VERSION into $VENV" >&2
-  if ! python3 -m venv --help >/dev/null 2>&1 || ! python3 -c 'import ensurepip' 2>/dev/null; then
-    if command -v apt-get >/dev/null 2>&1; then
-      apt-get install -y -qq python3-venv >/dev/null || { apt-get update -qq && apt-get install -y -qq python3-venv; }
-    else
-      echo "error: python3 with venv is needed for schemathesis" >&2
-      exit 1
-    fi
-  fi
-  rm -rf "$VENV"
-  python3 -m venv "$VENV"
-  "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$ST_VERSION"
-fi
+VENV="$(bash scripts/python-env.sh)"
 
 cargo build --quiet -p emporium-gateway --bin emporium
 BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/emporium"

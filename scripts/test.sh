@@ -98,6 +98,9 @@ fi
 
 export EMPORIUM_TEST_DATABASE_URL="$PG_URL"
 export NATS_URL
+# Python tools the tests run (DuckDB and pandas read the exports; schemathesis below).
+EMPORIUM_PY_VENV="$(bash scripts/python-env.sh)"
+export EMPORIUM_PY_VENV
 echo "testing against PostgreSQL $PG_URL and NATS $NATS_URL" >&2
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -36,6 +36,13 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// The event log: export it for analysts.
+    Events {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
     /// Read models: list them, or rebuild one from the log.
     Projections {
         #[command(flatten)]
@@ -43,6 +50,41 @@ pub enum Command {
         #[command(subcommand)]
         command: ProjectionsCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum EventsCommand {
+    /// Writes the feed (or a filtered range of it) to a file, with a progress bar.
+    Export {
+        /// parquet, csv or ndjson.
+        #[arg(long, value_enum, default_value_t = ExportFormat::Parquet)]
+        format: ExportFormat,
+        /// The file to write.
+        #[arg(short = 'o', long)]
+        output: std::path::PathBuf,
+        /// Only positions after this one.
+        #[arg(long, default_value_t = 0)]
+        after: i64,
+        /// Only events of this aggregate type.
+        #[arg(long)]
+        aggregate_type: Option<String>,
+        /// Only events of this type.
+        #[arg(long)]
+        event_type: Option<String>,
+        /// Only events recorded at or after this instant (RFC 3339).
+        #[arg(long)]
+        from: Option<chrono::DateTime<chrono::Utc>>,
+        /// Only events recorded before this instant (RFC 3339).
+        #[arg(long)]
+        to: Option<chrono::DateTime<chrono::Utc>>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ExportFormat {
+    Parquet,
+    Csv,
+    Ndjson,
 }
 
 #[derive(Debug, Subcommand)]
@@ -208,7 +250,109 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => timeline(store, &order_id, json).await,
         Command::Projections { store, command } => projections(store, command).await,
+        Command::Events {
+            store,
+            command:
+                EventsCommand::Export {
+                    format,
+                    output,
+                    after,
+                    aggregate_type,
+                    event_type,
+                    from,
+                    to,
+                },
+        } => {
+            let filter = emporium_event_store::export::EventFilter {
+                after,
+                aggregate_type,
+                event_type,
+                from,
+                to,
+                ..Default::default()
+            };
+            export_events(store, format, &output, &filter).await
+        }
     }
+}
+
+async fn export_events(
+    args: StoreArgs,
+    format: ExportFormat,
+    output: &std::path::Path,
+    filter: &emporium_event_store::export::EventFilter,
+) -> anyhow::Result<()> {
+    use futures::StreamExt;
+    use std::io::Write;
+
+    let store = open_store(&args).await?;
+    let export = emporium_event_store::export::open(&store, filter).await?;
+    let bar = indicatif::ProgressBar::new((export.through - filter.after).max(1) as u64)
+        .with_style(
+            indicatif::ProgressStyle::with_template(
+                "exporting {bar:30} {pos}/{len} positions ({per_sec}, eta {eta})",
+            )
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+        );
+    let after = filter.after;
+    let progress = bar.clone();
+    let events = export
+        .events
+        .inspect(move |e| {
+            if let Ok(e) = e {
+                progress.set_position((e.position - after).max(0) as u64);
+            }
+        })
+        .boxed();
+    let file = std::fs::File::create(output)?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let mut rows = 0u64;
+    match format {
+        ExportFormat::Parquet => {
+            let mut chunks = crate::parquet::encode(events);
+            while let Some(chunk) = chunks.next().await {
+                out.write_all(&chunk?)?;
+            }
+        }
+        ExportFormat::Csv | ExportFormat::Ndjson => {
+            let mut buf = Vec::with_capacity(1 << 16);
+            if format == ExportFormat::Csv {
+                buf.extend(crate::export::csv_header());
+            }
+            let mut events = events;
+            while let Some(e) = events.next().await {
+                let e = e?;
+                if format == ExportFormat::Csv {
+                    crate::export::csv_record(&e, &mut buf)?;
+                } else {
+                    crate::export::ndjson_line(&e, &mut buf)?;
+                }
+                rows += 1;
+                if buf.len() >= 1 << 16 {
+                    out.write_all(&buf)?;
+                    buf.clear();
+                }
+            }
+            out.write_all(&buf)?;
+        }
+    }
+    out.flush()?;
+    bar.finish();
+    let size = std::fs::metadata(output)?.len();
+    if format == ExportFormat::Parquet {
+        println!(
+            "wrote {} through position {} ({size} bytes)",
+            output.display(),
+            export.through
+        );
+    } else {
+        println!(
+            "wrote {rows} events to {} through position {} ({size} bytes)",
+            output.display(),
+            export.through
+        );
+    }
+    Ok(())
 }
 
 async fn timeline(args: StoreArgs, order_id: &str, json: bool) -> anyhow::Result<()> {

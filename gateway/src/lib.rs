@@ -7,7 +7,7 @@
 //! - [`error`]: `ApiError`, rendered as problem+json; database text never reaches a client.
 //! - [`extract`]: JSON/path/query extractors with problem+json rejections, and the request
 //!   context (actor, request id) that becomes event metadata.
-//! - [`export`]: the NDJSON and CSV encoders of `GET /v1/events`.
+//! - [`export`]: the NDJSON and CSV encoders of `GET /v1/events`; [`parquet`]: its Parquet one.
 //! - [`auth`], [`keys`]: API keys, roles and per-route access; [`idempotency`]:
 //!   `Idempotency-Key` for commands; [`metrics`]: Prometheus.
 //! - [`engine`]: the composition root that starts every part (serve, tests, benchmarks).
@@ -30,6 +30,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
+pub mod parquet;
 pub mod routes;
 pub mod schema;
 pub mod state;

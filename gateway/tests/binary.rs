@@ -1371,3 +1371,167 @@ async fn retry_until_answered(base: &str, path: &str, body: &Value, key: &str) -
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
+
+/// The suite's Python (scripts/python-env.sh); the test fails, never skips, without it.
+fn python() -> std::path::PathBuf {
+    let venv = std::env::var("EMPORIUM_PY_VENV").expect(
+        "EMPORIUM_PY_VENV names the virtualenv with DuckDB and pandas: run the suite with \
+         `bash scripts/test.sh` (or `export EMPORIUM_PY_VENV=$(bash scripts/python-env.sh)`)",
+    );
+    std::path::Path::new(&venv).join("bin/python")
+}
+
+/// What DuckDB makes of a Parquet file and pandas of a CSV file (counts, position range,
+/// per-type counts), as JSON.
+fn read_with_python(parquet: &std::path::Path, csv: &std::path::Path) -> Value {
+    const SCRIPT: &str = r#"
+import json, sys
+import duckdb, pandas
+p, c = sys.argv[1], sys.argv[2]
+con = duckdb.connect()
+n, lo, hi = con.execute("select count(*), min(position), max(position) from read_parquet(?)", [p]).fetchone()
+types = dict(con.execute("select event_type, count(*) from read_parquet(?) group by 1", [p]).fetchall())
+ts = con.execute("select typeof(recorded_at), typeof(position), typeof(sequence) from read_parquet(?) limit 1", [p]).fetchone()
+df = pandas.read_csv(c)
+print(json.dumps({"count": n, "min": lo, "max": hi, "types": types, "column_types": list(ts),
+                  "csv_rows": len(df), "csv_min": int(df.position.min()), "csv_max": int(df.position.max()),
+                  "csv_types": {k: int(v) for k, v in df.event_type.value_counts().items()}}))
+"#;
+    let out = Command::new(python())
+        .arg("-c")
+        .arg(SCRIPT)
+        .arg(parquet)
+        .arg(csv)
+        .output()
+        .expect("run python");
+    assert!(
+        out.status.success(),
+        "python: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("python prints JSON")
+}
+
+/// Analysts' exports read as they are by their tools: DuckDB reads the Parquet file (from
+/// `GET /v1/events` and from `emporium events export`), pandas the CSV, and their counts,
+/// position range and per-type counts equal the store's.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn duckdb_and_pandas_read_the_exports_as_they_are() {
+    use reqwest::Method;
+    let db = TestDatabase::create().await;
+    let dir = TestDataDir::create();
+    let server = start_with(
+        dir.path(),
+        Some(db.url()),
+        false,
+        &[("EMPORIUM_LOG", "warn")],
+    );
+    warehouse(&server.base, "wh-a", "eu-west").await;
+    for i in 0..30 {
+        product(&server.base, &format!("SKU-{i}"), 100 + i).await;
+        let (s, _) = call(
+            &server.base,
+            Method::POST,
+            &format!("/v1/inventory/wh-a/SKU-{i}/receive"),
+            Some(json!({"qty": 5})),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    for _ in 0..20 {
+        let (s, _) = call(
+            &server.base,
+            Method::POST,
+            "/v1/orders",
+            Some(
+                json!({"customer_id": "c-1", "lines": [{"sku": "SKU-1", "qty": 1}],
+                        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 202);
+    }
+    let client = reqwest::Client::new();
+    let fetch = |format: &'static str| {
+        let client = client.clone();
+        let base = server.base.clone();
+        async move {
+            let resp = client
+                .get(format!("{base}/v1/events?format={format}"))
+                .bearer_auth(KEY.as_str())
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(resp.status(), 200);
+            let through: i64 = resp.headers()["x-feed-through"]
+                .to_str()
+                .unwrap()
+                .parse()
+                .unwrap();
+            (through, resp.bytes().await.unwrap())
+        }
+    };
+    let (through, parquet) = fetch("parquet").await;
+    let (csv_through, csv) = fetch("csv").await;
+    assert!(parquet.starts_with(b"PAR1") && parquet.ends_with(b"PAR1"));
+    let files = TestDataDir::create();
+    let (pq_path, csv_path) = (
+        files.path().join("events.parquet"),
+        files.path().join("events.csv"),
+    );
+    std::fs::write(&pq_path, &parquet).unwrap();
+    std::fs::write(&csv_path, &csv).unwrap();
+
+    // The store's own figures, up to the exports' ranges.
+    let store = db.store(2).await;
+    let emporium_event_store::Db::Postgres(pool) = store.db() else {
+        unreachable!()
+    };
+    let by_type = |upto: i64| async move {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT event_type, COUNT(*) FROM events WHERE feed_position <= $1 GROUP BY 1",
+        )
+        .bind(upto)
+        .fetch_all(pool)
+        .await
+        .unwrap();
+        rows.into_iter()
+            .map(|(t, n)| (t, json!(n)))
+            .collect::<serde_json::Map<String, Value>>()
+    };
+    let read = read_with_python(&pq_path, &csv_path);
+    assert_eq!(read["count"], through, "{read}");
+    assert_eq!(read["min"], 1);
+    assert_eq!(read["max"], through);
+    assert_eq!(read["types"], Value::Object(by_type(through).await));
+    assert_eq!(
+        read["column_types"],
+        json!(["TIMESTAMP WITH TIME ZONE", "BIGINT", "BIGINT"]),
+        "typed columns"
+    );
+    assert_eq!(read["csv_rows"], csv_through);
+    assert_eq!(read["csv_max"], csv_through);
+    assert_eq!(read["csv_types"], Value::Object(by_type(csv_through).await));
+
+    // The CLI writes the same file, with its progress bar on stderr.
+    let cli_path = files.path().join("cli.parquet");
+    let out = Command::new(env!("CARGO_BIN_EXE_emporium"))
+        .args(["events", "export", "--format", "parquet", "-o"])
+        .arg(&cli_path)
+        .env("DATABASE_URL", db.url())
+        .env_remove("NATS_URL")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cli = read_with_python(&cli_path, &csv_path);
+    let head: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    assert_eq!(cli["count"], head);
+    assert_eq!(cli["types"], Value::Object(by_type(head).await));
+}
