@@ -1,6 +1,7 @@
-//! `emporium-bench export`: how fast `GET /v1/events` streams the feed as NDJSON, against
-//! `psql`'s `COPY ... TO STDOUT` of the same rows and columns (the database's own bulk
-//! export, the ceiling) measured in the same run on the same server, alternating.
+//! `emporium-bench export`: how fast `GET /v1/events` streams the feed as NDJSON and as
+//! Parquet, against `psql`'s `COPY ... TO STDOUT` of the same rows and columns (the
+//! database's own bulk export, the ceiling) measured in the same run on the same server,
+//! alternating; and how large each is.
 //!
 //! A throwaway database `emporium_bench_<uuid>` is filled with one `INSERT ... SELECT ...
 //! FROM generate_series` per batch (positions stamped as the rows go in), vacuumed, then
@@ -111,7 +112,18 @@ async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
                 break;
             }
         };
-        for (what, m) in [("psql COPY", &copy), ("HTTP NDJSON", &export)] {
+        let parquet = match http_parquet(&client, &endpoint).await {
+            Ok(m) => m,
+            Err(e) => {
+                outcome = Err(e);
+                break;
+            }
+        };
+        for (what, m) in [
+            ("psql COPY", &copy),
+            ("HTTP NDJSON", &export),
+            ("HTTP Parquet", &parquet),
+        ] {
             if m.lines != args.events {
                 outcome = Err(anyhow::anyhow!(
                     "{what} returned {} lines, expected {}",
@@ -124,19 +136,29 @@ async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
             break;
         }
         let ratio = export.per_sec() / copy.per_sec();
-        ratios.push(ratio);
-        println!("round {round}: psql COPY    {}", copy.line());
+        let pq_ratio = parquet.per_sec() / copy.per_sec();
+        ratios.push((ratio, pq_ratio, parquet.bytes as f64 / export.bytes as f64));
+        println!("round {round}: psql COPY     {}", copy.line());
         println!(
-            "round {round}: HTTP NDJSON  {}   export/COPY {ratio:.2}x",
+            "round {round}: HTTP NDJSON   {}   NDJSON/COPY {ratio:.2}x",
             export.line()
+        );
+        println!(
+            "round {round}: HTTP Parquet  {}   Parquet/COPY {pq_ratio:.2}x",
+            parquet.line()
         );
     }
     engine.stop().await;
     outcome?;
-    let mean = ratios.iter().sum::<f64>() / ratios.len() as f64;
+    let n = ratios.len() as f64;
+    let mean = |f: fn(&(f64, f64, f64)) -> f64| ratios.iter().map(f).sum::<f64>() / n;
     println!(
-        "export/COPY over {} rounds: {mean:.2}x (goal >= 0.5x)",
-        ratios.len()
+        "over {} rounds: NDJSON/COPY {:.2}x (goal >= 0.5x), Parquet/COPY {:.2}x (goal >= 1.0x), \
+         Parquet size {:.2} of NDJSON (goal < 1)",
+        ratios.len(),
+        mean(|r| r.0),
+        mean(|r| r.1),
+        mean(|r| r.2)
     );
     Ok(())
 }
@@ -272,6 +294,33 @@ async fn http_export(client: &reqwest::Client, endpoint: &str) -> anyhow::Result
         bytes,
         lines,
         elapsed: started.elapsed(),
+    })
+}
+
+/// `GET /v1/events` as Parquet, the body received whole; its rows counted from the footer.
+async fn http_parquet(client: &reqwest::Client, endpoint: &str) -> anyhow::Result<Measured> {
+    use parquet::file::reader::FileReader;
+    let started = Instant::now();
+    let mut response = client
+        .get(endpoint)
+        .header("accept", "application/vnd.apache.parquet")
+        .bearer_auth(KEY)
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        bail!("GET /v1/events (parquet) answered {}", response.status());
+    }
+    let mut body = Vec::new();
+    while let Some(chunk) = response.chunk().await? {
+        body.extend_from_slice(&chunk);
+    }
+    let elapsed = started.elapsed();
+    let bytes = body.len() as u64;
+    let reader = parquet::file::reader::SerializedFileReader::new(bytes::Bytes::from(body))?;
+    Ok(Measured {
+        bytes,
+        lines: reader.metadata().file_metadata().num_rows() as u64,
+        elapsed,
     })
 }
 
