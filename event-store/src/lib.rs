@@ -43,7 +43,7 @@ pub use decode::{DecodeError, Envelope, FeedEvent, RawFeedEvent, Upcaster, Upcas
 pub use feed::{Feed, Subscription};
 pub use metadata::EventMetadata;
 pub use repository::EventRepository;
-pub use store::{CommandError, Db, Store, StoreConfig};
+pub use store::{AsOf, CommandError, Db, Store, StoreConfig};
 
 /// Runs the same code against whichever pool `db` holds: `on_db!(db, pool => query.fetch_all(pool).await)`.
 /// Each arm is type-checked on its own, so binds and row decoding must work on both backends.

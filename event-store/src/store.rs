@@ -430,27 +430,62 @@ impl Store {
     /// and decoded straight from the stored text into the event type: a `serde_json::Value`
     /// tree is built only for an event an upcaster must rewrite.
     async fn replay<A: Aggregate>(&self, id: &str) -> Result<(A, usize), LoadFailure> {
+        self.replay_until::<A>(id, None).await
+    }
+
+    /// The aggregate `id` as it was at `at`: its events up to that point folded through
+    /// the same decoding (upcasters included) and `apply` as a live load. Not cached.
+    pub async fn load_as_of<A>(&self, id: &str, at: AsOf) -> Result<(A, usize), StoreError>
+    where
+        A: Aggregate + Clone + 'static,
+    {
+        Ok(self.replay_until::<A>(id, Some(at)).await?)
+    }
+
+    async fn replay_until<A: Aggregate>(
+        &self,
+        id: &str,
+        until: Option<AsOf>,
+    ) -> Result<(A, usize), LoadFailure> {
         type Row = (i64, String, String, String);
         let rows: Result<Vec<Row>, sqlx::Error> = match &self.db {
             Db::Postgres(pool) => {
-                sqlx::query_as(
+                let bound = match until {
+                    None => "",
+                    Some(AsOf::Time(_)) => " AND recorded_at <= $3",
+                    // An event without a position is not in the feed yet.
+                    Some(AsOf::Position(_)) => " AND feed_position <= $3",
+                };
+                let sql = format!(
                     "SELECT sequence, event_type, event_version, payload::text FROM events \
-                     WHERE aggregate_type = $1 AND aggregate_id = $2 ORDER BY sequence",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch_all(pool)
-                .await
+                     WHERE aggregate_type = $1 AND aggregate_id = $2{bound} ORDER BY sequence"
+                );
+                let q = sqlx::query_as(&sql).bind(A::TYPE).bind(id);
+                let q = match until {
+                    None => q,
+                    Some(AsOf::Time(t)) => q.bind(t),
+                    Some(AsOf::Position(p)) => q.bind(p),
+                };
+                q.fetch_all(pool).await
             }
             Db::Sqlite(pool) => {
-                sqlx::query_as(
+                let bound = match until {
+                    None => "",
+                    Some(AsOf::Time(_)) => " AND recorded_at <= ?3",
+                    Some(AsOf::Position(_)) => " AND feed_position <= ?3",
+                };
+                let sql = format!(
                     "SELECT sequence, event_type, event_version, payload FROM events \
-                     WHERE aggregate_type = ?1 AND aggregate_id = ?2 ORDER BY sequence",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .fetch_all(pool)
-                .await
+                     WHERE aggregate_type = ?1 AND aggregate_id = ?2{bound} ORDER BY sequence"
+                );
+                let q = sqlx::query_as(&sql).bind(A::TYPE).bind(id);
+                let q = match until {
+                    None => q,
+                    // Stored as `%Y-%m-%dT%H:%M:%fZ` text, which sorts as time does.
+                    Some(AsOf::Time(t)) => q.bind(t.format("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()),
+                    Some(AsOf::Position(p)) => q.bind(p),
+                };
+                q.fetch_all(pool).await
             }
         };
         let rows = rows.map_err(|e| {
@@ -598,6 +633,28 @@ impl LoadFailure {
             LoadFailure::Unavailable(e) => CommandError::Unavailable(e),
             LoadFailure::Broken(e) => CommandError::Internal(e),
         }
+    }
+}
+
+/// A past moment to see an aggregate at: a time (events recorded at or before it) or a
+/// feed position (events at or below it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AsOf {
+    Time(chrono::DateTime<chrono::Utc>),
+    Position(i64),
+}
+
+impl std::str::FromStr for AsOf {
+    type Err = String;
+
+    /// A feed position (digits) or an RFC 3339 time.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if !s.is_empty() && s.len() <= 18 && s.bytes().all(|b| b.is_ascii_digit()) {
+            return s.parse().map(AsOf::Position).map_err(|e| format!("{e}"));
+        }
+        chrono::DateTime::parse_from_rfc3339(s)
+            .map(|t| AsOf::Time(t.with_timezone(&chrono::Utc)))
+            .map_err(|_| "an RFC 3339 time (2026-11-29T12:00:00Z) or a feed position".to_string())
     }
 }
 

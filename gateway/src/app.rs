@@ -181,6 +181,7 @@ pub fn build(state: AppState) -> Built {
         .add(CLIENT, routes!(orders::place))
         .add(CLIENT, routes!(orders::get))
         .add(CLIENT, routes!(orders::cancel))
+        .add(CLIENT, routes!(orders::payment))
         .add(OPERATOR, routes!(fulfilment::ship))
         .add(OPERATOR, routes!(fulfilment::take_back))
         .add(AUDITOR, routes!(timeline::get))

@@ -36,6 +36,18 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prints an aggregate's state as JSON, now or as it was at a past moment.
+    Show {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// order, payment (by order id), stock-item (`<warehouse>:<sku>`), product, warehouse.
+        #[arg(value_enum)]
+        kind: ShowKind,
+        id: String,
+        /// A feed position or an RFC 3339 time.
+        #[arg(long)]
+        as_of: Option<String>,
+    },
     /// The event log: export it for analysts.
     Events {
         #[command(flatten)]
@@ -78,6 +90,15 @@ pub enum EventsCommand {
         #[arg(long)]
         to: Option<chrono::DateTime<chrono::Utc>>,
     },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ShowKind {
+    Order,
+    Payment,
+    StockItem,
+    Product,
+    Warehouse,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -250,6 +271,12 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => timeline(store, &order_id, json).await,
         Command::Projections { store, command } => projections(store, command).await,
+        Command::Show {
+            store,
+            kind,
+            id,
+            as_of,
+        } => show(store, kind, &id, as_of.as_deref()).await,
         Command::Events {
             store,
             command:
@@ -274,6 +301,51 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             export_events(store, format, &output, &filter).await
         }
     }
+}
+
+async fn show(
+    args: StoreArgs,
+    kind: ShowKind,
+    id: &str,
+    as_of: Option<&str>,
+) -> anyhow::Result<()> {
+    use emporium_domain::{Order, Payment, Product, StockItem, Warehouse};
+    async fn state<A>(
+        store: &emporium_event_store::Store,
+        id: &str,
+        at: Option<emporium_event_store::AsOf>,
+    ) -> anyhow::Result<(serde_json::Value, usize)>
+    where
+        A: cqrs_es::Aggregate + Clone + 'static,
+    {
+        let (a, version) = match at {
+            None => store.load::<A>(id).await?,
+            Some(at) => store.load_as_of::<A>(id, at).await?,
+        };
+        Ok((serde_json::to_value(a)?, version))
+    }
+    let store = open_store(&args).await?;
+    let at = as_of
+        .map(|s| s.parse::<emporium_event_store::AsOf>())
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--as-of: {e}"))?;
+    let (value, version) = match kind {
+        ShowKind::Order => state::<Order>(&store, id, at).await?,
+        ShowKind::Payment => state::<Payment>(&store, id, at).await?,
+        ShowKind::StockItem => state::<StockItem>(&store, id, at).await?,
+        ShowKind::Product => state::<Product>(&store, id, at).await?,
+        ShowKind::Warehouse => state::<Warehouse>(&store, id, at).await?,
+    };
+    if version == 0 {
+        anyhow::bail!("no {kind:?} {id} at that point");
+    }
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&serde_json::json!({
+            "id": id, "version": version, "as_of": as_of, "state": value,
+        }))?
+    );
+    Ok(())
 }
 
 async fn export_events(

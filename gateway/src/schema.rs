@@ -152,6 +152,25 @@ pub fn currency() -> Object {
         .build()
 }
 
+/// `as_of`: a feed position (digits) or an RFC 3339 time.
+pub fn as_of() -> RefOr<Schema> {
+    AnyOfBuilder::new()
+        .item(string(1, 18, "^[0-9]{1,18}$", "A feed position"))
+        .item(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .format(Some(SchemaFormat::KnownFormat(KnownFormat::DateTime)))
+                .description(Some("An RFC 3339 time"))
+                .build(),
+        )
+        .description(Some(
+            "See it as it was: after the events at or below this feed position, or recorded \
+             at or before this time",
+        ))
+        .build()
+        .into_ref()
+}
+
 /// A stock adjustment: non-zero, at most `MAX_ADJUSTMENT` either way.
 pub fn adjustment() -> RefOr<Schema> {
     AnyOfBuilder::new()

@@ -1534,4 +1534,27 @@ async fn duckdb_and_pandas_read_the_exports_as_they_are() {
         .unwrap();
     assert_eq!(cli["count"], head);
     assert_eq!(cli["types"], Value::Object(by_type(head).await));
+
+    // `emporium show` sees an aggregate as it was: SKU-1 did not exist at position 1 (the
+    // warehouse's registration) and had its one event by position 3.
+    let show = |as_of: &str| {
+        Command::new(env!("CARGO_BIN_EXE_emporium"))
+            .args(["show", "product", "SKU-1", "--as-of", as_of])
+            .env("DATABASE_URL", db.url())
+            .env_remove("NATS_URL")
+            .output()
+            .unwrap()
+    };
+    let before = show("1");
+    assert!(!before.status.success());
+    assert!(String::from_utf8_lossy(&before.stderr).contains("at that point"));
+    let after = show("4");
+    assert!(
+        after.status.success(),
+        "{}",
+        String::from_utf8_lossy(&after.stderr)
+    );
+    let shown: Value = serde_json::from_slice(&after.stdout).unwrap();
+    assert_eq!(shown["version"], 1);
+    assert_eq!(shown["state"]["title"], "Thing");
 }

@@ -177,16 +177,18 @@ pub async fn adjust(
     }))
 }
 
-/// Levels of one sku in every warehouse that ever held it, and the total.
-/// On hand, reserved and available stock of a SKU per warehouse.
+/// On hand, reserved and available stock of a SKU in every warehouse that ever held it, and
+/// the total; with `as_of`, as they were then.
 #[utoipa::path(get, path = "/v1/inventory/{sku}", tag = "inventory",
-    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::AsOfQuery),
     responses((status = 200, description = "Levels per warehouse and in total", body = SkuInventoryView), ReadProblems))]
 pub async fn by_sku(
     State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<super::AsOfQuery>,
 ) -> Result<Json<SkuInventoryView>, ApiError> {
     let sku = parse_sku(&sku)?;
+    let at = q.point()?;
     load_product(&state, &sku).await?;
     let mut warehouses = Vec::new();
     let mut total = Levels::default();
@@ -198,10 +200,8 @@ pub async fn by_sku(
         let Ok(warehouse_id) = emporium_domain::values::WarehouseId::parse(&wid) else {
             continue;
         };
-        let (item, version) = state
-            .store
-            .load::<StockItem>(&stock_item_id(&warehouse_id, &sku))
-            .await?;
+        let (item, version) =
+            super::load_at::<StockItem>(&state, &stock_item_id(&warehouse_id, &sku), at).await?;
         if version == 0 {
             continue;
         }

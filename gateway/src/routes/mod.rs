@@ -23,6 +23,39 @@ use crate::error::{ApiError, FieldError};
 use crate::extract::RequestContext;
 use crate::state::AppState;
 
+/// `?as_of=` on the read routes of orders, payments, stock and products.
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+pub struct AsOfQuery {
+    /// See it as it was at this feed position or RFC 3339 time (default: now).
+    #[param(schema_with = crate::schema::as_of)]
+    pub as_of: Option<String>,
+}
+
+impl AsOfQuery {
+    pub(crate) fn point(&self) -> Result<Option<emporium_event_store::AsOf>, ApiError> {
+        self.as_of
+            .as_deref()
+            .map(|s| s.parse().map_err(|e: String| ApiError::field("/as_of", e)))
+            .transpose()
+    }
+}
+
+/// Loads aggregate `id` now, or as it was at `at`.
+pub(crate) async fn load_at<A>(
+    state: &AppState,
+    id: &str,
+    at: Option<emporium_event_store::AsOf>,
+) -> Result<(A, usize), ApiError>
+where
+    A: Aggregate + Clone + 'static,
+{
+    Ok(match at {
+        None => state.store.load::<A>(id).await?,
+        Some(at) => state.store.load_as_of::<A>(id, at).await?,
+    })
+}
+
 /// Collects field errors so one response names every invalid field.
 #[derive(Default)]
 pub(crate) struct Fields {

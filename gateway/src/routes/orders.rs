@@ -314,7 +314,10 @@ pub(crate) async fn load_visible_order(
     actor: &Actor,
     id: &OrderId,
 ) -> Result<Order, ApiError> {
-    let order = load_order(state, id).await?;
+    visible(actor, id, load_order(state, id).await?)
+}
+
+fn visible(actor: &Actor, id: &OrderId, order: Order) -> Result<Order, ApiError> {
     match (&actor.role, &actor.customer_id) {
         (Role::Client, Some(own)) if order.customer_id() == Some(own) => Ok(order),
         (Role::Client, _) => Err(ApiError::NotFound(format!("no order {id}"))),
@@ -328,10 +331,18 @@ pub(crate) async fn full_view(
     id: &OrderId,
     o: &Order,
 ) -> Result<OrderView, ApiError> {
-    let (payment, _) = state
-        .store
-        .load::<emporium_domain::payment::Payment>(&id.to_string())
-        .await?;
+    full_view_at(state, id, o, None).await
+}
+
+/// [`full_view`] with the payment as it was at `at`.
+async fn full_view_at(
+    state: &AppState,
+    id: &OrderId,
+    o: &Order,
+    at: Option<emporium_event_store::AsOf>,
+) -> Result<OrderView, ApiError> {
+    let (payment, _) =
+        super::load_at::<emporium_domain::payment::Payment>(state, &id.to_string(), at).await?;
     let mut v = view(id, o)?;
     if let Some(c) = payment.captured() {
         v.captured = MoneyBody::from_money(&c);
@@ -421,18 +432,71 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
     })
 }
 
-/// Read an order: status, lines, allocation, total, reject reason.
+/// Read an order: status, lines, allocation, total, reject reason, shipments, returns and
+/// money; with `as_of`, as it was then (its payment too).
 #[utoipa::path(get, path = "/v1/orders/{id}", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid)),
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid), super::AsOfQuery),
     responses((status = 200, description = "The order", body = OrderView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
     ctx: RequestContext,
     ApiPath(id): ApiPath<String>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<super::AsOfQuery>,
 ) -> Result<Json<OrderView>, ApiError> {
     let id = parse_order_id(&id)?;
-    let order = load_visible_order(&state, &ctx.actor, &id).await?;
-    Ok(Json(full_view(&state, &id, &order).await?))
+    let at = q.point()?;
+    let order = match at {
+        None => load_visible_order(&state, &ctx.actor, &id).await?,
+        Some(_) => {
+            let (order, version) = super::load_at::<Order>(&state, &id.to_string(), at).await?;
+            if version == 0 {
+                return Err(ApiError::NotFound(format!("no order {id} at that point")));
+            }
+            visible(&ctx.actor, &id, order)?
+        }
+    };
+    Ok(Json(full_view_at(&state, &id, &order, at).await?))
+}
+
+/// The payment of an order: authorised, captured, refunded and voided amounts; with
+/// `as_of`, as it was then.
+#[utoipa::path(get, path = "/v1/orders/{id}/payment", tag = "orders",
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid), super::AsOfQuery),
+    responses((status = 200, description = "The payment", body = PaymentView), ReadProblems))]
+pub async fn payment(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath(id): ApiPath<String>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<super::AsOfQuery>,
+) -> Result<Json<PaymentView>, ApiError> {
+    let id = parse_order_id(&id)?;
+    let at = q.point()?;
+    // Visibility follows the order's (a client sees only its own).
+    load_visible_order(&state, &ctx.actor, &id).await?;
+    let (p, version) =
+        super::load_at::<emporium_domain::payment::Payment>(&state, &id.to_string(), at).await?;
+    // Before its authorization a payment is `new`, with no amounts.
+    let money = |m: Option<Money>| m.map(|m| MoneyBody::from_money(&m));
+    Ok(Json(PaymentView {
+        order_id: id.to_string(),
+        status: p.status().as_str(),
+        authorized: money(p.authorized()),
+        captured: money(p.captured()),
+        refunded: money(p.refunded()),
+        version: version as i64,
+    }))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PaymentView {
+    pub order_id: String,
+    /// `new`, `authorized` or `voided`.
+    pub status: &'static str,
+    pub authorized: Option<MoneyBody>,
+    pub captured: Option<MoneyBody>,
+    pub refunded: Option<MoneyBody>,
+    /// Events of the payment folded into this view.
+    pub version: i64,
 }
 
 /// Cancel an order (pending or confirmed): releases its stock and voids its payment.

@@ -173,16 +173,28 @@ pub async fn create(
     Ok((StatusCode::CREATED, Json(current_view(&state, &sku).await?)))
 }
 
-/// Read a product.
+/// Read a product; with `as_of`, as it was then.
 #[utoipa::path(get, path = "/v1/products/{sku}", tag = "catalog",
-    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
+    params(("sku" = String, Path, description = "Product SKU", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$"), super::AsOfQuery),
     responses((status = 200, description = "The product", body = ProductView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(sku): ApiPath<String>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<super::AsOfQuery>,
 ) -> Result<Json<ProductView>, ApiError> {
     let sku = parse_sku(&sku)?;
-    Ok(Json(current_view(&state, &sku).await?))
+    match q.point()? {
+        None => Ok(Json(current_view(&state, &sku).await?)),
+        Some(at) => {
+            let (p, _) = super::load_at::<Product>(&state, sku.as_str(), Some(at)).await?;
+            if !p.is_created() {
+                return Err(ApiError::NotFound(format!(
+                    "no product {sku} at that point"
+                )));
+            }
+            Ok(Json(view(&p)?))
+        }
+    }
 }
 
 /// Change a product's title, description and category.

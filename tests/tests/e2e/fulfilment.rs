@@ -685,3 +685,109 @@ async fn the_saga_settles_a_shipment_whose_request_died_after_recording_it() {
         .unwrap();
     assert_eq!((captures, captured), (1, 198));
 }
+
+/// `as_of` at 50 random points of a real order's history (feed positions and recording
+/// times) equals what its events up to that point say, worked out by hand from the feed.
+async fn as_of_equals_the_events_up_to_that_point(backend: Backend) {
+    use rand::{Rng, SeedableRng};
+
+    let app = shop(backend).await;
+    let (id, order) = confirmed_order(&app, &[("LAMP-1", 3), ("BULB-7", 1)]).await;
+    for (wh, lines) in allocation(&order) {
+        assert_eq!(ship(&app, &id, &wh, &lines).await.status, 201);
+    }
+    assert_eq!(return_one(&app, &id, "LAMP-1", "wh-a").await.status, 201);
+    let feed = app.feed_until(0).await;
+    let mine: Vec<&Value> = feed
+        .iter()
+        .filter(|e| e["aggregate_id"] == id.as_str())
+        .collect();
+    let time = |e: &Value| {
+        chrono::DateTime::parse_from_rfc3339(e["recorded_at"].as_str().unwrap()).unwrap()
+    };
+    // By hand: the status each order event leaves, captures and refunds, counts.
+    let expected = |included: &dyn Fn(&Value) -> bool| {
+        let (mut status, mut shipments, mut returns, mut captured, mut refunded) =
+            (None, 0, 0, 0_i64, 0_i64);
+        for e in mine.iter().filter(|e| included(e)) {
+            let kind = e["event_type"].as_str().unwrap();
+            let p = &e["payload"][kind];
+            match kind {
+                "OrderPlaced" => status = Some("pending".to_string()),
+                "OrderConfirmed" => status = Some("confirmed".to_string()),
+                "OrderCancelled" => status = Some("cancelled".to_string()),
+                "OrderShipped" | "ItemsReturned" => {
+                    status = Some(p["status"].as_str().unwrap().to_string());
+                    if kind == "OrderShipped" {
+                        shipments += 1;
+                    } else {
+                        returns += 1;
+                    }
+                }
+                "PaymentCaptured" => captured += p["amount"]["amount_minor"].as_i64().unwrap(),
+                "PaymentRefunded" => refunded += p["amount"]["amount_minor"].as_i64().unwrap(),
+                _ => {}
+            }
+        }
+        (status, shipments, returns, captured, refunded)
+    };
+    let first = mine.first().unwrap()["position"].as_i64().unwrap();
+    let last = mine.last().unwrap()["position"].as_i64().unwrap();
+    let mut rng = rand::rngs::StdRng::seed_from_u64(13);
+    for n in 0..50 {
+        let (as_of, want) = if n % 5 == 4 {
+            // A recording time: an event's own, so boundaries are exercised.
+            let e = mine[rng.random_range(0..mine.len())];
+            let t = time(e);
+            let s = e["recorded_at"].as_str().unwrap().to_string();
+            (s, expected(&|x: &Value| time(x) <= t))
+        } else {
+            let p = rng.random_range(first - 3..=last + 3);
+            (
+                p.to_string(),
+                expected(&|x: &Value| x["position"].as_i64().unwrap() <= p),
+            )
+        };
+        let got = app
+            .client
+            .get(format!("{}/v1/orders/{id}", app.base))
+            .bearer_auth(ADMIN_KEY)
+            .query(&[("as_of", &as_of)])
+            .send()
+            .await
+            .unwrap();
+        let got = TestApp::reply(got).await;
+        match &want.0 {
+            None => assert_eq!(got.status, 404, "as_of {as_of}: {:?}", got.body),
+            Some(status) => {
+                assert_eq!(got.status, 200, "as_of {as_of}: {:?}", got.body);
+                let o = &got.body;
+                assert_eq!(
+                    (
+                        o["status"].as_str().unwrap().to_string(),
+                        o["shipments"].as_array().unwrap().len(),
+                        o["returns"].as_array().unwrap().len(),
+                        o["captured"]["amount_minor"].as_i64().unwrap(),
+                        o["refunded"]["amount_minor"].as_i64().unwrap(),
+                    ),
+                    (status.clone(), want.1, want.2, want.3, want.4),
+                    "as_of {as_of}"
+                );
+            }
+        }
+    }
+    // Bad points are refused, naming the parameter.
+    let bad = app.get(&format!("/v1/orders/{id}?as_of=yesterday")).await;
+    assert_eq!(bad.status, 422);
+    assert_eq!(bad.body["errors"][0]["pointer"], "/as_of");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_as_of_equals_the_events_up_to_that_point() {
+    as_of_equals_the_events_up_to_that_point(Backend::Postgres).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_as_of_equals_the_events_up_to_that_point() {
+    as_of_equals_the_events_up_to_that_point(Backend::Sqlite).await;
+}

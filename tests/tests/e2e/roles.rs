@@ -152,6 +152,17 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
                             "restock": false, "warehouse_id": "wh-fix"}]})),
             )
         }
+        ("GET", "/v1/orders/{id}/payment") => {
+            let placed = app.post("/v1/orders", order).await;
+            assert_eq!(placed.status, 202);
+            (
+                format!(
+                    "/v1/orders/{}/payment",
+                    placed.body["order_id"].as_str().unwrap()
+                ),
+                None,
+            )
+        }
         ("POST", "/v1/orders/{id}/cancel") => {
             let placed = app.post("/v1/orders", order).await;
             assert_eq!(placed.status, 202);
