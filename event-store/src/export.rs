@@ -1,6 +1,7 @@
 //! Streaming export of the global feed, for analysts: a whole range of positions (optionally
-//! filtered by aggregate type, event type and recording time) read in keyset pages of
-//! [`PAGE`] rows (`position > last one read`, never OFFSET), with no `serde_json::Value`
+//! filtered by aggregate type, event type and recording time) read in pages of [`PAGE`]
+//! positions (fixed ranges `(lo, hi]` of the dense feed, never OFFSET; the next ones read
+//! ahead while one is sent), with no `serde_json::Value`
 //! tree per row (the payload stays the stored JSON text, the metadata fields are picked out
 //! by the database). A connection is held only while a page is read: a client that reads
 //! slowly holds one page in memory and nothing in the database, so slow readers cannot
@@ -35,8 +36,10 @@ use crate::StoreError;
 /// has caught up with everything committed when it ran.
 const STAMP_BATCH: u64 = 10_000;
 
-/// Rows read per page.
+/// Positions read per page (fewer rows when filters apply).
 pub const PAGE: i64 = 2_000;
+/// Pages read ahead of the one being sent.
+const PREFETCH: usize = 2;
 
 /// The Postgres export statement (`$1` after, `$2` through, `$3` aggregate type, `$4` event
 /// type, `$5` from, `$6` to, `$7` limit; NULL = no filter), for benchmarks and EXPLAIN.
@@ -116,61 +119,58 @@ pub async fn open(store: &Store, filter: &EventFilter) -> Result<Export, StoreEr
         });
     }
     let upcasters = store.feed().upcasters().clone();
+    // Positions are dense and fixed up to `through`, so the pages are fixed position ranges
+    // known in advance: the next ones are read while this one is encoded and sent (at most
+    // PREFETCH pages ahead, each holding a connection only while it is read).
+    let after = filter.after;
+    let pages = (through - after + PAGE - 1) / PAGE;
     let paging = Paging {
         db: store.db().clone(),
         filter: filter.clone(),
-        through,
-        after: filter.after,
-        remaining: filter.limit,
         upcasters,
-        done: false,
     };
-    let events = stream::try_unfold(paging, |mut p| async move {
-        if p.done {
-            return Ok::<_, StoreError>(None);
-        }
-        let want = PAGE.min(p.remaining.unwrap_or(i64::MAX));
-        let rows = p.page(want).await?;
-        p.done = (rows.len() as i64) < want || rows.iter().any(Result::is_err);
-        if let Some(Ok(last)) = rows.last() {
-            p.after = last.position;
-        }
-        if let Some(r) = p.remaining.as_mut() {
-            *r -= rows.len() as i64;
-            p.done |= *r <= 0;
-        }
-        Ok(Some((stream::iter(rows), p)))
-    })
-    .try_flatten()
-    .boxed();
+    let events = stream::iter(0..pages)
+        .map(move |k| {
+            let lo = after + k * PAGE;
+            let hi = (lo + PAGE).min(through);
+            let paging = paging.clone();
+            async move { paging.page(lo, hi).await }
+        })
+        .buffered(PREFETCH)
+        .map_ok(stream::iter)
+        .try_flatten();
+    let events = match filter.limit {
+        Some(limit) => events.take(usize::try_from(limit).unwrap_or(0)).boxed(),
+        None => events.boxed(),
+    };
     Ok(Export {
         through,
         events: fuse_on_error(events),
     })
 }
 
-/// Where a paged export stands.
+/// What every page of an export reads with.
+#[derive(Clone)]
 struct Paging {
     db: Db,
     filter: EventFilter,
-    through: i64,
-    /// The last position read (the filter's `after` before the first page).
-    after: i64,
-    /// Events still wanted when the filter has a limit.
-    remaining: Option<i64>,
     upcasters: crate::decode::Upcasters,
-    done: bool,
 }
 
 impl Paging {
-    /// The next up to `limit` matching events after `self.after`, upcast; a row that
-    /// cannot be decoded is an `Err` in its place (the stream ends there).
-    async fn page(&self, limit: i64) -> Result<Vec<Result<RawFeedEvent, StoreError>>, StoreError> {
+    /// The matching events at positions `(lo, hi]`, upcast; a row that cannot be decoded is
+    /// an `Err` in its place (the stream ends there).
+    async fn page(
+        &self,
+        lo: i64,
+        hi: i64,
+    ) -> Result<Vec<Result<RawFeedEvent, StoreError>>, StoreError> {
         let f = &self.filter;
+        let limit: Option<i64> = None;
         let rows = match &self.db {
             Db::Postgres(pool) => sqlx::query(POSTGRES_SQL)
-                .bind(self.after)
-                .bind(self.through)
+                .bind(lo)
+                .bind(hi)
                 .bind(f.aggregate_type.clone())
                 .bind(f.event_type.clone())
                 // timestamptz holds microseconds; round bounds up so that `>=` and `<` on
@@ -184,13 +184,13 @@ impl Paging {
                 .map(|row| Ok(self.upcasters.upgrade(decode::row(row)?)?))
                 .collect(),
             Db::Sqlite(pool) => sqlx::query(include_str!("../sql/sqlite_export.sql"))
-                .bind(self.after)
-                .bind(self.through)
+                .bind(lo)
+                .bind(hi)
                 .bind(f.aggregate_type.clone())
                 .bind(f.event_type.clone())
                 .bind(f.from.map(sqlite_time))
                 .bind(f.to.map(sqlite_time))
-                .bind(limit)
+                .bind(-1_i64)
                 .fetch_all(pool)
                 .await?
                 .iter()
