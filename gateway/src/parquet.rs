@@ -117,8 +117,9 @@ impl Columns {
 
     fn push(&mut self, e: &RawFeedEvent) {
         self.position.append_value(e.position);
+        let mut id = [0u8; uuid::fmt::Hyphenated::LENGTH];
         self.event_id
-            .append_value(e.event_id.hyphenated().to_string());
+            .append_value(e.event_id.hyphenated().encode_lower(&mut id));
         self.recorded_at
             .append_value(e.recorded_at.timestamp_micros());
         self.aggregate_type.append_value(&e.aggregate_type);
@@ -180,10 +181,43 @@ fn tokio_stream_from(
     futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
 }
 
-async fn write_all(
+/// Reads `events` in its own task, handing them over a batch at a time: reading and
+/// decoding rows proceeds on one core while the previous batch is encoded on another.
+fn read_ahead(
     mut events: BoxStream<'static, Result<RawFeedEvent, StoreError>>,
+) -> tokio::sync::mpsc::Receiver<Result<Vec<RawFeedEvent>, StoreError>> {
+    let (tx, rx) = tokio::sync::mpsc::channel(2);
+    tokio::spawn(async move {
+        let mut batch = Vec::with_capacity(BATCH);
+        while let Some(event) = events.next().await {
+            match event {
+                Ok(e) => {
+                    batch.push(e);
+                    if batch.len() == BATCH {
+                        let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH));
+                        if tx.send(Ok(full)).await.is_err() {
+                            return;
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e)).await;
+                    return;
+                }
+            }
+        }
+        if !batch.is_empty() {
+            let _ = tx.send(Ok(batch)).await;
+        }
+    });
+    rx
+}
+
+async fn write_all(
+    events: BoxStream<'static, Result<RawFeedEvent, StoreError>>,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
 ) -> Result<(), StoreError> {
+    let mut batches = read_ahead(events);
     let schema = schema();
     let out = Shared::default();
     let props = WriterProperties::builder()
@@ -203,26 +237,23 @@ async fn write_all(
         }
         tx.send(Ok(bytes)).await.is_ok()
     };
-    while let Some(event) = events.next().await {
-        columns.push(&event?);
-        if columns.rows == BATCH {
-            writer
-                .write(&columns.finish(&schema)?)
-                .map_err(encode_error)?;
-            in_group += BATCH;
-            if in_group >= ROW_GROUP {
-                writer.flush().map_err(encode_error)?;
-                in_group = 0;
-                if !send(out.take()).await {
-                    return Ok(());
-                }
-            }
+    while let Some(batch) = batches.recv().await {
+        let batch = batch?;
+        for e in &batch {
+            columns.push(e);
         }
-    }
-    if columns.rows > 0 {
+        let rows = columns.rows;
         writer
             .write(&columns.finish(&schema)?)
             .map_err(encode_error)?;
+        in_group += rows;
+        if in_group >= ROW_GROUP {
+            writer.flush().map_err(encode_error)?;
+            in_group = 0;
+            if !send(out.take()).await {
+                return Ok(());
+            }
+        }
     }
     writer.close().map_err(encode_error)?;
     send(out.take()).await;
