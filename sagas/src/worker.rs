@@ -886,8 +886,8 @@ impl CheckoutSaga {
                             self.spawn_cancel(placed.aggregate_id.clone());
                             continue;
                         }
-                        OrderEvent::OrderShipped { order_id, shipment_id, .. }
-                        | OrderEvent::ItemsReturned { order_id, return_id: shipment_id, .. } => {
+                        OrderEvent::OrderShipped { order_id, shipment_id: step, .. }
+                        | OrderEvent::ItemsReturned { order_id, return_id: step, .. } => {
                             // Normally settled already by the request that recorded it; this
                             // finishes what a crash or a failure there left undone. Acked
                             // only once settled, so a failure here is redelivered.
@@ -896,9 +896,9 @@ impl CheckoutSaga {
                                 .caused_by(placed.event_id.to_string());
                             let settled = match &placed.payload {
                                 OrderEvent::OrderShipped { .. } => {
-                                    self.settle_shipment(order_id, *shipment_id, &meta).await
+                                    self.settle_shipment(order_id, *step, &meta).await
                                 }
-                                _ => self.settle_return(order_id, *shipment_id, &meta).await,
+                                _ => self.settle_return(order_id, *step, &meta).await,
                             };
                             match settled {
                                 Ok(()) => {
