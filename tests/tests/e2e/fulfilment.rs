@@ -238,6 +238,7 @@ async fn refused_shipments_and_returns_name_the_cause_and_write_nothing() {
     // Over-refund: one shipped lamp cannot be returned twice over.
     let wh_a = &alloc["wh-a"];
     assert_eq!(ship(&app, &id, "wh-a", wh_a).await.status, 201);
+    let before = app.event_count().await;
     let r = app
         .post(
             &format!("/v1/orders/{id}/returns"),
@@ -246,6 +247,12 @@ async fn refused_shipments_and_returns_name_the_cause_and_write_nothing() {
         .await;
     assert_eq!(r.status, 409, "{:?}", r.body);
     assert_eq!(r.body["code"], "exceeds_shipped");
+    assert!(r.body["detail"].as_str().unwrap().contains("LAMP-1"));
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "a refused refund writes nothing"
+    );
 
     // A cancelled order ships nothing.
     let (other, other_order) = confirmed_order(&app, &[("BULB-7", 1)]).await;
