@@ -60,9 +60,13 @@ EMBEDDED="$(start embedded --data-dir "$TMP/data")"
 POSTGRES="$(start postgres --database-url "${PG_URL%/*}/$DB" --nats-url "$NATS_URL" --nats-prefix "st$$")"
 
 run() {
-  local name="$1" url="$2"
-  SCHEMATHESIS_HOOKS="$PWD/tests/schemathesis/hooks.py" "$VENV/bin/st" --no-color run "$url/openapi.json" \
-    -H "Authorization: Bearer st-admin-key" --checks all --max-examples "$MAX_EXAMPLES" \
+  local name="$1" url="$2" root="$PWD"
+  # Each run in a directory of its own: schemathesis keeps a cache (.schemathesis/) in its
+  # working directory, which must land neither in the repository nor in the other run's.
+  mkdir -p "$TMP/work-$name"
+  (cd "$TMP/work-$name" &&
+    SCHEMATHESIS_HOOKS="$root/tests/schemathesis/hooks.py" "$VENV/bin/st" --no-color run "$url/openapi.json" \
+      -H "Authorization: Bearer st-admin-key" --checks all --max-examples "$MAX_EXAMPLES") \
     >"$TMP/st-$name.txt" 2>&1
 }
 
