@@ -10,7 +10,7 @@ use super::{
     Allocation, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
     PlacedLine, ReturnLine, ReturnedLine, ShipmentLine, ShippedLine,
 };
-use crate::values::{CustomerId, Money, OrderId, Reason, Region, Sku, WarehouseId};
+use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
 use uuid::Uuid;
 
 /// A recorded shipment.
@@ -127,22 +127,35 @@ impl Order {
     /// Units of `sku` shipped from `warehouse_id`.
     #[must_use]
     pub fn shipped_from(&self, sku: &Sku, warehouse_id: &WarehouseId) -> u32 {
+        self.shipped_where(sku, Some(warehouse_id))
+    }
+
+    fn shipped(&self, sku: &Sku) -> u32 {
+        self.shipped_where(sku, None)
+    }
+
+    /// Units of `sku` shipped, from `warehouse_id` or from anywhere.
+    fn shipped_where(&self, sku: &Sku, warehouse_id: Option<&WarehouseId>) -> u32 {
         self.shipments
             .iter()
-            .filter(|s| &s.warehouse_id == warehouse_id)
+            .filter(|s| warehouse_id.is_none_or(|w| &s.warehouse_id == w))
             .flat_map(|s| &s.lines)
             .filter(|l| &l.sku == sku)
             .map(|l| l.qty.get())
             .sum()
     }
 
-    fn shipped(&self, sku: &Sku) -> u32 {
-        self.shipments
-            .iter()
-            .flat_map(|s| &s.lines)
-            .filter(|l| &l.sku == sku)
-            .map(|l| l.qty.get())
-            .sum()
+    /// `qty` units of `sku` at the price they were ordered at; `unknown` if not ordered.
+    fn amount_of(
+        &self,
+        sku: &Sku,
+        qty: Quantity,
+        unknown: OrderError,
+    ) -> Result<Money, OrderError> {
+        self.unit_price(sku)
+            .ok_or(unknown)?
+            .checked_mul_qty(qty)
+            .map_err(|_| OrderError::AmountOverflow)
     }
 
     fn returned(&self, sku: &Sku) -> u32 {
@@ -224,14 +237,14 @@ impl Order {
                     remaining,
                 });
             }
-            let line_amount = self
-                .unit_price(&sku)
-                .ok_or(OrderError::NotAllocated {
+            let line_amount = self.amount_of(
+                &sku,
+                qty,
+                OrderError::NotAllocated {
                     sku: sku.clone(),
                     warehouse_id: warehouse_id.clone(),
-                })?
-                .checked_mul_qty(qty)
-                .map_err(|_| OrderError::AmountOverflow)?;
+                },
+            )?;
             amount = amount
                 .checked_add(&line_amount)
                 .map_err(|_| OrderError::AmountOverflow)?;
@@ -289,15 +302,15 @@ impl Order {
             }
             // Shipped units were captured at their unit price: the refund can never exceed
             // what was captured for them.
-            let line_amount = self
-                .unit_price(&sku)
-                .ok_or(OrderError::ExceedsShipped {
+            let line_amount = self.amount_of(
+                &sku,
+                qty,
+                OrderError::ExceedsShipped {
                     sku: sku.clone(),
                     requested: qty.get(),
                     remaining: 0,
-                })?
-                .checked_mul_qty(qty)
-                .map_err(|_| OrderError::AmountOverflow)?;
+                },
+            )?;
             amount = amount
                 .checked_add(&line_amount)
                 .map_err(|_| OrderError::AmountOverflow)?;

@@ -8,7 +8,7 @@
 use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
-use emporium_domain::order::{Order, OrderCommand, ReturnLine, ShipmentLine};
+use emporium_domain::order::{Order, OrderCommand, Return, ReturnLine, Shipment, ShipmentLine};
 use emporium_domain::values::{OrderId, Quantity, Reason, Sku, WarehouseId};
 use emporium_domain::warehouse::Warehouse;
 use serde::{Deserialize, Serialize};
@@ -97,6 +97,48 @@ pub struct ReturnView {
     pub lines: Vec<ReturnedLineView>,
     /// What this return refunds.
     pub amount: MoneyBody,
+}
+
+impl ShipmentView {
+    pub(crate) fn of(order_id: &OrderId, s: &Shipment) -> Self {
+        Self {
+            shipment_id: s.shipment_id.to_string(),
+            order_id: order_id.to_string(),
+            warehouse_id: s.warehouse_id.to_string(),
+            lines: s
+                .lines
+                .iter()
+                .map(|l| MovedLineView {
+                    sku: l.sku.to_string(),
+                    qty: l.qty.get(),
+                    amount: MoneyBody::from_money(&l.amount),
+                })
+                .collect(),
+            amount: MoneyBody::from_money(&s.amount),
+        }
+    }
+}
+
+impl ReturnView {
+    pub(crate) fn of(order_id: &OrderId, r: &Return) -> Self {
+        Self {
+            return_id: r.return_id.to_string(),
+            order_id: order_id.to_string(),
+            reason: r.reason.to_string(),
+            lines: r
+                .lines
+                .iter()
+                .map(|l| ReturnedLineView {
+                    sku: l.sku.to_string(),
+                    qty: l.qty.get(),
+                    restock: l.restock,
+                    warehouse_id: l.warehouse_id.to_string(),
+                    amount: MoneyBody::from_money(&l.amount),
+                })
+                .collect(),
+            amount: MoneyBody::from_money(&r.amount),
+        }
+    }
 }
 
 /// The id of a shipment or return: derived from the `Idempotency-Key` (so a retry after a
@@ -215,24 +257,7 @@ pub async fn ship(
     else {
         return Err(ApiError::Internal("recorded shipment not found".into()));
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(ShipmentView {
-            shipment_id: shipment_id.to_string(),
-            order_id: id.to_string(),
-            warehouse_id: s.warehouse_id.to_string(),
-            lines: s
-                .lines
-                .iter()
-                .map(|l| MovedLineView {
-                    sku: l.sku.to_string(),
-                    qty: l.qty.get(),
-                    amount: MoneyBody::from_money(&l.amount),
-                })
-                .collect(),
-            amount: MoneyBody::from_money(&s.amount),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(ShipmentView::of(&id, s))))
 }
 
 /// Take back shipped units: their amount is refunded (never more than was captured for
@@ -311,24 +336,5 @@ pub async fn take_back(
     let Some(r) = order.returns().iter().find(|r| r.return_id == return_id) else {
         return Err(ApiError::Internal("recorded return not found".into()));
     };
-    Ok((
-        StatusCode::CREATED,
-        Json(ReturnView {
-            return_id: return_id.to_string(),
-            order_id: id.to_string(),
-            reason: r.reason.to_string(),
-            lines: r
-                .lines
-                .iter()
-                .map(|l| ReturnedLineView {
-                    sku: l.sku.to_string(),
-                    qty: l.qty.get(),
-                    restock: l.restock,
-                    warehouse_id: l.warehouse_id.to_string(),
-                    amount: MoneyBody::from_money(&l.amount),
-                })
-                .collect(),
-            amount: MoneyBody::from_money(&r.amount),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(ReturnView::of(&id, r))))
 }

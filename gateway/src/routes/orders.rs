@@ -390,42 +390,12 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
         shipments: o
             .shipments()
             .iter()
-            .map(|s| super::fulfilment::ShipmentView {
-                shipment_id: s.shipment_id.to_string(),
-                order_id: id.to_string(),
-                warehouse_id: s.warehouse_id.to_string(),
-                lines: s
-                    .lines
-                    .iter()
-                    .map(|l| super::fulfilment::MovedLineView {
-                        sku: l.sku.to_string(),
-                        qty: l.qty.get(),
-                        amount: MoneyBody::from_money(&l.amount),
-                    })
-                    .collect(),
-                amount: MoneyBody::from_money(&s.amount),
-            })
+            .map(|s| super::fulfilment::ShipmentView::of(id, s))
             .collect(),
         returns: o
             .returns()
             .iter()
-            .map(|r| super::fulfilment::ReturnView {
-                return_id: r.return_id.to_string(),
-                order_id: id.to_string(),
-                reason: r.reason.to_string(),
-                lines: r
-                    .lines
-                    .iter()
-                    .map(|l| super::fulfilment::ReturnedLineView {
-                        sku: l.sku.to_string(),
-                        qty: l.qty.get(),
-                        restock: l.restock,
-                        warehouse_id: l.warehouse_id.to_string(),
-                        amount: MoneyBody::from_money(&l.amount),
-                    })
-                    .collect(),
-                amount: MoneyBody::from_money(&r.amount),
-            })
+            .map(|r| super::fulfilment::ReturnView::of(id, r))
             .collect(),
         captured: MoneyBody::from_money(&Money::zero(total.currency())),
         refunded: MoneyBody::from_money(&Money::zero(total.currency())),
