@@ -6,7 +6,9 @@
 //! - `insert`: one-row INSERT transactions into an events-shaped table (the ceiling).
 //! - `select+insert`: a transaction that reads an aggregate's rows, then inserts one.
 //! - `plain-cqrs`: cqrs-es + postgres-es as shipped (its repository, default pool, json).
-//! - `emporium`: our command path (`Store::execute`).
+//! - `emporium`: our command path (`Store::execute`), every event sealed (docs/audit.md).
+//! - `emporium-unsealed`: the same with the append of before sealing (ADR 0011's
+//!   `emporium_append`, swapped in for this mode only): what the hash chain costs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -56,6 +58,7 @@ enum Mode {
     SelectInsert,
     PlainCqrs,
     Emporium,
+    EmporiumUnsealed,
 }
 
 impl Mode {
@@ -65,6 +68,7 @@ impl Mode {
             Mode::SelectInsert => "select+insert",
             Mode::PlainCqrs => "plain-cqrs",
             Mode::Emporium => "emporium",
+            Mode::EmporiumUnsealed => "emp-unsealed",
         }
     }
 }
@@ -174,8 +178,16 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
             Mode::SelectInsert,
             Mode::PlainCqrs,
             Mode::Emporium,
+            Mode::EmporiumUnsealed,
         ] {
-            let o = run_mode(mode, c, url, args).await?;
+            if mode == Mode::EmporiumUnsealed {
+                swap_append(url, UNSEALED_APPEND).await?;
+            }
+            let o = run_mode(mode, c, url, args).await;
+            if mode == Mode::EmporiumUnsealed {
+                swap_append(url, SEALED_APPEND).await?;
+            }
+            let o = o?;
             println!(
                 "{:<14} c={:<3} {:>9.0} cmds/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
                 o.mode.name(),
@@ -207,11 +219,12 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
                 .map(|o| o.per_sec)
                 .unwrap_or(f64::NAN)
         };
-        let (ins, sel, plain, emp) = (
+        let (ins, sel, plain, emp, unsealed) = (
             rate(Mode::Insert),
             rate(Mode::SelectInsert),
             rate(Mode::PlainCqrs),
             rate(Mode::Emporium),
+            rate(Mode::EmporiumUnsealed),
         );
         println!(
             "  c={c:<3} emporium/insert {:.2}x  emporium/select+insert {:.2}x  emporium/plain-cqrs {:.2}x  plain-cqrs/insert {:.2}x",
@@ -220,7 +233,25 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
             emp / plain,
             plain / ins
         );
+        println!(
+            "  c={c:<3} hash chain on/off {:.2}x (emporium {emp:.0} vs unsealed {unsealed:.0} cmds/s)",
+            emp / unsealed
+        );
     }
+    Ok(())
+}
+
+/// The append function as shipped (every event sealed), and as it was before sealing.
+const SEALED_APPEND: &str =
+    include_str!("../../event-store/migrations/postgres/20261206000002_append_seals.sql");
+const UNSEALED_APPEND: &str =
+    include_str!("../../event-store/migrations/postgres/20261129000001_append_stamps_feed.sql");
+
+/// Installs `definition` of `emporium_append` in the benchmark database.
+async fn swap_append(url: &str, definition: &str) -> anyhow::Result<()> {
+    let mut conn = sqlx::PgConnection::connect(url).await?;
+    sqlx::raw_sql(definition).execute(&mut conn).await?;
+    conn.close().await?;
     Ok(())
 }
 
@@ -256,7 +287,7 @@ async fn run_mode(
                 .connect(url)
                 .await?
         }
-        Mode::Emporium => connect_postgres(url, pool_size).await?,
+        Mode::Emporium | Mode::EmporiumUnsealed => connect_postgres(url, pool_size).await?,
         _ => {
             PgPoolOptions::new()
                 .max_connections(pool_size)
@@ -266,7 +297,7 @@ async fn run_mode(
         }
     };
     let store = Store::from_db(Db::Postgres(pool.clone()));
-    if mode == Mode::Emporium {
+    if matches!(mode, Mode::Emporium | Mode::EmporiumUnsealed) {
         // Warm-up, not timed: a running engine holds its hot aggregates in memory, so each
         // item is loaded once before the clock starts (the same replay the first command
         // on it would do).
@@ -328,7 +359,7 @@ async fn run_mode(
                         .execute_with_metadata(&id, reserve(w, s), meta.to_map())
                         .await
                         .is_ok(),
-                    Mode::Emporium => store
+                    Mode::Emporium | Mode::EmporiumUnsealed => store
                         .execute::<StockItem>(&id, reserve(w, s), &meta)
                         .await
                         .is_ok(),
@@ -362,7 +393,8 @@ async fn run_mode(
     let elapsed = started.elapsed().as_secs_f64();
     bar.finish_and_clear();
     let gc = store.repository().group_commit_stats();
-    let batches = (mode == Mode::Emporium).then_some((gc.batches, gc.commands));
+    let batches = matches!(mode, Mode::Emporium | Mode::EmporiumUnsealed)
+        .then_some((gc.batches, gc.commands));
     pool.close().await;
     Ok(Outcome {
         batches,

@@ -206,10 +206,10 @@ async fn sqlite_batch(
         return vec![sqlite_append(pool, &one.events).await];
     }
     let attempt = async {
-        let mut tx = pool.begin().await?;
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
         let mut results = Vec::with_capacity(batch.len());
         for p in batch {
-            match sqlite_insert(&mut *tx, &p.events).await {
+            match sqlite_insert(&mut tx, &p.events).await {
                 Ok(()) => results.push(Ok(())),
                 Err(e) if is_key_violation(&e) => {
                     results.push(Err(PersistenceError::OptimisticLockError))

@@ -1,6 +1,8 @@
 //! Emporium's event store: where events are appended, loaded and read back in one order.
 //!
 //! # Layout
+//! - [`audit`]: seals chained per stream, signed Merkle digests, verification and
+//!   inclusion proofs (tamper evidence).
 //! - [`store`]: open Postgres or the embedded SQLite store, migrate, execute commands with
 //!   bounded conflict retries, load aggregates.
 //! - [`repository`]: postgres-es / sqlite-es behind one `PersistedEventRepository`, with our
@@ -25,6 +27,7 @@
 //! business rule; it knows the domain's event *schemas* (names, versions, upcasters) so that
 //! every consumer gets typed events, and the feed contract is the same on both backends.
 
+pub mod audit;
 pub mod bus;
 pub mod decode;
 pub mod export;

@@ -20,6 +20,7 @@ use sqlx::{PgPool, SqlitePool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
+use crate::audit;
 use crate::group_commit::{GroupCommit, GroupCommitStats, POSTGRES_WRITERS};
 use crate::Db;
 
@@ -112,45 +113,96 @@ pub(crate) async fn pg_append(
         .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
 }
 
-/// One command's events as one autocommit statement.
+/// One command's events in one write transaction.
 pub(crate) async fn sqlite_append(
     pool: &SqlitePool,
     events: &[SerializedEvent],
 ) -> Result<(), PersistenceError> {
-    sqlite_insert(pool, events)
-        .await
-        .map_err(|e| classify(e, SQLITE_PK_VIOLATION))
+    let write = async {
+        // IMMEDIATE: the seal needs the last position and the stream's last seal read under
+        // the write lock; a deferred transaction could read, then lose the lock to a writer.
+        let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
+        sqlite_insert(&mut tx, events).await?;
+        tx.commit().await
+    };
+    write.await.map_err(|e| classify(e, SQLITE_PK_VIOLATION))
 }
 
-/// One command's events as one statement on `conn` (a pool, or a batch's transaction).
-pub(crate) async fn sqlite_insert<'c>(
-    conn: impl sqlx::SqliteExecutor<'c>,
+/// One command's events as one statement inside the caller's write transaction, each with
+/// its feed position and its seal (crate::audit), which the embedded store computes here
+/// because SQLite has no SHA-256.
+pub(crate) async fn sqlite_insert(
+    conn: &mut sqlx::SqliteConnection,
     events: &[SerializedEvent],
 ) -> Result<(), sqlx::Error> {
-    // One multi-row INSERT: atomic on its own, and it takes the write lock only once.
+    let last_position: i64 =
+        sqlx::query_scalar("SELECT COALESCE(MAX(feed_position), 0) FROM events")
+            .fetch_one(&mut *conn)
+            .await?;
+    let (recorded_at, micros) = audit::sqlite_now();
+    let mut rows = Vec::with_capacity(events.len());
+    let mut prev: Option<(&str, &str, i64, [u8; 32])> = None;
+    for (i, e) in events.iter().enumerate() {
+        let sequence = e.sequence as i64;
+        let previous = match prev {
+            Some((t, id, s, h))
+                if t == e.aggregate_type && id == e.aggregate_id && s + 1 == sequence =>
+            {
+                h
+            }
+            _ if sequence <= 1 => audit::GENESIS,
+            _ => {
+                audit::sqlite_stored_seal(conn, &e.aggregate_type, &e.aggregate_id, sequence - 1)
+                    .await?
+            }
+        };
+        let position = last_position + i as i64 + 1;
+        let event_id = Uuid::now_v7().to_string();
+        let payload = e.payload.to_string();
+        let metadata = e.metadata.to_string();
+        let canonical = audit::canonical(
+            position,
+            &e.aggregate_type,
+            &e.aggregate_id,
+            sequence,
+            &e.event_type,
+            &e.event_version,
+            &event_id,
+            micros,
+            &payload,
+            &metadata,
+        );
+        let hash = audit::seal(&previous, canonical.as_bytes());
+        prev = Some((&e.aggregate_type, &e.aggregate_id, sequence, hash));
+        rows.push((position, event_id, payload, metadata, hash));
+    }
+    // One multi-row INSERT: atomic on its own.
     let mut sql = String::from(
         "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
-         event_version, payload, metadata, event_id) VALUES ",
+         event_version, payload, metadata, event_id, recorded_at, feed_position, chain_hash) VALUES ",
     );
     for i in 0..events.len() {
         if i > 0 {
             sql.push(',');
         }
-        sql.push_str("(?,?,?,?,?,?,?,?)");
+        sql.push_str("(?,?,?,?,?,?,?,?,?,?,?)");
     }
     let mut query = sqlx::query(&sql);
-    for e in events {
+    for (e, (position, event_id, payload, metadata, hash)) in events.iter().zip(rows) {
         query = query
             .bind(&e.aggregate_type)
             .bind(&e.aggregate_id)
             .bind(e.sequence as i64)
             .bind(&e.event_type)
             .bind(&e.event_version)
-            .bind(e.payload.to_string())
-            .bind(e.metadata.to_string())
-            .bind(Uuid::now_v7().to_string());
+            .bind(payload)
+            .bind(metadata)
+            .bind(event_id)
+            .bind(recorded_at.clone())
+            .bind(position)
+            .bind(hash.to_vec());
     }
-    query.execute(conn).await.map(|_| ())
+    query.execute(&mut *conn).await.map(|_| ())
 }
 
 /// Maps a database error to what cqrs-es understands: a key violation is a lost race on

@@ -229,7 +229,11 @@ impl Store {
             sqlx::migrate!("./migrations/postgres"),
             sqlx::migrate!("./migrations/sqlite"),
         )
-        .await
+        .await?;
+        if let Db::Sqlite(pool) = &self.db {
+            crate::audit::backfill_sqlite(pool).await?;
+        }
+        Ok(())
     }
 
     pub fn db(&self) -> &Db {

@@ -28,8 +28,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{authorize, Access, Role};
 use crate::error::{ApiError, InternalDetail};
 use crate::routes::{
-    analytics, catalog, events, fulfilment, health, inventory, keys, orders, products, projections,
-    timeline, warehouses,
+    analytics, audit, catalog, events, fulfilment, health, inventory, keys, orders, products,
+    projections, timeline, warehouses,
 };
 use crate::state::AppState;
 
@@ -185,6 +185,8 @@ pub fn build(state: AppState) -> Built {
         .add(OPERATOR, routes!(fulfilment::ship))
         .add(OPERATOR, routes!(fulfilment::take_back))
         .add(AUDITOR, routes!(timeline::get))
+        .add(AUDITOR, routes!(audit::verify))
+        .add(AUDITOR, routes!(audit::digest))
         .add(Access::AnyRole, routes!(catalog::search))
         .add(ANALYST, routes!(analytics::summary))
         .add(ANALYST, routes!(analytics::top_products))

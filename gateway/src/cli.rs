@@ -55,6 +55,41 @@ pub enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Checks the log for tampering: recomputes every seal in a range and the latest signed
+    /// digest's Merkle root, and names the first broken position (exit status 1 if any).
+    Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// First feed position to check.
+        #[arg(long)]
+        from: Option<i64>,
+        /// Last feed position to check (default: the end of the log).
+        #[arg(long)]
+        to: Option<i64>,
+        /// The engine's public key file (`<audit-key>.pub`): digests must be signed by it.
+        #[arg(long)]
+        public_key: Option<PathBuf>,
+        /// The whole report as JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Checks offline a proof document (`GET /v1/orders/{id}/timeline?proof=true`, or its
+    /// `proof` member): the digest's signature, each event's seal and Merkle path.
+    VerifyProof {
+        /// The JSON file.
+        file: PathBuf,
+        /// The engine's public key file (64 hex characters).
+        #[arg(long)]
+        public_key: PathBuf,
+    },
+    /// Signs a digest of the log now (an engine with --audit-key also does it periodically).
+    Digest {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The Ed25519 signing key file (created, with a `.pub` beside it, when missing).
+        #[arg(long, env = "EMPORIUM_AUDIT_KEY")]
+        audit_key: PathBuf,
+    },
     /// Read models: list them, or rebuild one from the log.
     Projections {
         #[command(flatten)]
@@ -182,6 +217,16 @@ pub struct ServeArgs {
     /// in the database, one is created on first start and printed once.
     #[arg(long, env = "EMPORIUM_ADMIN_KEY", hide_env_values = true)]
     pub admin_key: Option<String>,
+    /// Ed25519 key file for signed digests of the log (created, with a `.pub` beside it,
+    /// when missing; keep it outside the database). Unset: no digests are signed.
+    #[arg(long, env = "EMPORIUM_AUDIT_KEY")]
+    pub audit_key: Option<PathBuf>,
+    /// Seconds between signed digests.
+    #[arg(long, env = "EMPORIUM_DIGEST_INTERVAL_SECS", default_value_t = 60)]
+    pub digest_interval_secs: u64,
+    /// Directory each signed digest is also written to as `digest-<position>.json`.
+    #[arg(long, env = "EMPORIUM_DIGEST_DIR")]
+    pub digest_dir: Option<PathBuf>,
     /// Commands handled at once; more are refused with 503 + Retry-After.
     #[arg(long, env = "EMPORIUM_MAX_INFLIGHT_COMMANDS", default_value_t = 256)]
     pub max_inflight_commands: usize,
@@ -271,6 +316,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             json,
         } => timeline(store, &order_id, json).await,
         Command::Projections { store, command } => projections(store, command).await,
+        Command::Verify {
+            store,
+            from,
+            to,
+            public_key,
+            json,
+        } => verify(store, from, to, public_key.as_deref(), json).await,
+        Command::VerifyProof { file, public_key } => verify_proof(&file, &public_key),
+        Command::Digest { store, audit_key } => {
+            let store = open_store(&store).await?;
+            let key = emporium_event_store::audit::load_or_create_signing_key(&audit_key)?;
+            let auditor = emporium_event_store::audit::Auditor::new(store.db().clone());
+            match auditor.digest(&key).await? {
+                Some(d) => println!("{}", serde_json::to_string_pretty(&d)?),
+                None => println!("the latest digest already covers the whole log"),
+            }
+            Ok(())
+        }
         Command::Show {
             store,
             kind,
@@ -301,6 +364,90 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             export_events(store, format, &output, &filter).await
         }
     }
+}
+
+async fn verify(
+    args: StoreArgs,
+    from: Option<i64>,
+    to: Option<i64>,
+    public_key: Option<&std::path::Path>,
+    json: bool,
+) -> anyhow::Result<()> {
+    let trusted = public_key
+        .map(|p| {
+            let text =
+                std::fs::read_to_string(p).with_context(|| format!("reading {}", p.display()))?;
+            emporium_event_store::audit::parse_public_key(&text)
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))
+        })
+        .transpose()?;
+    let store = open_store(&args).await?;
+    let auditor = emporium_event_store::audit::Auditor::new(store.db().clone());
+    let bar = indicatif::ProgressBar::new(store.feed().head().await?.max(1) as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "verifying {bar:40} {pos}/{len} events ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+    let report = auditor
+        .verify(from, to, trusted.as_ref(), &|n| bar.set_position(n))
+        .await?;
+    bar.finish_and_clear();
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "checked {} events (positions {}..{})",
+            report.checked, report.from, report.to
+        );
+        match &report.digest {
+            Some(d) => println!(
+                "latest digest: position {}, signature {}, root {}",
+                d.position,
+                if d.signature_valid {
+                    "valid"
+                } else {
+                    "INVALID"
+                },
+                match d.root_matches {
+                    Some(true) => "matches",
+                    Some(false) => "DOES NOT MATCH",
+                    None => "not checked (the walk did not start at 1 or end past it)",
+                }
+            ),
+            None => println!("no digest signed yet"),
+        }
+        for p in &report.problems {
+            println!("position {}: {} ({})", p.position, p.detail, p.kind);
+        }
+    }
+    if report.ok {
+        println!("ok: the log matches its seals and its latest digest");
+        Ok(())
+    } else {
+        let first = report
+            .first_broken
+            .as_ref()
+            .map(|p| p.position)
+            .unwrap_or(0);
+        anyhow::bail!("the log was tampered with: first broken position {first}")
+    }
+}
+
+fn verify_proof(file: &std::path::Path, public_key: &std::path::Path) -> anyhow::Result<()> {
+    use emporium_event_store::audit::{parse_public_key, verify_proof_document, ProofDocument};
+    let key_text = std::fs::read_to_string(public_key)
+        .with_context(|| format!("reading {}", public_key.display()))?;
+    let key = parse_public_key(&key_text).map_err(|e| anyhow::anyhow!("{e}"))?;
+    let text =
+        std::fs::read_to_string(file).with_context(|| format!("reading {}", file.display()))?;
+    let doc = ProofDocument::from_json(&text).context("the file holds no proof document")?;
+    let n = verify_proof_document(&doc, &key).map_err(|e| anyhow::anyhow!("proof FAILED: {e}"))?;
+    println!(
+        "ok: {n} events are in the log signed at position {} by {}",
+        doc.digest.position, doc.digest.public_key
+    );
+    Ok(())
 }
 
 async fn show(
@@ -614,6 +761,13 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             .nats_duplicate_window(std::time::Duration::from_secs(
                 args.nats_duplicate_window_secs.max(1),
             ));
+    }
+    if let Some(key_path) = args.audit_key.clone() {
+        builder = builder.audit(crate::engine::AuditOptions {
+            key_path,
+            interval: std::time::Duration::from_secs(args.digest_interval_secs.max(1)),
+            dir: args.digest_dir.clone(),
+        });
     }
     crate::metrics::handle();
     let engine = builder.start().await?;

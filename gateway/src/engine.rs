@@ -56,6 +56,16 @@ pub struct EngineBuilder {
     payment: Option<Arc<dyn PaymentProvider>>,
     upcasters: Option<Upcasters>,
     demo: bool,
+    audit: Option<AuditOptions>,
+}
+
+/// Signed digests of the log (docs/audit.md): the key, how often, and where to publish them
+/// besides the database (a directory; the NATS subject `<prefix>.audit.digest` when NATS is on).
+#[derive(Debug, Clone)]
+pub struct AuditOptions {
+    pub key_path: std::path::PathBuf,
+    pub interval: Duration,
+    pub dir: Option<std::path::PathBuf>,
 }
 
 /// A running engine. Dropping it cancels its tasks; [`Engine::stop`] also waits for them.
@@ -150,6 +160,7 @@ impl EngineBuilder {
             payment: None,
             upcasters: None,
             demo: false,
+            audit: None,
         }
     }
 
@@ -243,6 +254,13 @@ impl EngineBuilder {
         self
     }
 
+    /// Sign digests of the log periodically with the key at `options.key_path`.
+    #[must_use]
+    pub fn audit(mut self, options: AuditOptions) -> Self {
+        self.audit = Some(options);
+        self
+    }
+
     /// Seed demo warehouses, products and stock into an empty store.
     #[must_use]
     pub fn demo(mut self, on: bool) -> Self {
@@ -279,6 +297,7 @@ impl EngineBuilder {
         let mut tasks = Vec::new();
 
         let mut saga_bus = None;
+        let mut digest_bus = None;
         if let Some(nats) = self.nats {
             let client = match nats.source {
                 // Start even while NATS is down: the relay catches up when it comes back.
@@ -297,6 +316,7 @@ impl EngineBuilder {
                 client: client.clone(),
                 relay: relay.status(),
             });
+            digest_bus = Some((client.clone(), format!("{}.audit.digest", nats.prefix)));
             saga_bus = Some((client, NatsNames::new(&nats.prefix), nats.duplicate_window));
             let token = shutdown.clone();
             tasks.push(tokio::spawn(
@@ -314,6 +334,23 @@ impl EngineBuilder {
             created_admin_key = Some(created.key);
         }
 
+        if let Some(audit) = self.audit {
+            let key = emporium_event_store::audit::load_or_create_signing_key(&audit.key_path)
+                .context("loading the audit signing key")?;
+            state.audit_public_key = Some(key.verifying_key());
+            tracing::info!(
+                public_key = %hex::encode(key.verifying_key().to_bytes()),
+                every_secs = audit.interval.as_secs(),
+                "signing digests of the log"
+            );
+            let (auditor, token) = (state.auditor.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(async move {
+                tokio::select! {
+                    () = digests(auditor, key, audit, digest_bus) => {}
+                    () = token.cancelled() => {}
+                }
+            }));
+        }
         if self.run_projections {
             tasks.extend(spawn_projections(&mut state, &shutdown));
         }
@@ -355,6 +392,49 @@ impl EngineBuilder {
             tasks,
             server: Some(server),
         })
+    }
+}
+
+/// Signs a digest of the log every `options.interval` when it grew, and publishes each to
+/// the directory and the NATS subject. Several engines may sign: the database keeps the
+/// first digest of each position.
+async fn digests(
+    auditor: Arc<emporium_event_store::audit::Auditor>,
+    key: ed25519_dalek::SigningKey,
+    options: AuditOptions,
+    bus: Option<(async_nats::Client, String)>,
+) {
+    let mut tick = tokio::time::interval(options.interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let digest = match auditor.digest(&key).await {
+            Ok(Some(d)) => d,
+            Ok(None) => continue,
+            Err(e) => {
+                tracing::warn!(error = %e, "signing a digest failed; retrying next time");
+                continue;
+            }
+        };
+        let Ok(json) = serde_json::to_vec_pretty(&digest) else {
+            continue;
+        };
+        if let Some(dir) = &options.dir {
+            let file = dir.join(format!("digest-{:020}.json", digest.position));
+            let tmp = dir.join(format!(".digest-{}.tmp", digest.position));
+            let written = std::fs::create_dir_all(dir)
+                .and_then(|()| std::fs::write(&tmp, &json))
+                .and_then(|()| std::fs::rename(&tmp, &file));
+            if let Err(e) = written {
+                tracing::warn!(error = %e, dir = %dir.display(), "writing a digest file failed");
+            }
+        }
+        if let Some((client, subject)) = &bus {
+            if let Err(e) = client.publish(subject.clone(), json.into()).await {
+                tracing::warn!(error = %e, "publishing a digest to NATS failed");
+            }
+        }
+        tracing::info!(position = digest.position, root = %digest.root, "signed a digest of the log");
     }
 }
 

@@ -36,5 +36,5 @@ pub mod schema;
 pub mod state;
 
 pub use app::{app, serve};
-pub use engine::{Engine, EngineBuilder};
+pub use engine::{AuditOptions, Engine, EngineBuilder};
 pub use state::{ApiConfig, AppState};

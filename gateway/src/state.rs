@@ -57,6 +57,11 @@ pub struct AppState {
     pub checkout: Arc<emporium_sagas::CheckoutSaga>,
     /// Fault points tests switch on to stand in for a crash at an exact moment.
     pub faults: Arc<Faults>,
+    /// Digests, proofs and verification of the log (tamper evidence).
+    pub auditor: Arc<emporium_event_store::audit::Auditor>,
+    /// The public half of the engine's digest signing key (`--audit-key`), trusted by
+    /// verification when set.
+    pub audit_public_key: Option<ed25519_dalek::VerifyingKey>,
 }
 
 /// Fault points for tests; all off in a running engine.
@@ -91,6 +96,10 @@ impl AppState {
                 emporium_sagas::CheckoutConfig::default(),
             ),
             faults: Arc::default(),
+            auditor: Arc::new(emporium_event_store::audit::Auditor::new(
+                store.db().clone(),
+            )),
+            audit_public_key: None,
         }
     }
 

@@ -621,6 +621,7 @@ async fn migrate_twice_creates_every_crates_tables(database_url: Option<&str>) -
         "projections",
         "sandbox_payments",
         "sandbox_settlements",
+        "audit_digests",
     ] {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let n: i64 = emporium_event_store::on_db!(&db, pool => {
@@ -646,13 +647,16 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
         20261121000005,
         20261128000006,
         20261129000002,
+        20261206000001,
     ];
     assert_eq!(
         migrate_twice_creates_every_crates_tables(None).await,
         expected
     );
-    // Postgres only: appends stamp their feed position at insert (SQLite's trigger does).
-    expected.insert(expected.len() - 1, 20261129000001);
+    // Postgres only: appends stamp their feed position at insert (SQLite's trigger does),
+    // and seal in a function of their own.
+    expected.insert(expected.len() - 2, 20261129000001);
+    expected.push(20261206000002);
     let db = TestDatabase::create().await;
     assert_eq!(
         migrate_twice_creates_every_crates_tables(Some(db.url())).await,
@@ -1557,4 +1561,120 @@ async fn duckdb_and_pandas_read_the_exports_as_they_are() {
     let shown: Value = serde_json::from_slice(&after.stdout).unwrap();
     assert_eq!(shown["version"], 1);
     assert_eq!(shown["state"]["title"], "Thing");
+}
+
+/// The auditors' commands on the real binary: an engine with `--audit-key` signs digests on
+/// its own; `emporium verify` passes on the untouched log and exits 1 naming the position of
+/// an edited row; `emporium verify-proof` accepts a timeline's proofs and refuses them under
+/// another key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn verify_and_verify_proof_on_the_command_line() {
+    use reqwest::Method;
+    let db = TestDatabase::create().await;
+    let dir = TestDataDir::create();
+    let key = dir.path().join("audit.key");
+    let key_arg = key.to_str().unwrap().to_string();
+    let server = start_with(
+        dir.path(),
+        Some(db.url()),
+        false,
+        &[
+            ("EMPORIUM_LOG", "warn"),
+            ("EMPORIUM_AUDIT_KEY", &key_arg),
+            ("EMPORIUM_DIGEST_INTERVAL_SECS", "1"),
+        ],
+    );
+    warehouse(&server.base, "wh-a", "eu-west").await;
+    product(&server.base, "SKU-1", 100).await;
+    let (s, _) = call(
+        &server.base,
+        Method::POST,
+        "/v1/inventory/wh-a/SKU-1/receive",
+        Some(json!({"qty": 5})),
+    )
+    .await;
+    assert_eq!(s, 200);
+    let order = place_one(&server.base, 1, "tok_ok").await;
+    until(&server.base, &order, Duration::from_secs(20), |o| {
+        o["status"] == "confirmed"
+    })
+    .await;
+    let store = db.store(2).await;
+    let emporium_event_store::Db::Postgres(pool) = store.db() else {
+        unreachable!()
+    };
+    let head: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM events")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    // Wait for the engine's digest to cover the whole log.
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let timeline = loop {
+        let (s, t) = call(
+            &server.base,
+            Method::GET,
+            &format!("/v1/orders/{order}/timeline?proof=true"),
+            None,
+        )
+        .await;
+        if s == 200 && t["proof"]["digest"]["position"].as_i64() >= Some(head) {
+            break t;
+        }
+        assert!(std::time::Instant::now() < deadline, "{s} {t}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let cli = |args: &[&str]| {
+        Command::new(env!("CARGO_BIN_EXE_emporium"))
+            .args(args)
+            .env("DATABASE_URL", db.url())
+            .env_remove("NATS_URL")
+            .env_remove("EMPORIUM_AUDIT_KEY")
+            .output()
+            .unwrap()
+    };
+    let public = format!("{key_arg}.pub");
+    let ok = cli(&["verify", "--public-key", &public]);
+    let stdout = String::from_utf8_lossy(&ok.stdout).to_string();
+    assert!(
+        ok.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    assert!(stdout.contains("root matches"), "{stdout}");
+
+    let proof_file = dir.path().join("timeline.json");
+    std::fs::write(&proof_file, serde_json::to_vec(&timeline).unwrap()).unwrap();
+    let proof = proof_file.to_str().unwrap();
+    let checked = cli(&["verify-proof", proof, "--public-key", &public]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let stranger = dir.path().join("stranger.key");
+    let made = cli(&["digest", "--audit-key", stranger.to_str().unwrap()]);
+    assert!(
+        made.status.success(),
+        "{}",
+        String::from_utf8_lossy(&made.stderr)
+    );
+    let refused = cli(&[
+        "verify-proof",
+        proof,
+        "--public-key",
+        &format!("{}.pub", stranger.display()),
+    ]);
+    assert!(!refused.status.success());
+
+    // One edited payload: verify exits 1 and names its position.
+    sqlx::query(
+        "UPDATE events SET payload = jsonb_set(payload, '{qty}', '4') WHERE feed_position = 3",
+    )
+    .execute(pool)
+    .await
+    .unwrap();
+    let broken = cli(&["verify"]);
+    assert!(!broken.status.success());
+    let err = String::from_utf8_lossy(&broken.stderr);
+    assert!(err.contains("first broken position 3"), "{err}");
 }

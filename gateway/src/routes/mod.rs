@@ -2,6 +2,7 @@
 //! collects every error at once, the money body shape, and running a command.
 
 pub mod analytics;
+pub mod audit;
 pub mod catalog;
 pub mod events;
 pub mod fulfilment;

@@ -5,8 +5,9 @@ use axum::extract::State;
 use axum::Json;
 use emporium_domain::order::Order;
 use emporium_domain::values::OrderId;
+use emporium_event_store::audit::ProofDocument;
 use emporium_event_store::FeedEvent;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::catalog::projection_error;
 use crate::error::{ApiError, ReadProblems};
@@ -18,6 +19,19 @@ pub struct TimelineView {
     pub order_id: String,
     #[schema(value_type = Vec<crate::routes::events::FeedEventDoc>)]
     pub events: Vec<FeedEvent>,
+    /// With `?proof=true`: the latest signed digest and, per event it covers, the event's
+    /// canonical bytes, seal and Merkle path (docs/audit.md; `emporium verify-proof` checks it).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub proof: Option<ProofDocument>,
+}
+
+#[derive(Debug, Default, Deserialize, utoipa::IntoParams)]
+#[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
+pub struct TimelineQuery {
+    /// Add inclusion proofs against the latest signed digest.
+    pub proof: Option<bool>,
 }
 
 /// The timeline of one order, or `None` if the order does not exist.
@@ -37,21 +51,34 @@ pub async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<TimelineV
     Ok(Some(TimelineView {
         order_id: id.to_string(),
         events,
+        proof: None,
     }))
 }
 
 /// Every event concerning the order (order, payment, stock reservations, saga steps) in
 /// global order, with position, time, type, payload and metadata.
 #[utoipa::path(get, path = "/v1/orders/{id}/timeline", tag = "orders",
-    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid)),
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid), TimelineQuery),
     responses((status = 200, description = "The timeline", body = TimelineView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
     ApiPath(id): ApiPath<String>,
+    crate::extract::ApiQuery(q): crate::extract::ApiQuery<TimelineQuery>,
 ) -> Result<Json<TimelineView>, ApiError> {
     let id = OrderId::parse(&id).map_err(|e| ApiError::field("/id", e))?;
-    timeline(&state, &id)
+    let mut view = timeline(&state, &id)
         .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))
+        .ok_or_else(|| ApiError::NotFound(format!("no order {id}")))?;
+    if q.proof == Some(true) {
+        let positions: Vec<i64> = view.events.iter().map(|e| e.position).collect();
+        let proof = state.auditor.proofs(&positions).await?.ok_or_else(|| {
+            ApiError::conflict(
+                "no-digest",
+                "no digest has been signed yet: an engine started with --audit-key signs one \
+                 every --digest-interval-secs",
+            )
+        })?;
+        view.proof = Some(proof);
+    }
+    Ok(Json(view))
 }

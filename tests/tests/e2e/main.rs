@@ -3,6 +3,7 @@
 
 mod api;
 mod architecture;
+mod audit;
 mod backbone;
 mod checkout;
 mod checkout_safety;
