@@ -197,6 +197,7 @@ async fn plain_cqrs(url: &str, clients: usize, duration: u64) -> anyhow::Result<
                         lines: lines.clone(),
                         shipping_region: Region::parse("eu-west")?,
                         payment_token: "tok_ok".into(),
+                        personal: None,
                     };
                     until_not_conflicting::<Order, _>(|| orders.execute(&oid, place.clone()))
                         .await?;

@@ -18,6 +18,7 @@
 //! - [`relay`]: publishes the feed to NATS JetStream (one active relay per database).
 //! - [`bus`]: subscribers for workers: a durable JetStream pull consumer, or the in-process
 //!   bus over the feed in embedded mode, behind one trait.
+//! - [`personal`]: per-customer keys that seal personal data and erase it (crypto-shredding).
 //! - [`nats`]: subject, stream and consumer names derived from one prefix.
 //! - [`metadata`]: actor, request, correlation and causation ids carried by every event.
 //! - [`seeding`]: bulk writes that fill the events table for benchmarks.
@@ -35,6 +36,7 @@ pub mod feed;
 pub mod group_commit;
 pub mod metadata;
 pub mod nats;
+pub mod personal;
 pub mod queries;
 pub mod relay;
 pub mod repository;

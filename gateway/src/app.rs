@@ -28,8 +28,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{authorize, Access, Role};
 use crate::error::{ApiError, InternalDetail};
 use crate::routes::{
-    analytics, audit, catalog, events, fulfilment, health, inventory, keys, orders, products,
-    projections, timeline, warehouses,
+    analytics, audit, catalog, customers, events, fulfilment, health, inventory, keys, orders,
+    products, projections, timeline, warehouses,
 };
 use crate::state::AppState;
 
@@ -67,6 +67,8 @@ pub struct RouteSpec {
         (name = "events", description = "The global event feed"),
         (name = "analytics", description = "Figures over time ranges, and a live stream"),
         (name = "keys", description = "API keys (admin)"),
+        (name = "audit", description = "Verifying the log and its signed digests (auditors)"),
+        (name = "customers", description = "Customers' personal data (admin)"),
         (name = "operations", description = "Health, metrics and this document"),
     ),
     components(schemas(crate::error::Problem, crate::error::FieldError))
@@ -196,6 +198,7 @@ pub fn build(state: AppState) -> Built {
         .add(ANALYST, routes!(analytics::stream))
         .add(ANALYST, routes!(projections::list))
         .add(HISTORY, routes!(events::list))
+        .add(ADMIN, routes!(customers::erase))
         .add(ADMIN, routes!(keys::create))
         .add(ADMIN, routes!(keys::list))
         .add(ADMIN, routes!(keys::revoke))

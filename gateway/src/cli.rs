@@ -515,8 +515,10 @@ async fn export_events(
         );
     let after = filter.after;
     let progress = bar.clone();
-    let events = export
-        .events
+    let keys = std::sync::Arc::new(emporium_event_store::personal::KeyRing::new(
+        store.db().clone(),
+    ));
+    let events = emporium_event_store::personal::present_stream(keys, export.events)
         .inspect(move |e| {
             if let Ok(e) = e {
                 progress.set_position((e.position - after).max(0) as u64);

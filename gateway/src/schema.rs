@@ -124,6 +124,44 @@ pub fn payment_token() -> Object {
     string(1, MAX_PAYMENT_TOKEN_LEN, &pattern, "Payment method token")
 }
 
+/// Most characters of a customer's name or of one address line.
+pub const MAX_PERSONAL_LINE: usize = 200;
+/// Most characters of an e-mail address (RFC 5321's path limit).
+pub const MAX_EMAIL_LEN: usize = 254;
+/// Most shipping address lines.
+pub const MAX_ADDRESS_LINES: usize = 5;
+const EMAIL: &str =
+    "^[^\\s@\\u0000-\\u001f\\u007f-\\u009f]+@[^\\s@\\u0000-\\u001f\\u007f-\\u009f]+$";
+
+/// A customer's name: 1 to 200 characters, one line. Stored only encrypted.
+pub fn person_name() -> Object {
+    string(
+        1,
+        MAX_PERSONAL_LINE,
+        LINE,
+        "Customer name (personal data, erasable)",
+    )
+}
+
+/// An e-mail address: one `@` between two non-empty parts, no spaces, 3 to 254 characters.
+pub fn email() -> Object {
+    string(
+        3,
+        MAX_EMAIL_LEN,
+        EMAIL,
+        "E-mail address (personal data, erasable)",
+    )
+}
+
+/// Shipping address lines: up to 5, each 1 to 200 characters on one line.
+pub fn address_lines() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(string(1, MAX_PERSONAL_LINE, LINE, "One address line"))
+        .max_items(Some(MAX_ADDRESS_LINES))
+        .description(Some("Shipping address lines (personal data, erasable)"))
+        .build()
+}
+
 /// `Quantity`.
 pub fn quantity() -> Object {
     integer(1, i64::from(Quantity::MAX), "Units, 1 to 1,000,000")

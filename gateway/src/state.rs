@@ -62,6 +62,8 @@ pub struct AppState {
     /// The public half of the engine's digest signing key (`--audit-key`), trusted by
     /// verification when set.
     pub audit_public_key: Option<ed25519_dalek::VerifyingKey>,
+    /// Customers' keys: seals personal data on placement, shows or erases it on reads.
+    pub keyring: Arc<emporium_event_store::personal::KeyRing>,
 }
 
 /// Fault points for tests; all off in a running engine.
@@ -100,6 +102,9 @@ impl AppState {
                 store.db().clone(),
             )),
             audit_public_key: None,
+            keyring: Arc::new(emporium_event_store::personal::KeyRing::new(
+                store.db().clone(),
+            )),
         }
     }
 

@@ -118,6 +118,8 @@ pub struct CheckoutSaga {
     /// Warehouse ids, read at most once per [`WAREHOUSE_LIST_TTL`]; a shortfall found with
     /// a cached list is confirmed with a fresh one.
     warehouses: Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
+    /// Opens the sealed payment token of an order (docs/audit.md, erasure).
+    keys: emporium_event_store::personal::KeyRing,
 }
 
 /// How long the list of warehouse ids is reused: a new warehouse is a candidate for
@@ -144,13 +146,14 @@ impl CheckoutSaga {
     ) -> Arc<Self> {
         let leases = Leases::new(store.db().clone(), config.lease_ttl);
         Arc::new(Self {
-            store,
             provider,
             config,
             active: Mutex::new(HashSet::new()),
             leases,
             delivered: Mutex::new(HashMap::new()),
             warehouses: Mutex::new(None),
+            keys: emporium_event_store::personal::KeyRing::new(store.db().clone()),
+            store,
         })
     }
 
@@ -513,9 +516,16 @@ impl CheckoutSaga {
     }
 
     async fn pay(&self, order: &Order, oid: &str, deadline_ms: i64) -> Paid {
-        let (Some(total), Some(token)) = (order.total(), order.payment_token()) else {
+        let Ok(token) = self.payment_token(order, deadline_ms).await else {
+            return Paid::TimedOut;
+        };
+        if token.is_none() && order.personal().is_some() {
+            return Paid::Declined("the payment details were erased".into());
+        }
+        let (Some(total), Some(token)) = (order.total(), token) else {
             return Paid::Declined("no payment details".into());
         };
+        let token = token.as_str();
         let mut backoff = Duration::from_millis(100);
         loop {
             let left = deadline_ms - now_ms();
@@ -547,6 +557,32 @@ impl CheckoutSaga {
                     backoff = (backoff * 2).min(Duration::from_secs(2));
                 }
                 Err(_) => tracing::info!(order = oid, "payment: no answer, retrying"),
+            }
+        }
+    }
+
+    /// The token to authorize with: sealed with the customer's key (`None` once their
+    /// personal data was erased), or as placed by an older client of the domain.
+    /// `Err` when the deadline passed before the key store answered.
+    async fn payment_token(&self, order: &Order, deadline_ms: i64) -> Result<Option<String>, ()> {
+        let Some(sealed) = order.personal() else {
+            return Ok(order.payment_token().map(str::to_string));
+        };
+        let Some(customer) = order.customer_id().map(ToString::to_string) else {
+            return Ok(None);
+        };
+        // The sealed data is read until it opens or is known to be gone: a database hiccup
+        // here must not decline a payment.
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match self.keys.open(&customer, sealed).await {
+                Ok(data) => return Ok(data.and_then(|d| d.payment_token)),
+                Err(_) if now_ms() > deadline_ms => return Err(()),
+                Err(e) => {
+                    tracing::info!(error = %e, "reading the payment token failed, retrying");
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(2));
+                }
             }
         }
     }

@@ -10,7 +10,9 @@ use super::{
     Allocation, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
     PlacedLine, ReturnLine, ReturnedLine, ShipmentLine, ShippedLine,
 };
-use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
+use crate::values::{
+    CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
+};
 use uuid::Uuid;
 
 /// A recorded shipment.
@@ -46,6 +48,8 @@ pub struct Order {
     shipping_region: Option<Region>,
     total: Option<Money>,
     payment_token: Option<String>,
+    #[serde(default)]
+    personal: Option<SealedData>,
     status: Option<OrderStatus>,
     allocation: Vec<Allocation>,
     reject_reason: Option<Reason>,
@@ -93,9 +97,16 @@ impl Order {
         self.total.as_ref()
     }
 
+    /// The token as placed, or its fingerprint when [`Order::personal`] holds it sealed.
     #[must_use]
     pub fn payment_token(&self) -> Option<&str> {
         self.payment_token.as_deref()
+    }
+
+    /// Personal data and the payment token, encrypted with the customer's key.
+    #[must_use]
+    pub fn personal(&self) -> Option<&SealedData> {
+        self.personal.as_ref()
     }
 
     /// Empty until the order is confirmed.
@@ -363,6 +374,7 @@ impl Order {
                 lines,
                 shipping_region,
                 payment_token,
+                personal,
             } => {
                 if self.is_placed() {
                     return Err(OrderError::AlreadyPlaced);
@@ -376,6 +388,7 @@ impl Order {
                     shipping_region,
                     total,
                     payment_token,
+                    personal,
                 })
             }
             OrderCommand::ConfirmOrder { allocation } => {
@@ -554,6 +567,7 @@ impl Aggregate for Order {
                 shipping_region,
                 total,
                 payment_token,
+                personal,
             } => {
                 self.order_id = Some(order_id);
                 self.customer_id = Some(customer_id);
@@ -561,6 +575,7 @@ impl Aggregate for Order {
                 self.shipping_region = Some(shipping_region);
                 self.total = Some(total);
                 self.payment_token = Some(payment_token);
+                self.personal = personal;
                 self.status = Some(OrderStatus::Pending);
             }
             OrderEvent::OrderConfirmed { allocation, .. } => {
@@ -639,6 +654,7 @@ mod tests {
             lines,
             shipping_region: region("eu-west"),
             payment_token: "tok_visa".to_owned(),
+            personal: None,
         }
     }
 
@@ -667,6 +683,7 @@ mod tests {
             shipping_region: region("eu-west"),
             total: eur(4748),
             payment_token: "tok_visa".to_owned(),
+            personal: None,
         }
     }
 
@@ -833,6 +850,7 @@ mod tests {
                     lines: standard_lines(),
                     shipping_region: region("eu-west"),
                     payment_token: token.to_owned(),
+                    personal: None,
                 })
                 .then_expect_error(OrderError::InvalidPaymentToken);
         }
@@ -1175,6 +1193,7 @@ mod tests {
                 shipping_region: region("eu-west"),
                 total,
                 payment_token: "tok_ok".into(),
+                personal: None,
             },
             OrderEvent::OrderConfirmed {
                 order_id: order_id(1),

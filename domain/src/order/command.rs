@@ -3,7 +3,9 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
+use crate::values::{
+    CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
+};
 
 /// One requested line: `qty` units of `sku` at `unit_price` (the catalogue price the gateway
 /// looked up; the order keeps it so later price changes do not alter the order).
@@ -30,8 +32,13 @@ pub enum OrderCommand {
         customer_id: CustomerId,
         lines: Vec<OrderLine>,
         shipping_region: Region,
-        /// Opaque token from the payment provider; never card data.
+        /// Opaque token from the payment provider; never card data. When `personal` holds
+        /// the token sealed, this is only its fingerprint.
         payment_token: String,
+        /// Name, e-mail, address lines and the payment token, encrypted with the customer's
+        /// key (absent for orders placed without them, as by older clients of the domain).
+        #[serde(default)]
+        personal: Option<SealedData>,
     },
     /// Stock is reserved as `allocation` and payment is authorised.
     ConfirmOrder {

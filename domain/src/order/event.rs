@@ -6,7 +6,9 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::{Allocation, OrderStatus};
-use crate::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku, WarehouseId};
+use crate::values::{
+    CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
+};
 use uuid::Uuid;
 
 /// An order line as accepted, with its total (`unit_price × qty`).
@@ -26,7 +28,11 @@ pub enum OrderEvent {
         lines: Vec<PlacedLine>,
         shipping_region: Region,
         total: Money,
+        /// The payment token's fingerprint when `personal` holds the token itself.
         payment_token: String,
+        /// Personal data and the payment token, encrypted with the customer's key.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        personal: Option<SealedData>,
     },
     OrderConfirmed {
         order_id: OrderId,

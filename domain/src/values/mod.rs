@@ -12,6 +12,7 @@ mod ident;
 mod money;
 mod order_id;
 mod quantity;
+mod sealed;
 mod text;
 
 pub use currency::Currency;
@@ -19,6 +20,7 @@ pub use ident::{CustomerId, Region, Sku, WarehouseId};
 pub use money::{Money, MAX_AMOUNT_MINOR};
 pub use order_id::OrderId;
 pub use quantity::{Priority, Quantity};
+pub use sealed::SealedData;
 pub use text::{Category, Description, Reason, Title, WarehouseName};
 
 /// Why a raw value was refused. The messages are shown to API users as they are.

@@ -74,3 +74,16 @@ CREATE TABLE IF NOT EXISTS audit_digests
     public_key    bytea  NOT NULL,
     signature     bytea  NOT NULL
 );
+
+-- Per-customer keys for personal data (crypto-shredding, docs/audit.md section 5). Erasing
+-- a customer's personal data clears `key` and stamps `erased_at_ms`; the row stays so that
+-- reads can tell an erased key from an unknown one.
+CREATE TABLE IF NOT EXISTS customer_keys
+(
+    key_id        text   PRIMARY KEY,
+    customer_id   text   NOT NULL,
+    key           bytea,
+    created_at_ms bigint NOT NULL,
+    erased_at_ms  bigint
+);
+CREATE INDEX IF NOT EXISTS customer_keys_by_customer ON customer_keys (customer_id);

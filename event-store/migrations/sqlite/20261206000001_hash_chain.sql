@@ -29,3 +29,14 @@ CREATE TABLE IF NOT EXISTS audit_digests
     public_key    blob    NOT NULL,
     signature     blob    NOT NULL
 ) STRICT;
+
+-- Per-customer keys for personal data (crypto-shredding, docs/audit.md section 5).
+CREATE TABLE IF NOT EXISTS customer_keys
+(
+    key_id        text    PRIMARY KEY,
+    customer_id   text    NOT NULL,
+    key           blob,
+    created_at_ms integer NOT NULL,
+    erased_at_ms  integer
+) STRICT;
+CREATE INDEX IF NOT EXISTS customer_keys_by_customer ON customer_keys (customer_id);

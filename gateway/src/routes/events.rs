@@ -13,6 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use emporium_event_store::export::{self, EventFilter};
+use emporium_event_store::personal::present_stream;
 use emporium_event_store::FeedEvent;
 use emporium_event_store::RawFeedEvent;
 use futures::stream::StreamExt;
@@ -256,7 +257,7 @@ async fn page(state: &AppState, filter: EventFilter) -> Result<Json<EventsPage>,
         && filter.event_type.is_none()
         && filter.from.is_none()
         && filter.to.is_none();
-    let events = if unfiltered {
+    let mut events = if unfiltered {
         feed.read_current(filter.after, limit).await?
     } else {
         let export = export::open(&state.store, &filter).await?;
@@ -268,6 +269,9 @@ async fn page(state: &AppState, filter: EventFilter) -> Result<Json<EventsPage>,
             .collect::<Result<_, _>>()?;
         raw.into_iter().map(parsed).collect::<Result<_, _>>()?
     };
+    for e in &mut events {
+        state.keyring.present(&e.event_type, &mut e.payload).await?;
+    }
     let head = feed.head().await?;
     let next_cursor = (events.len() as i64 == limit)
         .then(|| events.last().map(|e| e.position.to_string()))
@@ -295,7 +299,8 @@ async fn stream(
     encode: Encode,
 ) -> Result<Response, ApiError> {
     let export = export::open(&state.store, filter).await?;
-    let body = Chunked::new(export.events, preamble, encode);
+    let events = present_stream(state.keyring.clone(), export.events);
+    let body = Chunked::new(events, preamble, encode);
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
@@ -306,7 +311,7 @@ async fn stream(
 
 async fn parquet(state: &AppState, filter: &EventFilter) -> Result<Response, ApiError> {
     let export = export::open(&state.store, filter).await?;
-    let body = crate::parquet::encode(export.events);
+    let body = crate::parquet::encode(present_stream(state.keyring.clone(), export.events));
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(

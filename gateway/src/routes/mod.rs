@@ -4,6 +4,7 @@
 pub mod analytics;
 pub mod audit;
 pub mod catalog;
+pub mod customers;
 pub mod events;
 pub mod fulfilment;
 pub mod health;

@@ -56,6 +56,40 @@ pub struct PlaceOrderBody {
     pub lines: Vec<LineBody>,
     pub shipping: ShippingBody,
     pub payment: PaymentBody,
+    /// Who receives the order: stored only encrypted with the customer's key, erasable with
+    /// `DELETE /v1/customers/{id}/personal-data`.
+    pub customer: Option<CustomerBody>,
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CustomerBody {
+    #[schema(schema_with = crate::schema::person_name)]
+    pub name: Option<String>,
+    #[schema(schema_with = crate::schema::email)]
+    pub email: Option<String>,
+}
+
+/// An order's personal data as shown: in clear, or `[erased]` in every field once the
+/// customer's key was destroyed.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PersonalView {
+    pub name: Option<String>,
+    pub email: Option<String>,
+    pub address_lines: Vec<String>,
+    /// The customer's personal data was erased.
+    pub erased: bool,
+}
+
+impl From<emporium_event_store::personal::ShownPersonal> for PersonalView {
+    fn from(p: emporium_event_store::personal::ShownPersonal) -> Self {
+        Self {
+            name: p.name,
+            email: p.email,
+            address_lines: p.address_lines,
+            erased: p.erased,
+        }
+    }
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -73,6 +107,10 @@ pub struct LineBody {
 pub struct ShippingBody {
     #[schema(schema_with = crate::schema::region)]
     pub region: String,
+    /// Request only: shown in the order's `personal`, never here.
+    #[schema(schema_with = crate::schema::address_lines)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address_lines: Option<Vec<String>>,
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -89,12 +127,73 @@ pub struct CancelBody {
     pub reason: Option<String>,
 }
 
+/// The request's personal fields, each checked as its schema says.
+fn personal_data(
+    b: &PlaceOrderBody,
+    f: &mut Fields,
+) -> emporium_event_store::personal::PersonalData {
+    use crate::schema::{MAX_ADDRESS_LINES, MAX_EMAIL_LEN, MAX_PERSONAL_LINE};
+    let one_line = |s: &str| {
+        (1..=MAX_PERSONAL_LINE).contains(&s.chars().count())
+            && !s.chars().any(char::is_control)
+            && s.chars().any(|c| !c.is_whitespace())
+    };
+    let mut data = emporium_event_store::personal::PersonalData::default();
+    if let Some(c) = &b.customer {
+        if let Some(name) = &c.name {
+            if one_line(name) {
+                data.name = Some(name.clone());
+            } else {
+                f.push(
+                    "/customer/name",
+                    format!("must be 1 to {MAX_PERSONAL_LINE} characters on one line"),
+                );
+            }
+        }
+        if let Some(email) = &c.email {
+            let parts: Vec<&str> = email.split('@').collect();
+            let ok = (3..=MAX_EMAIL_LEN).contains(&email.chars().count())
+                && parts.len() == 2
+                && parts.iter().all(|p| !p.is_empty())
+                && !email.chars().any(|c| c.is_whitespace() || c.is_control());
+            if ok {
+                data.email = Some(email.clone());
+            } else {
+                f.push(
+                    "/customer/email",
+                    format!("must be an address like name@example.org, at most {MAX_EMAIL_LEN} characters"),
+                );
+            }
+        }
+    }
+    if let Some(lines) = &b.shipping.address_lines {
+        if lines.len() > MAX_ADDRESS_LINES {
+            f.push(
+                "/shipping/address_lines",
+                format!("at most {MAX_ADDRESS_LINES} lines"),
+            );
+        }
+        for (i, line) in lines.iter().enumerate().take(MAX_ADDRESS_LINES) {
+            if one_line(line) {
+                data.address_lines.push(line.clone());
+            } else {
+                f.push(
+                    &format!("/shipping/address_lines/{i}"),
+                    format!("must be 1 to {MAX_PERSONAL_LINE} characters on one line"),
+                );
+            }
+        }
+    }
+    data
+}
+
 /// A validated order request, before prices are looked up.
 struct OrderRequest {
     customer_id: Option<CustomerId>,
     lines: Vec<(Sku, Quantity)>,
     region: Region,
     token: String,
+    personal: emporium_event_store::personal::PersonalData,
 }
 
 impl TryFrom<PlaceOrderBody> for OrderRequest {
@@ -107,6 +206,7 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
             None => Some(None),
         };
         let region = f.check("/shipping/region", Region::parse(&b.shipping.region));
+        let personal = personal_data(&b, &mut f);
         let token = b.payment.token;
         if token.is_empty()
             || token.chars().count() > MAX_PAYMENT_TOKEN_LEN
@@ -159,6 +259,7 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
                 lines,
                 region,
                 token,
+                personal,
             }),
             _ => Err(f.into_error()),
         }
@@ -204,6 +305,9 @@ pub struct OrderView {
     pub captured: MoneyBody,
     /// Money given back so far (the returns' refunds).
     pub refunded: MoneyBody,
+    /// Name, e-mail and address lines as placed, or `[erased]` after an erasure.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub personal: Option<PersonalView>,
 }
 
 /// Place an order. Prices are captured from the catalog now; the order starts `pending`
@@ -258,6 +362,11 @@ pub async fn place(
         Some(key) => OrderId::from_uuid(crate::idempotency::order_id_for(&ctx.actor, key)),
         None => OrderId::new(),
     };
+    // The token and the personal fields reach the log only sealed with the customer's key;
+    // the event keeps the token's fingerprint in its place.
+    let mut personal = request.personal;
+    personal.payment_token = Some(request.token.clone());
+    let sealed = state.keyring.seal(customer_id.as_str(), &personal).await?;
     let placed = execute::<Order>(
         &state,
         &ctx,
@@ -267,7 +376,8 @@ pub async fn place(
             customer_id: customer_id.clone(),
             lines,
             shipping_region: request.region,
-            payment_token: request.token,
+            payment_token: emporium_event_store::personal::fingerprint(&request.token),
+            personal: Some(sealed),
         },
     )
     .await;
@@ -344,6 +454,9 @@ async fn full_view_at(
     let (payment, _) =
         super::load_at::<emporium_domain::payment::Payment>(state, &id.to_string(), at).await?;
     let mut v = view(id, o)?;
+    if let (Some(sealed), Some(customer)) = (o.personal(), o.customer_id()) {
+        v.personal = Some(state.keyring.show(customer.as_str(), sealed).await?.into());
+    }
     if let Some(c) = payment.captured() {
         v.captured = MoneyBody::from_money(&c);
     }
@@ -375,6 +488,7 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
             .collect(),
         shipping: ShippingBody {
             region: region.to_string(),
+            address_lines: None,
         },
         total: MoneyBody::from_money(total),
         allocation: o
@@ -399,6 +513,7 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
             .collect(),
         captured: MoneyBody::from_money(&Money::zero(total.currency())),
         refunded: MoneyBody::from_money(&Money::zero(total.currency())),
+        personal: None,
     })
 }
 

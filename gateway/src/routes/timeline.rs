@@ -47,7 +47,10 @@ pub async fn timeline(state: &AppState, id: &OrderId) -> Result<Option<TimelineV
     let positions = emporium_projections::timeline::positions(db, gen, &id.to_string())
         .await
         .map_err(projection_error)?;
-    let events = state.store.feed().read_positions(&positions).await?;
+    let mut events = state.store.feed().read_positions(&positions).await?;
+    for e in &mut events {
+        state.keyring.present(&e.event_type, &mut e.payload).await?;
+    }
     Ok(Some(TimelineView {
         order_id: id.to_string(),
         events,

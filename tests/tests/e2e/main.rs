@@ -17,6 +17,7 @@ mod hostile;
 mod idempotency;
 mod openapi;
 mod overload;
+mod personal;
 mod projections;
 mod relay_outage;
 mod roles;

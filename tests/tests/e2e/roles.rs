@@ -39,6 +39,8 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
         }
         (_, p) if p.starts_with("/v1/orders") => vec![Admin, Client],
         ("GET", "/v1/events") => vec![Admin, Analyst, Auditor],
+        ("GET", "/v1/audit/verify" | "/v1/audit/digest") => vec![Admin, Auditor],
+        ("DELETE", "/v1/customers/{id}/personal-data") => vec![Admin],
         (_, p) if p.starts_with("/v1/keys") => vec![Admin],
         other => panic!("no expected roles for {other:?}: add them to roles.rs"),
     })
@@ -121,6 +123,19 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             Some(json!({"delta": 1, "reason": "recount"})),
         ),
         ("GET", "/v1/inventory/{sku}") => ("/v1/inventory/SKU-FIX".into(), None),
+        ("GET", "/v1/audit/verify") => (path.into(), None),
+        ("GET", "/v1/audit/digest") => {
+            let dir = emporium_event_store::testing::TestDataDir::create();
+            let key =
+                emporium_event_store::audit::load_or_create_signing_key(&dir.path().join("k"))
+                    .unwrap();
+            // A new digest when the log grew since the last one; the last one stays valid.
+            let _ = app.state.auditor.digest(&key).await.unwrap();
+            (path.into(), None)
+        }
+        ("DELETE", "/v1/customers/{id}/personal-data") => {
+            (format!("/v1/customers/c-erase-{i}/personal-data"), None)
+        }
         ("POST", "/v1/orders") => (path.into(), Some(order)),
         ("GET", "/v1/orders/{id}") => {
             let placed = app.post("/v1/orders", order).await;
