@@ -82,12 +82,17 @@ pub fn fingerprint(token: &str) -> String {
 }
 
 type CachedKey = (Option<[u8; 32]>, Instant);
+/// A customer's live key id, the key, and when it was read.
+type LiveKey = (String, [u8; 32], Instant);
 
 /// The customers' keys: seals, opens and erases.
 pub struct KeyRing {
     db: Db,
     /// Key id → the key (`None` once erased) and when it was read.
     cache: Mutex<HashMap<String, CachedKey>>,
+    /// Customer id → their live key (id and key) and when it was read: placing orders
+    /// does not read the key table each time.
+    live: Mutex<HashMap<String, LiveKey>>,
 }
 
 impl KeyRing {
@@ -95,6 +100,7 @@ impl KeyRing {
         Self {
             db,
             cache: Mutex::new(HashMap::new()),
+            live: Mutex::new(HashMap::new()),
         }
     }
 
@@ -166,6 +172,9 @@ impl KeyRing {
         .rows_affected());
         if let Ok(mut cache) = self.cache.lock() {
             cache.clear();
+        }
+        if let Ok(mut live) = self.live.lock() {
+            live.clear();
         }
         Ok(destroyed)
     }
@@ -242,6 +251,27 @@ impl KeyRing {
 
     /// The live key of `customer_id`, created when they have none.
     async fn customer_key(&self, customer_id: &str) -> Result<(String, [u8; 32]), StoreError> {
+        if let Ok(live) = self.live.lock() {
+            if let Some((id, key, at)) = live.get(customer_id) {
+                if at.elapsed() < KEY_TTL {
+                    return Ok((id.clone(), *key));
+                }
+            }
+        }
+        let (id, key) = self.read_or_create_key(customer_id).await?;
+        if let Ok(mut live) = self.live.lock() {
+            if live.len() >= MAX_CACHED_KEYS {
+                live.clear();
+            }
+            live.insert(customer_id.to_string(), (id.clone(), key, Instant::now()));
+        }
+        Ok((id, key))
+    }
+
+    async fn read_or_create_key(
+        &self,
+        customer_id: &str,
+    ) -> Result<(String, [u8; 32]), StoreError> {
         let found: Option<(String, Vec<u8>)> = crate::on_db!(&self.db, pool => sqlx::query_as(&self.db.sql(
             "SELECT key_id, key FROM customer_keys \
               WHERE customer_id = $1 AND key IS NOT NULL ORDER BY created_at_ms, key_id LIMIT 1",

@@ -360,27 +360,10 @@ pub async fn assert_stream_matches_store(
         "exactly one message per event"
     );
 
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
-        .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
     let mut seen_ids = std::collections::HashSet::new();
     let mut last_position: std::collections::HashMap<String, i64> =
         std::collections::HashMap::new();
-    for _ in 0..expected {
-        let m = tokio::time::timeout(
-            std::time::Duration::from_secs(10),
-            futures::StreamExt::next(&mut messages),
-        )
-        .await
-        .expect("every message can be read")
-        .unwrap()
-        .unwrap();
+    for m in stream_messages(js, names, expected).await {
         let e: crate::FeedEvent = serde_json::from_slice(&m.payload).unwrap();
         assert_eq!(
             m.subject.as_str(),
@@ -402,6 +385,37 @@ pub async fn assert_stream_matches_store(
         assert!(e.position > prev, "{} out of order", m.subject);
     }
     assert_eq!(seen_ids.len() as u64, expected);
+}
+
+/// The first `n` messages of the events stream, read from its start.
+pub async fn stream_messages(
+    js: &async_nats::jetstream::Context,
+    names: &crate::nats::NatsNames,
+    n: u64,
+) -> Vec<async_nats::jetstream::Message> {
+    let stream = js.get_stream(names.stream()).await.unwrap();
+    let consumer = stream
+        .create_consumer(async_nats::jetstream::consumer::pull::Config {
+            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
+            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    let mut messages = consumer.messages().await.unwrap();
+    let mut read = Vec::new();
+    for _ in 0..n {
+        let m = tokio::time::timeout(
+            std::time::Duration::from_secs(10),
+            futures::StreamExt::next(&mut messages),
+        )
+        .await
+        .expect("every message can be read")
+        .unwrap()
+        .unwrap();
+        read.push(m);
+    }
+    read
 }
 
 /// Stores one event exactly as given (any JSON, any version), bypassing aggregates and

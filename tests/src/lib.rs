@@ -252,3 +252,16 @@ fn tracing_subscriber_init() -> Result<(), ()> {
         .try_init()
         .map_err(|_| ())
 }
+
+/// Every table of the database outside the system schemas, as (schema, table): what a test
+/// sweeps when something must be stored nowhere.
+pub async fn user_tables(pool: &sqlx::PgPool) -> Vec<(String, String)> {
+    sqlx::query_as(
+        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
+         WHERE table_type = 'BASE TABLE' \
+           AND table_schema NOT IN ('pg_catalog', 'information_schema')",
+    )
+    .fetch_all(pool)
+    .await
+    .expect("list the tables")
+}

@@ -107,14 +107,7 @@ async fn a_new_keys_secret_is_stored_in_no_table() {
     let emporium_event_store::Db::Postgres(pool) = app.store.db() else {
         unreachable!("a Postgres app")
     };
-    let tables: Vec<(String, String)> = sqlx::query_as(
-        "SELECT table_schema::text, table_name::text FROM information_schema.tables \
-         WHERE table_type = 'BASE TABLE' \
-           AND table_schema NOT IN ('pg_catalog', 'information_schema')",
-    )
-    .fetch_all(pool)
-    .await
-    .unwrap();
+    let tables = emporium_tests::user_tables(pool).await;
     assert!(tables.iter().any(|(_, t)| t == "idempotency_keys"));
     let hex: String = secret.bytes().map(|b| format!("{b:02x}")).collect();
     for (schema, table) in &tables {

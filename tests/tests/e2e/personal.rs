@@ -119,14 +119,7 @@ async fn parquet_text(app: &TestApp) -> String {
 async fn every_table(db: &Db) -> String {
     match db {
         Db::Postgres(pool) => {
-            let tables: Vec<(String, String)> = sqlx::query_as(
-                "SELECT table_schema::text, table_name::text FROM information_schema.tables \
-                  WHERE table_type = 'BASE TABLE' \
-                    AND table_schema NOT IN ('pg_catalog', 'information_schema')",
-            )
-            .fetch_all(pool)
-            .await
-            .unwrap();
+            let tables = emporium_tests::user_tables(pool).await;
             assert!(tables.len() > 10, "{tables:?}");
             let mut all = String::new();
             for (schema, table) in tables {
@@ -263,27 +256,11 @@ async fn after_erasure_no_route_export_table_or_message_holds_the_personal_data(
     emporium_event_store::testing::assert_stream_matches_store(&js, &names, &app.store).await;
     let mut stream = js.get_stream(names.stream()).await.unwrap();
     let total = stream.info().await.unwrap().state.messages;
-    let consumer = stream
-        .create_consumer(async_nats::jetstream::consumer::pull::Config {
-            deliver_policy: async_nats::jetstream::consumer::DeliverPolicy::All,
-            ack_policy: async_nats::jetstream::consumer::AckPolicy::None,
-            ..Default::default()
-        })
+    let published: String = emporium_event_store::testing::stream_messages(&js, &names, total)
         .await
-        .unwrap();
-    let mut messages = consumer.messages().await.unwrap();
-    let mut published = String::new();
-    for _ in 0..total {
-        let m = tokio::time::timeout(
-            Duration::from_secs(10),
-            futures::StreamExt::next(&mut messages),
-        )
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
-        published.push_str(&String::from_utf8_lossy(&m.payload));
-    }
+        .iter()
+        .map(|m| String::from_utf8_lossy(&m.payload).into_owned())
+        .collect();
     assert!(published.contains("OrderCancelled"));
     assert_absent("the NATS stream", &published);
 
@@ -346,47 +323,25 @@ async fn personal_fields_are_bounded_and_refused_with_their_pointer() {
     assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
     assert_eq!(app.create_product("LAMP-1", "Lamp", 250).await.status, 201);
     let long = "x".repeat(201);
+    let region = json!({"region": "eu-west"});
+    let named = |v: Value| (json!({ "name": v }), region.clone(), "/customer/name");
+    let mailed = |v: Value| (json!({ "email": v }), region.clone(), "/customer/email");
+    let addressed = |lines: Value, pointer| {
+        let shipping = json!({"region": "eu-west", "address_lines": lines});
+        (json!({}), shipping, pointer)
+    };
     for (customer, shipping, pointer) in [
-        (
-            json!({"name": long}),
-            json!({"region": "eu-west"}),
-            "/customer/name",
-        ),
-        (
-            json!({"name": " "}),
-            json!({"region": "eu-west"}),
-            "/customer/name",
-        ),
-        (
-            json!({"name": "a\nb"}),
-            json!({"region": "eu-west"}),
-            "/customer/name",
-        ),
-        (
-            json!({"email": "no-at-sign"}),
-            json!({"region": "eu-west"}),
-            "/customer/email",
-        ),
-        (
-            json!({"email": "a@b@c"}),
-            json!({"region": "eu-west"}),
-            "/customer/email",
-        ),
-        (
-            json!({"email": format!("{}@example.org", "x".repeat(250))}),
-            json!({"region": "eu-west"}),
-            "/customer/email",
-        ),
-        (
-            json!({}),
-            json!({"region": "eu-west", "address_lines": ["a", "b", "c", "d", "e", "f"]}),
+        named(json!(long)),
+        named(json!(" ")),
+        named(json!("a\nb")),
+        mailed(json!("no-at-sign")),
+        mailed(json!("a@b@c")),
+        mailed(json!(format!("{}@example.org", "x".repeat(250)))),
+        addressed(
+            json!(["a", "b", "c", "d", "e", "f"]),
             "/shipping/address_lines",
         ),
-        (
-            json!({}),
-            json!({"region": "eu-west", "address_lines": ["ok", long]}),
-            "/shipping/address_lines/1",
-        ),
+        addressed(json!(["ok", long]), "/shipping/address_lines/1"),
     ] {
         let r = app
             .post(
