@@ -3,8 +3,8 @@
 //! says why they are built this way).
 //!
 //! - **Seals.** Every event is sealed in the append statement itself:
-//!   `chain_hash = SHA-256(previous seal of the same stream, or 32 zero bytes ‖ canonical
-//!   bytes)`. The canonical bytes name the feed position, so an edited, moved or swapped row
+//!   `chain_hash = SHA-256(previous seal of the same stream, or 32 zero bytes ‖ feed position
+//!   ‖ SHA-256(canonical bytes))`. The position is sealed, so an edited, moved or swapped row
 //!   no longer matches its seal, and a deleted row leaves a gap in positions or sequences.
 //!   Postgres computes it in `emporium_append` (a migration); the embedded store in the
 //!   append's write transaction ([`crate::repository`]). Both follow [`canonical`].
@@ -42,7 +42,6 @@ const MAX_PROBLEMS: usize = 100;
 /// microseconds since the Unix epoch, payload and metadata as the database renders them.
 #[allow(clippy::too_many_arguments)]
 pub fn canonical(
-    position: i64,
     aggregate_type: &str,
     aggregate_id: &str,
     sequence: i64,
@@ -54,16 +53,18 @@ pub fn canonical(
     metadata: &str,
 ) -> String {
     format!(
-        "{CANONICAL_VERSION}\n{position}\n{aggregate_type}\n{aggregate_id}\n{sequence}\n\
+        "{CANONICAL_VERSION}\n{aggregate_type}\n{aggregate_id}\n{sequence}\n\
          {event_type}\n{event_version}\n{event_id}\n{recorded_at_micros}\n{payload}\n{metadata}"
     )
 }
 
-/// `SHA-256(prev ‖ canonical)`.
-pub fn seal(prev: &[u8; 32], canonical: &[u8]) -> [u8; 32] {
+/// An event's seal: `SHA-256(prev ‖ position as 8 bytes big-endian ‖ SHA-256(canonical))`.
+pub fn seal(prev: &[u8; 32], position: i64, canonical: &[u8]) -> [u8; 32] {
+    let content: [u8; 32] = Sha256::digest(canonical).into();
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(canonical);
+    h.update(position.to_be_bytes());
+    h.update(content);
     h.finalize().into()
 }
 
@@ -150,7 +151,6 @@ pub struct SealedRow {
 impl SealedRow {
     pub fn canonical(&self) -> String {
         canonical(
-            self.position,
             &self.aggregate_type,
             &self.aggregate_id,
             self.sequence,
@@ -382,7 +382,7 @@ pub(crate) async fn backfill_sqlite(pool: &sqlx::SqlitePool) -> Result<(), Store
                 .await?
             }
         };
-        let hash = seal(&prev, row.canonical().as_bytes());
+        let hash = seal(&prev, row.position, row.canonical().as_bytes());
         sqlx::query("UPDATE events SET chain_hash = ?1 WHERE feed_position = ?2")
             .bind(hash.to_vec())
             .bind(row.position)
@@ -534,7 +534,7 @@ pub struct EventProof {
     pub prev_hash: String,
     /// The event's canonical bytes (UTF-8).
     pub canonical: String,
-    /// Hex of `SHA-256(prev ‖ canonical)`.
+    /// Hex of the seal, `SHA-256(prev ‖ position as 8 bytes ‖ SHA-256(canonical))`.
     pub chain_hash: String,
     /// Zero-based: `position - 1`.
     pub leaf_index: usize,
@@ -581,12 +581,12 @@ pub fn verify_proof_document(doc: &ProofDocument, key: &VerifyingKey) -> Result<
     let mut streams: HashMap<(String, String), (i64, String)> = HashMap::new();
     for e in &doc.events {
         let fail = |why: &str| format!("event at position {}: {why}", e.position);
-        let lines: Vec<&str> = e.canonical.splitn(11, '\n').collect();
-        if lines.len() != 11 || lines[0] != CANONICAL_VERSION {
+        let lines: Vec<&str> = e.canonical.splitn(10, '\n').collect();
+        if lines.len() != 10 || lines[0] != CANONICAL_VERSION {
             return Err(fail("its canonical bytes are not in the documented form"));
         }
-        if lines[1] != e.position.to_string() || e.leaf_index as i64 + 1 != e.position {
-            return Err(fail("its canonical bytes name another position"));
+        if e.leaf_index as i64 + 1 != e.position {
+            return Err(fail("its leaf is not at its position"));
         }
         if e.leaf_count != count {
             return Err(fail("its proof is for another digest"));
@@ -595,7 +595,7 @@ pub fn verify_proof_document(doc: &ProofDocument, key: &VerifyingKey) -> Result<
             .ok()
             .and_then(|b| b.try_into().ok())
             .ok_or_else(|| fail("prev_hash is not 32 bytes of hex"))?;
-        let sealed = seal(&prev, e.canonical.as_bytes());
+        let sealed = seal(&prev, e.position, e.canonical.as_bytes());
         if hex::encode(sealed) != e.chain_hash {
             return Err(fail("its seal does not match its canonical bytes"));
         }
@@ -608,8 +608,8 @@ pub fn verify_proof_document(doc: &ProofDocument, key: &VerifyingKey) -> Result<
         if root_from_path(leaf(&sealed), e.leaf_index, count, &path) != Some(root) {
             return Err(fail("its path does not lead to the signed root"));
         }
-        let stream = (lines[2].to_string(), lines[3].to_string());
-        let sequence: i64 = lines[4].parse().map_err(|_| fail("bad sequence"))?;
+        let stream = (lines[1].to_string(), lines[2].to_string());
+        let sequence: i64 = lines[3].parse().map_err(|_| fail("bad sequence"))?;
         if let Some((last_seq, last_hash)) = streams.get(&stream) {
             if sequence == last_seq + 1 && &e.prev_hash != last_hash {
                 return Err(fail("it does not chain from the stream's previous event"));
@@ -932,7 +932,7 @@ impl Auditor {
                         ),
                     ),
                     (Some(stored), Some(prev)) => {
-                        if seal(&prev, row.canonical().as_bytes()) != stored {
+                        if seal(&prev, row.position, row.canonical().as_bytes()) != stored {
                             push(
                                 &mut problems,
                                 row.position,

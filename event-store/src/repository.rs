@@ -161,7 +161,6 @@ pub(crate) async fn sqlite_insert(
         let payload = e.payload.to_string();
         let metadata = e.metadata.to_string();
         let canonical = audit::canonical(
-            position,
             &e.aggregate_type,
             &e.aggregate_id,
             sequence,
@@ -172,7 +171,7 @@ pub(crate) async fn sqlite_insert(
             &payload,
             &metadata,
         );
-        let hash = audit::seal(&previous, canonical.as_bytes());
+        let hash = audit::seal(&previous, position, canonical.as_bytes());
         prev = Some((&e.aggregate_type, &e.aggregate_id, sequence, hash));
         rows.push((position, event_id, payload, metadata, hash));
     }

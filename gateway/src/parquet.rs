@@ -17,7 +17,8 @@ use emporium_event_store::{RawFeedEvent, StoreError};
 use futures::stream::{BoxStream, StreamExt};
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
+use parquet::schema::types::ColumnPath;
 
 /// Rows per record batch handed to the writer.
 const BATCH: usize = 8_192;
@@ -225,6 +226,11 @@ async fn write_all(
             ZstdLevel::try_new(1).map_err(encode_error)?,
         ))
         .set_max_row_group_row_count(Some(ROW_GROUP))
+        // Columns unique per row gain nothing from a dictionary, whose attempt (until the
+        // writer falls back) and min/max statistics over long texts cost encoder time.
+        .set_column_dictionary_enabled(ColumnPath::from("event_id"), false)
+        .set_column_dictionary_enabled(ColumnPath::from("payload"), false)
+        .set_column_statistics_enabled(ColumnPath::from("payload"), EnabledStatistics::None)
         .build();
     let mut writer =
         ArrowWriter::try_new(out.clone(), schema.clone(), Some(props)).map_err(encode_error)?;

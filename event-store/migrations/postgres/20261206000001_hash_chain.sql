@@ -12,7 +12,6 @@ ALTER TABLE events ADD COLUMN IF NOT EXISTS chain_hash bytea;
 -- joined by newlines, the time in microseconds since the Unix epoch, payload and metadata
 -- as the database renders them as text. The Rust verifier builds the same bytes.
 CREATE OR REPLACE FUNCTION emporium_event_canonical(
-    p_position    bigint,
     p_type        text,
     p_id          text,
     p_sequence    bigint,
@@ -26,7 +25,6 @@ CREATE OR REPLACE FUNCTION emporium_event_canonical(
 LANGUAGE sql STABLE AS $$
     SELECT convert_to(concat_ws(E'\n',
         'emporium-event-v1',
-        p_position::text,
         p_type,
         p_id,
         p_sequence::text,
@@ -38,8 +36,17 @@ LANGUAGE sql STABLE AS $$
         p_metadata::text), 'UTF8')
 $$;
 
+-- An event's seal: SHA-256(previous seal ‖ feed position as 8 bytes big-endian ‖
+-- SHA-256(canonical bytes)).
+CREATE OR REPLACE FUNCTION emporium_seal(p_prev bytea, p_position bigint, p_content bytea)
+RETURNS bytea
+LANGUAGE sql IMMUTABLE AS $$
+    SELECT sha256(COALESCE(p_prev, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
+                  || int8send(p_position) || p_content)
+$$;
+
 -- Seals the events written before this migration, in feed order (a stream's earlier event
--- always has the lower position, so its hash is ready when the next one needs it).
+-- always has the lower position, so its seal is ready when the next one needs it).
 DO $$
 DECLARE
     r    record;
@@ -54,10 +61,10 @@ BEGIN
          WHERE aggregate_type = r.aggregate_type AND aggregate_id = r.aggregate_id
            AND sequence = r.sequence - 1;
         UPDATE events
-           SET chain_hash = sha256(COALESCE(prev, '\x0000000000000000000000000000000000000000000000000000000000000000'::bytea)
-                                   || emporium_event_canonical(r.feed_position, r.aggregate_type,
-                                          r.aggregate_id, r.sequence, r.event_type, r.event_version,
-                                          r.event_id, r.recorded_at, r.payload, r.metadata))
+           SET chain_hash = emporium_seal(prev, r.feed_position,
+                   sha256(emporium_event_canonical(r.aggregate_type, r.aggregate_id, r.sequence,
+                       r.event_type, r.event_version, r.event_id, r.recorded_at, r.payload,
+                       r.metadata)))
          WHERE feed_position = r.feed_position;
     END LOOP;
 END

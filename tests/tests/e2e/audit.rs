@@ -515,3 +515,51 @@ async fn an_upgraded_embedded_store_seals_the_events_it_already_held() {
     assert!(after.ok, "{:?}", after.problems);
     assert_eq!(after.checked, 3);
 }
+
+/// Both ways Postgres seals a batch (each stream once: one statement; a stream several
+/// times: one by one), and the embedded store's, give seals `verify` recomputes.
+async fn seals_of_both_batch_shapes(backend: Backend) {
+    use cqrs_es::persist::{PersistedEventRepository, SerializedEvent};
+    let app = TestApp::spawn(backend).await;
+    let event = |id: &str, seq: usize| SerializedEvent {
+        aggregate_id: id.to_string(),
+        sequence: seq,
+        aggregate_type: "Counter".into(),
+        event_type: "Incremented".into(),
+        event_version: "1.0".into(),
+        payload: serde_json::json!({"Incremented": {"by": seq, "note": "é \"quoted\" \\ ✓"}}),
+        metadata: serde_json::json!({"actor": "test"}),
+    };
+    let repo = app.store.repository();
+    for round in 1..=3 {
+        let s = (round - 1) * 3;
+        // One stream three times.
+        let same: Vec<_> = (1..=3).map(|k| event("same", s + k)).collect();
+        repo.persist::<emporium_domain::Order>(&same, None)
+            .await
+            .unwrap();
+        // Three streams once each.
+        let distinct: Vec<_> = ["a", "b", "c"].iter().map(|id| event(id, round)).collect();
+        repo.persist::<emporium_domain::Order>(&distinct, None)
+            .await
+            .unwrap();
+    }
+    let report = app
+        .state
+        .auditor
+        .verify(None, None, None, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.checked, 18);
+}
+
+#[tokio::test]
+async fn postgres_seals_batches_of_one_stream_and_of_many_alike() {
+    seals_of_both_batch_shapes(Backend::Postgres).await;
+}
+
+#[tokio::test]
+async fn sqlite_seals_batches_of_one_stream_and_of_many_alike() {
+    seals_of_both_batch_shapes(Backend::Sqlite).await;
+}
