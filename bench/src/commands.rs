@@ -7,8 +7,8 @@
 //! - `select+insert`: a transaction that reads an aggregate's rows, then inserts one.
 //! - `plain-cqrs`: cqrs-es + postgres-es as shipped (its repository, default pool, json).
 //! - `emporium`: our command path (`Store::execute`), every event sealed (docs/audit.md).
-//! - `emporium-unsealed`: the same with the append of before sealing (ADR 0011's
-//!   `emporium_append`, swapped in for this mode only): what the hash chain costs.
+//! - `emp-unsealed`: the same with the append of before sealing (no canonical bytes hashed
+//!   by the engine, ADR 0011's `emporium_append`): what the hash chain costs.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -180,14 +180,7 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
             Mode::Emporium,
             Mode::EmporiumUnsealed,
         ] {
-            if mode == Mode::EmporiumUnsealed {
-                swap_append(url, UNSEALED_APPEND).await?;
-            }
-            let o = run_mode(mode, c, url, args).await;
-            if mode == Mode::EmporiumUnsealed {
-                swap_append(url, SEALED_APPEND).await?;
-            }
-            let o = o?;
+            let o = run_mode(mode, c, url, args).await?;
             println!(
                 "{:<14} c={:<3} {:>9.0} cmds/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
                 o.mode.name(),
@@ -241,20 +234,6 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// The append function as shipped (every event sealed), and as it was before sealing.
-const SEALED_APPEND: &str =
-    include_str!("../../event-store/migrations/postgres/20261206000002_append_seals.sql");
-const UNSEALED_APPEND: &str =
-    include_str!("../../event-store/migrations/postgres/20261129000001_append_stamps_feed.sql");
-
-/// Installs `definition` of `emporium_append` in the benchmark database.
-async fn swap_append(url: &str, definition: &str) -> anyhow::Result<()> {
-    let mut conn = sqlx::PgConnection::connect(url).await?;
-    sqlx::raw_sql(definition).execute(&mut conn).await?;
-    conn.close().await?;
-    Ok(())
-}
-
 fn ms(micros: u64) -> f64 {
     micros as f64 / 1000.0
 }
@@ -297,6 +276,9 @@ async fn run_mode(
         }
     };
     let store = Store::from_db(Db::Postgres(pool.clone()));
+    store
+        .repository()
+        .set_sealing(mode != Mode::EmporiumUnsealed);
     if matches!(mode, Mode::Emporium | Mode::EmporiumUnsealed) {
         // Warm-up, not timed: a running engine holds its hot aggregates in memory, so each
         // item is loaded once before the clock starts (the same replay the first command

@@ -39,7 +39,7 @@ const PAGE: i64 = 5_000;
 const MAX_PROBLEMS: usize = 100;
 
 /// The canonical bytes of one event (docs/audit.md): fields joined by `\n`, the time in
-/// microseconds since the Unix epoch, payload and metadata as the database renders them.
+/// microseconds since the Unix epoch, payload and metadata as [`canonical_json`].
 #[allow(clippy::too_many_arguments)]
 pub fn canonical(
     aggregate_type: &str,
@@ -60,12 +60,68 @@ pub fn canonical(
 
 /// An event's seal: `SHA-256(prev ‖ position as 8 bytes big-endian ‖ SHA-256(canonical))`.
 pub fn seal(prev: &[u8; 32], position: i64, canonical: &[u8]) -> [u8; 32] {
-    let content: [u8; 32] = Sha256::digest(canonical).into();
+    chain(prev, position, &content_hash(canonical))
+}
+
+/// `SHA-256(canonical)`: what the engine computes per event before its append.
+pub fn content_hash(canonical: &[u8]) -> [u8; 32] {
+    Sha256::digest(canonical).into()
+}
+
+/// `SHA-256(prev ‖ position as 8 bytes big-endian ‖ content)`.
+pub fn chain(prev: &[u8; 32], position: i64, content: &[u8; 32]) -> [u8; 32] {
     let mut h = Sha256::new();
     h.update(prev);
     h.update(position.to_be_bytes());
     h.update(content);
     h.finalize().into()
+}
+
+/// JSON in the one form seals cover (docs/audit.md): no whitespace, object keys sorted by
+/// code point at every level, strings and numbers as serde_json writes them. Whatever order
+/// or spacing a database keeps a document in, parsing and writing it this way gives the same
+/// text.
+pub fn canonical_json(value: &serde_json::Value) -> String {
+    fn write(v: &serde_json::Value, out: &mut String) {
+        use serde_json::Value;
+        match v {
+            Value::Object(map) => {
+                let mut keys: Vec<&String> = map.keys().collect();
+                keys.sort();
+                out.push('{');
+                for (i, k) in keys.into_iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    out.push_str(&Value::String(k.clone()).to_string());
+                    out.push(':');
+                    write(&map[k], out);
+                }
+                out.push('}');
+            }
+            Value::Array(items) => {
+                out.push('[');
+                for (i, item) in items.iter().enumerate() {
+                    if i > 0 {
+                        out.push(',');
+                    }
+                    write(item, out);
+                }
+                out.push(']');
+            }
+            scalar => out.push_str(&scalar.to_string()),
+        }
+    }
+    let mut out = String::new();
+    write(value, &mut out);
+    out
+}
+
+/// [`canonical_json`] of JSON text (as a database returns it).
+pub fn canonical_json_text(text: &str) -> Result<String, StoreError> {
+    serde_json::from_str::<serde_json::Value>(text)
+        .map(|v| canonical_json(&v))
+        .map_err(|e| StoreError::Decode(format!("stored JSON: {e}")))
 }
 
 /// The Merkle leaf of a seal: `SHA-256(0x00 ‖ seal)`.
@@ -184,8 +240,8 @@ fn pg_sealed(row: &sqlx::postgres::PgRow) -> Result<SealedRow, StoreError> {
         event_version: row.try_get(5)?,
         event_id: row.try_get(6)?,
         recorded_at_micros: row.try_get(7)?,
-        payload: row.try_get(8)?,
-        metadata: row.try_get(9)?,
+        payload: canonical_json_text(row.try_get(8)?)?,
+        metadata: canonical_json_text(row.try_get(9)?)?,
         chain_hash: row.try_get(10)?,
     })
 }
@@ -201,8 +257,8 @@ fn sqlite_sealed(row: &sqlx::sqlite::SqliteRow) -> Result<SealedRow, StoreError>
         event_version: row.try_get(5)?,
         event_id: row.try_get(6)?,
         recorded_at_micros: sqlite_micros(&recorded_at)?,
-        payload: row.try_get(8)?,
-        metadata: row.try_get(9)?,
+        payload: canonical_json_text(row.try_get(8)?)?,
+        metadata: canonical_json_text(row.try_get(9)?)?,
         chain_hash: row.try_get(10)?,
     })
 }
@@ -345,60 +401,82 @@ async fn max_position(db: &Db) -> Result<i64, StoreError> {
     Ok(max.unwrap_or(0))
 }
 
-/// Seals events written before sealing existed (the embedded store's upgrade; Postgres does
-/// it in its migration), in feed order, then drops the marker the migration left.
-pub(crate) async fn backfill_sqlite(pool: &sqlx::SqlitePool) -> Result<(), StoreError> {
-    let pending: Option<String> = sqlx::query_scalar(
-        "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_backfill'",
-    )
-    .fetch_optional(pool)
-    .await?;
-    if pending.is_none() {
+/// Seals the events written before sealing existed, in feed order, then drops the marker
+/// table the sealing migration left (both backends; a no-op once done).
+pub(crate) async fn backfill(db: &Db) -> Result<(), StoreError> {
+    let pending: bool = match db {
+        Db::Postgres(pool) => {
+            sqlx::query_scalar("SELECT to_regclass('audit_backfill') IS NOT NULL")
+                .fetch_one(pool)
+                .await?
+        }
+        Db::Sqlite(pool) => sqlx::query_scalar::<_, String>(
+            "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'audit_backfill'",
+        )
+        .fetch_optional(pool)
+        .await?
+        .is_some(),
+    };
+    if !pending {
         return Ok(());
     }
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let rows: Vec<SealedRow> = sqlx::query(&format!(
-        "SELECT {SQLITE_SEALED_COLUMNS} FROM events \
-          WHERE chain_hash IS NULL AND feed_position IS NOT NULL ORDER BY feed_position"
-    ))
-    .fetch_all(&mut *tx)
-    .await?
-    .iter()
-    .map(sqlite_sealed)
-    .collect::<Result<_, _>>()?;
     let mut last: HashMap<(String, String), [u8; 32]> = HashMap::new();
-    for row in &rows {
-        let key = (row.aggregate_type.clone(), row.aggregate_id.clone());
-        let prev = match last.get(&key) {
-            Some(h) => *h,
-            None if row.sequence <= 1 => GENESIS,
-            None => {
-                sqlite_stored_seal(
-                    &mut tx,
-                    &row.aggregate_type,
-                    &row.aggregate_id,
-                    row.sequence - 1,
-                )
-                .await?
-            }
+    let mut after = 0i64;
+    let mut sealed = 0u64;
+    loop {
+        let rows: Vec<SealedRow> = match db {
+            Db::Postgres(pool) => sqlx::query(&format!(
+                "SELECT {PG_SEALED_COLUMNS} FROM events WHERE chain_hash IS NULL \
+                   AND feed_position > $1 ORDER BY feed_position LIMIT $2"
+            ))
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(pg_sealed)
+            .collect::<Result<_, _>>()?,
+            Db::Sqlite(pool) => sqlx::query(&format!(
+                "SELECT {SQLITE_SEALED_COLUMNS} FROM events WHERE chain_hash IS NULL \
+                   AND feed_position > ?1 ORDER BY feed_position LIMIT ?2"
+            ))
+            .bind(after)
+            .bind(PAGE)
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(sqlite_sealed)
+            .collect::<Result<_, _>>()?,
         };
-        let hash = seal(&prev, row.position, row.canonical().as_bytes());
-        sqlx::query("UPDATE events SET chain_hash = ?1 WHERE feed_position = ?2")
+        let Some(end) = rows.last().map(|r| r.position) else {
+            break;
+        };
+        after = end;
+        for row in &rows {
+            let key = (row.aggregate_type.clone(), row.aggregate_id.clone());
+            let prev = match last.get(&key) {
+                Some(h) => *h,
+                None => previous_seal(db, row).await?,
+            };
+            let hash = seal(&prev, row.position, row.canonical().as_bytes());
+            crate::on_db!(db, pool => sqlx::query(&db.sql(
+                "UPDATE events SET chain_hash = $1 WHERE feed_position = $2",
+            ))
             .bind(hash.to_vec())
             .bind(row.position)
-            .execute(&mut *tx)
-            .await?;
-        last.insert(key, hash);
+            .execute(pool)
+            .await
+            .map(|_| ())?);
+            last.insert(key, hash);
+            sealed += 1;
+        }
     }
-    sqlx::query("DROP TABLE audit_backfill")
-        .execute(&mut *tx)
-        .await?;
-    tx.commit().await?;
-    if !rows.is_empty() {
-        tracing::info!(
-            sealed = rows.len(),
-            "sealed the events written before sealing"
-        );
+    crate::on_db!(db, pool => sqlx::query("DROP TABLE IF EXISTS audit_backfill")
+        .execute(pool)
+        .await
+        .map(|_| ())?);
+    if sealed > 0 {
+        tracing::info!(sealed, "sealed the events written before sealing");
     }
     Ok(())
 }

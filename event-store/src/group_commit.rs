@@ -46,6 +46,8 @@ pub(crate) struct GroupCommit {
     batches: AtomicU64,
     commands: AtomicU64,
     mixed: AtomicU64,
+    /// Whether appends are sealed (always, except in the benchmark measuring sealing).
+    sealed: std::sync::atomic::AtomicBool,
 }
 
 /// What group commit has done since the store was opened (benchmarks, tests).
@@ -79,7 +81,12 @@ impl GroupCommit {
             batches: AtomicU64::new(0),
             commands: AtomicU64::new(0),
             mixed: AtomicU64::new(0),
+            sealed: std::sync::atomic::AtomicBool::new(true),
         })
+    }
+
+    pub(crate) fn set_sealing(&self, on: bool) {
+        self.sealed.store(on, Ordering::Relaxed);
     }
 
     pub(crate) fn stats(&self) -> GroupCommitStats {
@@ -153,7 +160,7 @@ impl GroupCommit {
     async fn write(&self, batch: Vec<Pending>) {
         metrics::histogram!("emporium_group_commit_batch_commands").record(batch.len() as f64);
         let results = match &self.db {
-            Db::Postgres(pool) => pg_batch(pool, &batch).await,
+            Db::Postgres(pool) => pg_batch(pool, &batch, self.sealed.load(Ordering::Relaxed)).await,
             Db::Sqlite(pool) => sqlite_batch(pool, &batch).await,
         };
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -173,21 +180,25 @@ impl GroupCommit {
 }
 
 /// The batch as one statement; on a key violation (nothing written) each command alone.
-async fn pg_batch(pool: &sqlx::PgPool, batch: &[Pending]) -> Vec<Result<(), PersistenceError>> {
+async fn pg_batch(
+    pool: &sqlx::PgPool,
+    batch: &[Pending],
+    sealed: bool,
+) -> Vec<Result<(), PersistenceError>> {
     if let [one] = batch {
-        return vec![pg_append(pool, &one.events).await];
+        return vec![pg_append(pool, &one.events, sealed).await];
     }
     let all: Vec<SerializedEvent> = batch
         .iter()
         .flat_map(|p| p.events.iter().cloned())
         .collect();
-    match pg_append(pool, &all).await {
+    match pg_append(pool, &all, sealed).await {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(PersistenceError::OptimisticLockError) => {
             metrics::counter!("emporium_group_commit_split_total").increment(1);
             let mut results = Vec::with_capacity(batch.len());
             for p in batch {
-                results.push(pg_append(pool, &p.events).await);
+                results.push(pg_append(pool, &p.events, sealed).await);
             }
             results
         }

@@ -71,6 +71,12 @@ impl EventRepository {
     pub fn group_commit_stats(&self) -> GroupCommitStats {
         self.group.stats()
     }
+
+    /// Appends without seals, as before tamper evidence: only for `emporium-bench commands`,
+    /// which measures what sealing costs. `verify` reports every event appended so.
+    pub fn set_sealing(&self, on: bool) {
+        self.group.set_sealing(on);
+    }
 }
 
 /// One command's events (or a batch's) as one autocommit statement, which also stamps
@@ -78,6 +84,7 @@ impl EventRepository {
 pub(crate) async fn pg_append(
     pool: &PgPool,
     events: &[SerializedEvent],
+    sealed: bool,
 ) -> Result<(), PersistenceError> {
     let n = events.len();
     let mut types = Vec::with_capacity(n);
@@ -88,6 +95,11 @@ pub(crate) async fn pg_append(
     let mut payloads: Vec<&Value> = Vec::with_capacity(n);
     let mut metas: Vec<&Value> = Vec::with_capacity(n);
     let mut event_ids = Vec::with_capacity(n);
+    let mut contents: Vec<Vec<u8>> = Vec::with_capacity(n);
+    // Microseconds: what timestamptz keeps, so the sealed time is the stored one.
+    let now = chrono::Utc::now();
+    let micros = now.timestamp_micros();
+    let recorded_at = chrono::DateTime::from_timestamp_micros(micros).unwrap_or(now);
     for e in events {
         types.push(e.aggregate_type.as_str());
         ids.push(e.aggregate_id.as_str());
@@ -96,9 +108,29 @@ pub(crate) async fn pg_append(
         versions.push(e.event_version.as_str());
         payloads.push(&e.payload);
         metas.push(&e.metadata);
-        event_ids.push(Uuid::now_v7());
+        let event_id = Uuid::now_v7();
+        event_ids.push(event_id);
+        if sealed {
+            let canonical = audit::canonical(
+                &e.aggregate_type,
+                &e.aggregate_id,
+                e.sequence as i64,
+                &e.event_type,
+                &e.event_version,
+                &event_id.to_string(),
+                micros,
+                &audit::canonical_json(&e.payload),
+                &audit::canonical_json(&e.metadata),
+            );
+            contents.push(audit::content_hash(canonical.as_bytes()).to_vec());
+        }
     }
-    sqlx::query(include_str!("../sql/pg_insert_events.sql"))
+    let query = if sealed {
+        sqlx::query(include_str!("../sql/pg_insert_events.sql"))
+    } else {
+        sqlx::query(include_str!("../sql/pg_insert_events_unsealed.sql"))
+    };
+    let query = query
         .bind(types)
         .bind(ids)
         .bind(seqs)
@@ -106,7 +138,13 @@ pub(crate) async fn pg_append(
         .bind(versions)
         .bind(payloads)
         .bind(metas)
-        .bind(event_ids)
+        .bind(event_ids);
+    let query = if sealed {
+        query.bind(contents).bind(recorded_at)
+    } else {
+        query
+    };
+    query
         .execute(pool)
         .await
         .map(|_| ())
@@ -168,8 +206,8 @@ pub(crate) async fn sqlite_insert(
             &e.event_version,
             &event_id,
             micros,
-            &payload,
-            &metadata,
+            &audit::canonical_json(&e.payload),
+            &audit::canonical_json(&e.metadata),
         );
         let hash = audit::seal(&previous, position, canonical.as_bytes());
         prev = Some((&e.aggregate_type, &e.aggregate_id, sequence, hash));

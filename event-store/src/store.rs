@@ -230,9 +230,7 @@ impl Store {
             sqlx::migrate!("./migrations/sqlite"),
         )
         .await?;
-        if let Db::Sqlite(pool) = &self.db {
-            crate::audit::backfill_sqlite(pool).await?;
-        }
+        crate::audit::backfill(&self.db).await?;
         Ok(())
     }
 
