@@ -82,39 +82,66 @@ pub fn chain(prev: &[u8; 32], position: i64, content: &[u8; 32]) -> [u8; 32] {
 /// or spacing a database keeps a document in, parsing and writing it this way gives the same
 /// text.
 pub fn canonical_json(value: &serde_json::Value) -> String {
-    fn write(v: &serde_json::Value, out: &mut String) {
+    fn write(v: &serde_json::Value, out: &mut Vec<u8>) {
         use serde_json::Value;
         match v {
             Value::Object(map) => {
-                let mut keys: Vec<&String> = map.keys().collect();
-                keys.sort();
-                out.push('{');
-                for (i, k) in keys.into_iter().enumerate() {
+                let mut members: Vec<(&String, &Value)> = map.iter().collect();
+                members.sort_unstable_by(|a, b| a.0.cmp(b.0));
+                out.push(b'{');
+                for (i, (k, item)) in members.into_iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
-                    out.push_str(&Value::String(k.clone()).to_string());
-                    out.push(':');
-                    write(&map[k], out);
+                    // Writing a string or a scalar into a Vec cannot fail.
+                    let _ = serde_json::to_writer(&mut *out, k);
+                    out.push(b':');
+                    write(item, out);
                 }
-                out.push('}');
+                out.push(b'}');
             }
             Value::Array(items) => {
-                out.push('[');
+                out.push(b'[');
                 for (i, item) in items.iter().enumerate() {
                     if i > 0 {
-                        out.push(',');
+                        out.push(b',');
                     }
                     write(item, out);
                 }
-                out.push(']');
+                out.push(b']');
             }
-            scalar => out.push_str(&scalar.to_string()),
+            scalar => {
+                let _ = serde_json::to_writer(&mut *out, scalar);
+            }
         }
     }
-    let mut out = String::new();
+    let mut out = Vec::with_capacity(256);
     write(value, &mut out);
-    out
+    // serde_json writes UTF-8 only.
+    String::from_utf8(out).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod canonical_tests {
+    use super::canonical_json;
+
+    #[test]
+    fn canonical_json_sorts_keys_at_every_level_and_drops_spaces() {
+        let a: serde_json::Value = serde_json::from_str(
+            r#"{"b": {"z": 1, "a": [2, {"y": "é\n", "x": null}]}, "a": true}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            canonical_json(&a),
+            r#"{"a":true,"b":{"a":[2,{"x":null,"y":"é\n"}],"z":1}}"#
+        );
+        // The same document as Postgres jsonb renders it gives the same bytes.
+        let b: serde_json::Value = serde_json::from_str(
+            r#"{"a": true, "b": {"a": [2, {"x": null, "y": "é\n"}], "z": 1}}"#,
+        )
+        .unwrap();
+        assert_eq!(canonical_json(&a), canonical_json(&b));
+    }
 }
 
 /// [`canonical_json`] of JSON text (as a database returns it).
