@@ -903,7 +903,7 @@ impl Auditor {
         if tree.leaves_len() as i64 != n
             || tree.root().map(hex::encode) != Some(digest.root.clone())
         {
-            return Err(StoreError::Decode(format!(
+            return Err(StoreError::Tampered(format!(
                 "the log no longer matches the digest at position {n}: run `emporium verify`"
             )));
         }
@@ -1134,14 +1134,14 @@ mod tests {
             let leaves = leaves(n);
             let tree = MerkleTree::<AuditHasher>::from_leaves(&leaves);
             let root = tree.root().unwrap();
-            for i in 0..n {
+            for (i, leaf) in leaves.iter().enumerate() {
                 let path = tree.proof(&[i]).proof_hashes().to_vec();
                 assert_eq!(
-                    root_from_path(leaves[i], i, n, &path),
+                    root_from_path(*leaf, i, n, &path),
                     Some(root),
                     "n={n} i={i}"
                 );
-                let mut wrong = leaves[i];
+                let mut wrong = *leaf;
                 wrong[0] ^= 1;
                 assert_ne!(root_from_path(wrong, i, n, &path), Some(root));
             }

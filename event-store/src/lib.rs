@@ -78,6 +78,9 @@ pub enum StoreError {
     Unavailable(String),
     #[error("configuration: {0}")]
     Config(String),
+    /// The log no longer matches what was signed: someone changed it (see `emporium verify`).
+    #[error("the log was tampered with: {0}")]
+    Tampered(String),
 }
 
 /// Whether a database error is the database being away or overloaded (retry later) rather

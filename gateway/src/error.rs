@@ -225,6 +225,8 @@ impl From<emporium_event_store::StoreError> for ApiError {
                 Self::Unavailable(e.to_string())
             }
             emporium_event_store::StoreError::Unavailable(_) => Self::Unavailable(e.to_string()),
+            // No proof can be given against a digest the log no longer matches.
+            emporium_event_store::StoreError::Tampered(_) => Self::conflict("log_tampered", e),
             other => Self::Internal(other.to_string()),
         }
     }

@@ -460,6 +460,22 @@ async fn an_inclusion_proof_verifies_offline_and_fails_when_anything_changes() {
     );
     let stranger = load_or_create_signing_key(&dir.path().join("stranger.key")).unwrap();
     assert!(verify_proof_document(&doc, &stranger.verifying_key()).is_err());
+
+    // A seal rewritten in the database: no proof is given against the signed digest any
+    // more (an engine that has not cached the signed tree reads the seals afresh), 409.
+    let Db::Postgres(pool) = app.store.db() else {
+        unreachable!()
+    };
+    sqlx::query("UPDATE events SET chain_hash = sha256('forged') WHERE feed_position = 1")
+        .execute(pool)
+        .await
+        .unwrap();
+    let fresh = emporium_event_store::audit::Auditor::new(app.store.db().clone());
+    let refused = fresh.proofs(&[1]).await;
+    assert!(
+        matches!(refused, Err(emporium_event_store::StoreError::Tampered(_))),
+        "{refused:?}"
+    );
 }
 
 async fn futures_next(s: &mut async_nats::Subscriber) -> Option<async_nats::Message> {
