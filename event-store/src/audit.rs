@@ -257,7 +257,15 @@ const PG_SEALED_COLUMNS: &str = "feed_position, aggregate_type, aggregate_id, se
 const SQLITE_SEALED_COLUMNS: &str = "feed_position, aggregate_type, aggregate_id, sequence, \
     event_type, event_version, event_id, recorded_at, payload, metadata, chain_hash";
 
-fn pg_sealed(row: &sqlx::postgres::PgRow) -> Result<SealedRow, StoreError> {
+/// A row of the sealed columns; the time is read per backend (column 7).
+fn sealed<R>(row: &R, recorded_at_micros: i64) -> Result<SealedRow, StoreError>
+where
+    R: Row,
+    usize: sqlx::ColumnIndex<R>,
+    for<'r> String: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> i64: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+    for<'r> Option<Vec<u8>>: sqlx::Decode<'r, R::Database> + sqlx::Type<R::Database>,
+{
     Ok(SealedRow {
         position: row.try_get(0)?,
         aggregate_type: row.try_get(1)?,
@@ -266,28 +274,20 @@ fn pg_sealed(row: &sqlx::postgres::PgRow) -> Result<SealedRow, StoreError> {
         event_type: row.try_get(4)?,
         event_version: row.try_get(5)?,
         event_id: row.try_get(6)?,
-        recorded_at_micros: row.try_get(7)?,
-        payload: canonical_json_text(row.try_get(8)?)?,
-        metadata: canonical_json_text(row.try_get(9)?)?,
+        recorded_at_micros,
+        payload: canonical_json_text(&row.try_get::<String, _>(8)?)?,
+        metadata: canonical_json_text(&row.try_get::<String, _>(9)?)?,
         chain_hash: row.try_get(10)?,
     })
 }
 
+fn pg_sealed(row: &sqlx::postgres::PgRow) -> Result<SealedRow, StoreError> {
+    sealed(row, row.try_get(7)?)
+}
+
 fn sqlite_sealed(row: &sqlx::sqlite::SqliteRow) -> Result<SealedRow, StoreError> {
     let recorded_at: String = row.try_get(7)?;
-    Ok(SealedRow {
-        position: row.try_get(0)?,
-        aggregate_type: row.try_get(1)?,
-        aggregate_id: row.try_get(2)?,
-        sequence: row.try_get(3)?,
-        event_type: row.try_get(4)?,
-        event_version: row.try_get(5)?,
-        event_id: row.try_get(6)?,
-        recorded_at_micros: sqlite_micros(&recorded_at)?,
-        payload: canonical_json_text(row.try_get(8)?)?,
-        metadata: canonical_json_text(row.try_get(9)?)?,
-        chain_hash: row.try_get(10)?,
-    })
+    sealed(row, sqlite_micros(&recorded_at)?)
 }
 
 /// The embedded store keeps times as RFC 3339 text with milliseconds.

@@ -62,16 +62,7 @@ async fn everything_served(app: &TestApp, order_id: &str) -> Vec<(String, String
         all.push((path, r.body.to_string()));
     }
     for format in ["ndjson", "csv"] {
-        let body = app
-            .client
-            .get(format!("{}/v1/events?format={format}", app.base))
-            .bearer_auth(emporium_tests::ADMIN_KEY)
-            .send()
-            .await
-            .unwrap()
-            .text()
-            .await
-            .unwrap();
+        let body = export(app, format).await.text().await.unwrap();
         assert!(body.contains("OrderPlaced"), "{format} export is empty");
         all.push((format!("the {format} export"), body));
     }
@@ -79,20 +70,21 @@ async fn everything_served(app: &TestApp, order_id: &str) -> Vec<(String, String
     all
 }
 
-/// Every string value of the Parquet export.
-async fn parquet_text(app: &TestApp) -> String {
-    use arrow_array::{Array, StringArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let bytes = app
-        .client
-        .get(format!("{}/v1/events?format=parquet", app.base))
+/// The whole feed in `format`, as an admin downloads it.
+async fn export(app: &TestApp, format: &str) -> reqwest::Response {
+    app.client
+        .get(format!("{}/v1/events?format={format}", app.base))
         .bearer_auth(emporium_tests::ADMIN_KEY)
         .send()
         .await
         .unwrap()
-        .bytes()
-        .await
-        .unwrap();
+}
+
+/// Every string value of the Parquet export.
+async fn parquet_text(app: &TestApp) -> String {
+    use arrow_array::{Array, StringArray};
+    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+    let bytes = export(app, "parquet").await.bytes().await.unwrap();
     let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
         .unwrap()
         .build()
