@@ -50,14 +50,25 @@ pub(crate) struct BenchArgs {
     /// Keep the benchmark database instead of dropping it.
     #[arg(long)]
     pub(crate) keep: bool,
+    /// Modes to run at each concurrency, in this order; a mode named twice runs twice and
+    /// the ratios use its mean (e.g. `emp-unsealed,emporium,emporium,emp-unsealed` cancels
+    /// out what running first or second does to a figure).
+    #[arg(
+        long,
+        value_delimiter = ',',
+        default_value = "insert,select+insert,plain-cqrs,emporium,emp-unsealed"
+    )]
+    pub(crate) modes: Vec<Mode>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Mode {
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Mode {
     Insert,
+    #[value(name = "select+insert")]
     SelectInsert,
     PlainCqrs,
     Emporium,
+    #[value(name = "emp-unsealed")]
     EmporiumUnsealed,
 }
 
@@ -173,13 +184,7 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
 
     let mut outcomes = Vec::new();
     for &c in &args.concurrency {
-        for mode in [
-            Mode::Insert,
-            Mode::SelectInsert,
-            Mode::PlainCqrs,
-            Mode::Emporium,
-            Mode::EmporiumUnsealed,
-        ] {
+        for &mode in &args.modes {
             let o = run_mode(mode, c, url, args).await?;
             println!(
                 "{:<14} c={:<3} {:>9.0} cmds/s  p50 {:>6.2} ms  p95 {:>6.2} ms  p99 {:>6.2} ms  errors {}",
@@ -205,12 +210,14 @@ async fn bench(args: &BenchArgs, url: &str) -> anyhow::Result<()> {
     println!();
     println!("ratios (same run, same server):");
     for &c in &args.concurrency {
+        // The mean over the runs of a mode (NaN when it did not run).
         let rate = |m: Mode| {
-            outcomes
+            let runs: Vec<f64> = outcomes
                 .iter()
-                .find(|o| o.mode == m && o.concurrency == c)
+                .filter(|o| o.mode == m && o.concurrency == c)
                 .map(|o| o.per_sec)
-                .unwrap_or(f64::NAN)
+                .collect();
+            runs.iter().sum::<f64>() / runs.len() as f64
         };
         let (ins, sel, plain, emp, unsealed) = (
             rate(Mode::Insert),

@@ -25,7 +25,9 @@ use std::sync::{Arc, Mutex};
 use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use tokio::sync::{oneshot, Semaphore};
 
-use crate::repository::{classify, pg_append, sqlite_append, sqlite_insert, SQLITE_PK_VIOLATION};
+use crate::repository::{
+    classify, pg_append, sqlite_append, sqlite_insert, LastSeals, SQLITE_PK_VIOLATION,
+};
 use crate::Db;
 
 /// Most events written in one batch: bounds statement size and how long the first caller
@@ -48,6 +50,8 @@ pub(crate) struct GroupCommit {
     mixed: AtomicU64,
     /// Whether appends are sealed (always, except in the benchmark measuring sealing).
     sealed: std::sync::atomic::AtomicBool,
+    /// The last seal written per stream (Postgres).
+    seals: LastSeals,
 }
 
 /// What group commit has done since the store was opened (benchmarks, tests).
@@ -82,11 +86,24 @@ impl GroupCommit {
             commands: AtomicU64::new(0),
             mixed: AtomicU64::new(0),
             sealed: std::sync::atomic::AtomicBool::new(true),
+            seals: LastSeals::new(),
         })
     }
 
     pub(crate) fn set_sealing(&self, on: bool) {
         self.sealed.store(on, Ordering::Relaxed);
+    }
+
+    pub(crate) fn remember_seal(
+        &self,
+        aggregate_type: &str,
+        id: &str,
+        sequence: i64,
+        seal: [u8; 32],
+    ) {
+        if matches!(self.db, Db::Postgres(_)) {
+            self.seals.remember(aggregate_type, id, sequence, seal);
+        }
     }
 
     pub(crate) fn stats(&self) -> GroupCommitStats {
@@ -160,7 +177,10 @@ impl GroupCommit {
     async fn write(&self, batch: Vec<Pending>) {
         metrics::histogram!("emporium_group_commit_batch_commands").record(batch.len() as f64);
         let results = match &self.db {
-            Db::Postgres(pool) => pg_batch(pool, &batch, self.sealed.load(Ordering::Relaxed)).await,
+            Db::Postgres(pool) => {
+                let seals = self.sealed.load(Ordering::Relaxed).then_some(&self.seals);
+                pg_batch(pool, &batch, seals).await
+            }
             Db::Sqlite(pool) => sqlite_batch(pool, &batch).await,
         };
         self.batches.fetch_add(1, Ordering::Relaxed);
@@ -183,22 +203,22 @@ impl GroupCommit {
 async fn pg_batch(
     pool: &sqlx::PgPool,
     batch: &[Pending],
-    sealed: bool,
+    seals: Option<&LastSeals>,
 ) -> Vec<Result<(), PersistenceError>> {
     if let [one] = batch {
-        return vec![pg_append(pool, &one.events, sealed).await];
+        return vec![pg_append(pool, &one.events, seals).await];
     }
     let all: Vec<SerializedEvent> = batch
         .iter()
         .flat_map(|p| p.events.iter().cloned())
         .collect();
-    match pg_append(pool, &all, sealed).await {
+    match pg_append(pool, &all, seals).await {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(PersistenceError::OptimisticLockError) => {
             metrics::counter!("emporium_group_commit_split_total").increment(1);
             let mut results = Vec::with_capacity(batch.len());
             for p in batch {
-                results.push(pg_append(pool, &p.events, sealed).await);
+                results.push(pg_append(pool, &p.events, seals).await);
             }
             results
         }

@@ -16,7 +16,7 @@ use cqrs_es::Aggregate;
 use postgres_es::PostgresEventRepository;
 use serde_json::Value;
 use sqlite_es::SqliteEventRepository;
-use sqlx::{PgPool, SqlitePool};
+use sqlx::{PgPool, Row, SqlitePool};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -77,14 +77,94 @@ impl EventRepository {
     pub fn set_sealing(&self, on: bool) {
         self.group.set_sealing(on);
     }
+
+    /// Remembers the stored seal of a stream's last event, read with its events.
+    pub(crate) fn remember_seal(&self, aggregate_type: &str, id: &str, sequence: i64, seal: &[u8]) {
+        if let Ok(seal) = <[u8; 32]>::try_from(seal) {
+            self.group.remember_seal(aggregate_type, id, sequence, seal);
+        }
+    }
+}
+
+/// The seal this process last wrote or read for each stream (Postgres), by (type, id): the
+/// next append to a hot stream passes its predecessor's seal instead of having the append
+/// read it back. Bounded like the aggregate cache; a stream not here is read as before.
+pub(crate) struct LastSeals(quick_cache::sync::Cache<(String, String), (i64, [u8; 32])>);
+
+/// Streams whose last seal is remembered.
+const REMEMBERED_SEALS: usize = 100_000;
+
+impl LastSeals {
+    pub(crate) fn new() -> Self {
+        Self(quick_cache::sync::Cache::new(REMEMBERED_SEALS))
+    }
+
+    /// The seal of `event`'s predecessor, when known: zeros for a stream's first event, the
+    /// remembered seal when it is of sequence - 1.
+    fn previous(&self, event: &SerializedEvent) -> Option<[u8; 32]> {
+        if event.sequence <= 1 {
+            return Some([0; 32]);
+        }
+        let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
+        self.0
+            .get(&key)
+            .filter(|(sequence, _)| *sequence == event.sequence as i64 - 1)
+            .map(|(_, seal)| seal)
+    }
+
+    /// Remembers a stream's seal at `sequence` (written by this process, or read from the
+    /// log with the stream's events).
+    pub(crate) fn remember(&self, aggregate_type: &str, id: &str, sequence: i64, seal: [u8; 32]) {
+        self.0.insert(
+            (aggregate_type.to_string(), id.to_string()),
+            (sequence, seal),
+        );
+    }
+
+    /// After a batch committed at positions `before + 1 ..`: works out the seals the append
+    /// made (the same [`audit::chain`]) wherever the predecessor's seal is known (passed,
+    /// or the stream's previous event in this batch) and remembers each stream's last one;
+    /// a stream whose seal the append read itself is forgotten.
+    fn learn(
+        &self,
+        events: &[SerializedEvent],
+        before: i64,
+        contents: &[[u8; 32]],
+        prevs: &[Option<[u8; 32]>],
+    ) {
+        // A stream's events in a batch are one command's: consecutive and in order.
+        let mut last: Option<(&str, &str, i64, Option<[u8; 32]>)> = None;
+        for (n, e) in events.iter().enumerate() {
+            let sequence = e.sequence as i64;
+            let prev = match (last, prevs[n]) {
+                (_, Some(p)) => Some(p),
+                (Some((t, i, s, p)), None)
+                    if t == e.aggregate_type && i == e.aggregate_id && s + 1 == sequence =>
+                {
+                    p
+                }
+                _ => None,
+            };
+            let seal = prev.map(|p| audit::chain(&p, before + n as i64 + 1, &contents[n]));
+            match seal {
+                Some(seal) => self.remember(&e.aggregate_type, &e.aggregate_id, sequence, seal),
+                None => {
+                    self.0
+                        .remove(&(e.aggregate_type.clone(), e.aggregate_id.clone()));
+                }
+            }
+            last = Some((&e.aggregate_type, &e.aggregate_id, sequence, seal));
+        }
+    }
 }
 
 /// One command's events (or a batch's) as one autocommit statement, which also stamps
-/// their feed positions (docs/adr/0011-feed-position-at-insert.md).
+/// their feed positions (docs/adr/0011-feed-position-at-insert.md) and seals them; the seals
+/// are remembered in `seals` (`None`: appended unsealed, only for the benchmark).
 pub(crate) async fn pg_append(
     pool: &PgPool,
     events: &[SerializedEvent],
-    sealed: bool,
+    seals: Option<&LastSeals>,
 ) -> Result<(), PersistenceError> {
     let n = events.len();
     let mut types = Vec::with_capacity(n);
@@ -95,7 +175,8 @@ pub(crate) async fn pg_append(
     let mut payloads: Vec<&Value> = Vec::with_capacity(n);
     let mut metas: Vec<&Value> = Vec::with_capacity(n);
     let mut event_ids = Vec::with_capacity(n);
-    let mut contents: Vec<Vec<u8>> = Vec::with_capacity(n);
+    let mut contents: Vec<[u8; 32]> = Vec::with_capacity(n);
+    let mut prevs: Vec<Option<[u8; 32]>> = Vec::with_capacity(n);
     // Microseconds: what timestamptz keeps, so the sealed time is the stored one.
     let now = chrono::Utc::now();
     let micros = now.timestamp_micros();
@@ -110,7 +191,7 @@ pub(crate) async fn pg_append(
         metas.push(&e.metadata);
         let event_id = Uuid::now_v7();
         event_ids.push(event_id);
-        if sealed {
+        if let Some(seals) = seals {
             let canonical = audit::canonical(
                 &e.aggregate_type,
                 &e.aggregate_id,
@@ -122,15 +203,18 @@ pub(crate) async fn pg_append(
                 &audit::canonical_json(&e.payload),
                 &audit::canonical_json(&e.metadata),
             );
-            contents.push(audit::content_hash(canonical.as_bytes()).to_vec());
+            contents.push(audit::content_hash(canonical.as_bytes()));
+            prevs.push(seals.previous(e));
         }
     }
-    let query = if sealed {
-        sqlx::query(include_str!("../sql/pg_insert_events.sql"))
-    } else {
-        sqlx::query(include_str!("../sql/pg_insert_events_unsealed.sql"))
+    let sql = match seals {
+        None => include_str!("../sql/pg_insert_events_unsealed.sql"),
+        Some(_) if prevs.iter().all(Option::is_some) => {
+            include_str!("../sql/pg_insert_events_known.sql")
+        }
+        Some(_) => include_str!("../sql/pg_insert_events.sql"),
     };
-    let query = query
+    let query = sqlx::query(sql)
         .bind(types)
         .bind(ids)
         .bind(seqs)
@@ -139,16 +223,28 @@ pub(crate) async fn pg_append(
         .bind(payloads)
         .bind(metas)
         .bind(event_ids);
-    let query = if sealed {
-        query.bind(contents).bind(recorded_at)
-    } else {
-        query
+    let Some(seals) = seals else {
+        return query
+            .execute(pool)
+            .await
+            .map(|_| ())
+            .map_err(|e| classify(e, PG_UNIQUE_VIOLATION));
     };
-    query
-        .execute(pool)
+    let before: i64 = query
+        .bind(contents.iter().map(|c| c.as_slice()).collect::<Vec<_>>())
+        .bind(recorded_at)
+        .bind(
+            prevs
+                .iter()
+                .map(|p| p.as_ref().map(|p| p.as_slice()))
+                .collect::<Vec<_>>(),
+        )
+        .fetch_one(pool)
         .await
-        .map(|_| ())
-        .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))
+        .and_then(|row| row.try_get(0))
+        .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))?;
+    seals.learn(events, before, &contents, &prevs);
+    Ok(())
 }
 
 /// One command's events in one write transaction.

@@ -449,7 +449,8 @@ impl Store {
         id: &str,
         until: Option<AsOf>,
     ) -> Result<(A, usize), LoadFailure> {
-        type Row = (i64, String, String, String);
+        // The seal comes along so that the next append to this stream need not read it.
+        type Row = (i64, String, String, String, Option<Vec<u8>>);
         let rows: Result<Vec<Row>, sqlx::Error> = match &self.db {
             Db::Postgres(pool) => {
                 let bound = match until {
@@ -459,7 +460,7 @@ impl Store {
                     Some(AsOf::Position(_)) => " AND feed_position <= $3",
                 };
                 let sql = format!(
-                    "SELECT sequence, event_type, event_version, payload::text FROM events \
+                    "SELECT sequence, event_type, event_version, payload::text, chain_hash FROM events \
                      WHERE aggregate_type = $1 AND aggregate_id = $2{bound} ORDER BY sequence"
                 );
                 let q = sqlx::query_as(&sql).bind(A::TYPE).bind(id);
@@ -477,7 +478,7 @@ impl Store {
                     Some(AsOf::Position(_)) => " AND feed_position <= ?3",
                 };
                 let sql = format!(
-                    "SELECT sequence, event_type, event_version, payload FROM events \
+                    "SELECT sequence, event_type, event_version, payload, chain_hash FROM events \
                      WHERE aggregate_type = ?1 AND aggregate_id = ?2{bound} ORDER BY sequence"
                 );
                 let q = sqlx::query_as(&sql).bind(A::TYPE).bind(id);
@@ -503,7 +504,9 @@ impl Store {
         };
         let mut aggregate = A::default();
         let mut version = 0;
-        for (sequence, event_type, event_version, payload) in rows {
+        let mut last_seal = None;
+        for (sequence, event_type, event_version, payload, seal) in rows {
+            last_seal = seal;
             let event: A::Event = if upcasters
                 .iter()
                 .any(|u| u.can_upcast(&event_type, &event_version))
@@ -529,6 +532,9 @@ impl Store {
             };
             aggregate.apply(event);
             version = sequence as usize;
+        }
+        if let (None, Some(seal)) = (until, last_seal) {
+            self.repo.remember_seal(A::TYPE, id, version as i64, &seal);
         }
         Ok((aggregate, version))
     }

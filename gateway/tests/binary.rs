@@ -657,6 +657,7 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
     // and seal in a function of their own.
     expected.insert(expected.len() - 2, 20261129000001);
     expected.push(20261206000002);
+    expected.push(20261206000003);
     let db = TestDatabase::create().await;
     assert_eq!(
         migrate_twice_creates_every_crates_tables(Some(db.url())).await,
