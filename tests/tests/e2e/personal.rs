@@ -57,7 +57,16 @@ async fn everything_served(app: &TestApp, order_id: &str) -> Vec<(String, String
         "/v1/catalog/products?q=lamp".to_string(),
         "/v1/inventory/LAMP-1".to_string(),
     ] {
-        let r: Reply = app.get(&path).await;
+        // Right after the engine starts, a read model may still be created: 503 means
+        // "retry later" (API.md), and a client does.
+        let mut r: Reply = app.get(&path).await;
+        for _ in 0..50 {
+            if r.status != 503 {
+                break;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            r = app.get(&path).await;
+        }
         assert!(r.status < 300, "{path}: {} {:?}", r.status, r.body);
         all.push((path, r.body.to_string()));
     }
