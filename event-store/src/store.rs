@@ -449,7 +449,8 @@ impl Store {
         id: &str,
         until: Option<AsOf>,
     ) -> Result<(A, usize), LoadFailure> {
-        // The seal comes along so that the next append to this stream need not read it.
+        // On Postgres the seal comes along so that the next append to this stream need not
+        // read it (the embedded store reads seals in its own append).
         type Row = (i64, String, String, String, Option<Vec<u8>>);
         let rows: Result<Vec<Row>, sqlx::Error> = match &self.db {
             Db::Postgres(pool) => {
@@ -478,7 +479,7 @@ impl Store {
                     Some(AsOf::Position(_)) => " AND feed_position <= ?3",
                 };
                 let sql = format!(
-                    "SELECT sequence, event_type, event_version, payload, chain_hash FROM events \
+                    "SELECT sequence, event_type, event_version, payload, NULL FROM events \
                      WHERE aggregate_type = ?1 AND aggregate_id = ?2{bound} ORDER BY sequence"
                 );
                 let q = sqlx::query_as(&sql).bind(A::TYPE).bind(id);

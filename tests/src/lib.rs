@@ -48,6 +48,18 @@ pub struct Reply {
 }
 
 impl TestApp {
+    /// Verifies the whole log (seals, no digest key) and asserts it is clean.
+    pub async fn assert_log_verifies(&self) -> emporium_event_store::audit::VerifyReport {
+        let report = self
+            .state
+            .auditor
+            .verify(None, None, None, &|_| {})
+            .await
+            .expect("verify runs");
+        assert!(report.ok, "{:?}", report.problems);
+        report
+    }
+
     pub async fn spawn(backend: Backend) -> Self {
         Self::spawn_with(backend, ApiConfig::default()).await
     }

@@ -566,14 +566,7 @@ async fn seals_of_both_batch_shapes(backend: Backend) {
             .await
             .unwrap();
     }
-    let report = app
-        .state
-        .auditor
-        .verify(None, None, None, &|_| {})
-        .await
-        .unwrap();
-    assert!(report.ok, "{:?}", report.problems);
-    assert_eq!(report.checked, 18);
+    assert_eq!(app.assert_log_verifies().await.checked, 18);
 }
 
 #[tokio::test]
