@@ -33,6 +33,16 @@ pub(crate) struct ExportBenchArgs {
     /// Rounds; each runs `psql COPY`, then the HTTP export.
     #[arg(long, default_value_t = 2)]
     pub(crate) rounds: usize,
+    /// The engine's formats measured each round after `psql COPY` (the baseline always runs).
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Format::Ndjson, Format::Parquet])]
+    pub(crate) formats: Vec<Format>,
+}
+
+/// A representation of `GET /v1/events` the benchmark measures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub(crate) enum Format {
+    Ndjson,
+    Parquet,
 }
 
 /// Rows per fill statement (one progress step).
@@ -95,71 +105,81 @@ async fn bench(args: &ExportBenchArgs, url: &str) -> anyhow::Result<()> {
         .unwrap_or_default()
         .to_string();
     let psql_url = with_database(&args.database_url, &db_name);
-    let mut ratios = Vec::new();
-    let mut outcome = Ok(());
-    for round in 1..=args.rounds {
-        let copy = match copy_out(&psql_url, &copy_sql).await {
-            Ok(m) => m,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
-        let export = match http_export(&client, &endpoint).await {
-            Ok(m) => m,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
-        let parquet = match http_parquet(&client, &endpoint).await {
-            Ok(m) => m,
-            Err(e) => {
-                outcome = Err(e);
-                break;
-            }
-        };
-        for (what, m) in [
-            ("psql COPY", &copy),
-            ("HTTP NDJSON", &export),
-            ("HTTP Parquet", &parquet),
-        ] {
-            if m.lines != args.events {
-                outcome = Err(anyhow::anyhow!(
-                    "{what} returned {} lines, expected {}",
-                    m.lines,
-                    args.events
-                ));
-            }
-        }
-        if outcome.is_err() {
-            break;
-        }
-        let ratio = export.per_sec() / copy.per_sec();
-        let pq_ratio = parquet.per_sec() / copy.per_sec();
-        ratios.push((ratio, pq_ratio, parquet.bytes as f64 / export.bytes as f64));
-        println!("round {round}: psql COPY     {}", copy.line());
-        println!(
-            "round {round}: HTTP NDJSON   {}   NDJSON/COPY {ratio:.2}x",
-            export.line()
-        );
-        println!(
-            "round {round}: HTTP Parquet  {}   Parquet/COPY {pq_ratio:.2}x",
-            parquet.line()
-        );
-    }
+    let rounds = measure_rounds(args, &client, &endpoint, &psql_url, &copy_sql).await;
     engine.stop().await;
-    outcome?;
-    let n = ratios.len() as f64;
-    let mean = |f: fn(&(f64, f64, f64)) -> f64| ratios.iter().map(f).sum::<f64>() / n;
-    println!(
-        "over {} rounds: NDJSON/COPY {:.2}x (goal >= 0.5x), Parquet/COPY {:.2}x (goal >= 1.0x), \
-         Parquet size {:.2} of NDJSON (goal < 1)",
-        ratios.len(),
-        mean(|r| r.0),
-        mean(|r| r.1),
-        mean(|r| r.2)
-    );
+    let rounds = rounds?;
+    let n = rounds.len() as f64;
+    let mut summary = format!("over {} rounds:", rounds.len());
+    for format in &args.formats {
+        let mean = rounds
+            .iter()
+            .filter_map(|r| r.iter().find(|(f, _, _)| f == format).map(|x| x.1))
+            .sum::<f64>()
+            / n;
+        let goal = match format {
+            Format::Ndjson => 0.5,
+            Format::Parquet => 1.0,
+        };
+        summary.push_str(&format!(
+            " {format:?}/COPY {mean:.2}x (goal >= {goal:.1}x),"
+        ));
+    }
+    let bytes = |format: Format| {
+        rounds
+            .first()
+            .and_then(|r| r.iter().find(|(f, _, _)| *f == format).map(|x| x.2))
+    };
+    match (bytes(Format::Parquet), bytes(Format::Ndjson)) {
+        (Some(pq), Some(nd)) => summary.push_str(&format!(
+            " Parquet size {:.2} of NDJSON (goal < 1)",
+            pq as f64 / nd as f64
+        )),
+        _ => {
+            summary.pop();
+        }
+    }
+    println!("{summary}");
+    Ok(())
+}
+
+/// Each round: `psql COPY`, then each format; per format its ratio to that round's COPY
+/// and its size in bytes.
+async fn measure_rounds(
+    args: &ExportBenchArgs,
+    client: &reqwest::Client,
+    endpoint: &str,
+    psql_url: &str,
+    copy_sql: &str,
+) -> anyhow::Result<Vec<Vec<(Format, f64, u64)>>> {
+    let mut rounds = Vec::new();
+    for round in 1..=args.rounds {
+        let copy = copy_out(psql_url, copy_sql).await?;
+        check_rows("psql COPY", &copy, args.events)?;
+        println!("round {round}: psql COPY     {}", copy.line());
+        let mut this = Vec::new();
+        for &format in &args.formats {
+            let m = match format {
+                Format::Ndjson => http_export(client, endpoint).await?,
+                Format::Parquet => http_parquet(client, endpoint).await?,
+            };
+            check_rows(&format!("HTTP {format:?}"), &m, args.events)?;
+            let ratio = m.per_sec() / copy.per_sec();
+            println!(
+                "round {round}: HTTP {:<8} {}   {format:?}/COPY {ratio:.2}x",
+                format!("{format:?}"),
+                m.line()
+            );
+            this.push((format, ratio, m.bytes));
+        }
+        rounds.push(this);
+    }
+    Ok(rounds)
+}
+
+fn check_rows(what: &str, m: &Measured, events: u64) -> anyhow::Result<()> {
+    if m.lines != events {
+        bail!("{what} returned {} lines, expected {events}", m.lines);
+    }
     Ok(())
 }
 

@@ -23,6 +23,7 @@ use serde_json::value::RawValue;
 use serde_json::Value;
 use sha2::{Digest as _, Sha256};
 
+use crate::export::ExportPage;
 use crate::{Db, RawFeedEvent, StoreError};
 
 /// What erased fields show.
@@ -340,17 +341,47 @@ pub fn present_stream(
         .then(move |r| {
             let keys = keys.clone();
             async move {
-                let mut e = r?;
+                let e = r?;
                 if e.event_type == "OrderPlaced" && e.payload.get().contains("\"ciphertext\"") {
-                    let mut text = e.payload.get().to_string();
-                    keys.present_text(&e.event_type, &mut text).await?;
-                    e.payload = RawValue::from_string(text)
-                        .map_err(|err| StoreError::Decode(err.to_string()))?;
+                    return present_event(&keys, e).await;
                 }
                 Ok(e)
             }
         })
         .boxed()
+}
+
+/// [`present_stream`] for an export read a page at a time: an event that carries sealed
+/// personal data is taken out of its page, presented and put back; the rest stay as read.
+pub fn present_pages(
+    keys: Arc<KeyRing>,
+    pages: BoxStream<'static, Result<ExportPage, StoreError>>,
+) -> BoxStream<'static, Result<ExportPage, StoreError>> {
+    pages
+        .then(move |page| {
+            let keys = keys.clone();
+            async move {
+                let mut page = page?;
+                for i in 0..page.len() {
+                    let sealed = page.event_type(i)? == "OrderPlaced"
+                        && page.view(i)?.payload.contains("\"ciphertext\"");
+                    if sealed {
+                        let e = present_event(&keys, page.event(i)?).await?;
+                        page.replace(i, e);
+                    }
+                }
+                Ok(page)
+            }
+        })
+        .boxed()
+}
+
+/// `e` with its sealed personal data presented ([`KeyRing::present_text`]).
+async fn present_event(keys: &KeyRing, mut e: RawFeedEvent) -> Result<RawFeedEvent, StoreError> {
+    let mut text = e.payload.get().to_string();
+    keys.present_text(&e.event_type, &mut text).await?;
+    e.payload = RawValue::from_string(text).map_err(|err| StoreError::Decode(err.to_string()))?;
+    Ok(e)
 }
 
 fn cipher(key: &[u8; 32]) -> ChaCha20Poly1305 {

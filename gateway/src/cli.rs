@@ -505,23 +505,27 @@ async fn export_events(
     use std::io::Write;
 
     let store = open_store(&args).await?;
-    let export = emporium_event_store::export::open(&store, filter).await?;
-    let bar = indicatif::ProgressBar::new((export.through - filter.after).max(1) as u64)
-        .with_style(
-            indicatif::ProgressStyle::with_template(
-                "exporting {bar:30} {pos}/{len} positions ({per_sec}, eta {eta})",
-            )
-            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
-        );
+    let export = emporium_event_store::export::open_pages(&store, filter).await?;
+    let through = export.through;
+    let bar = indicatif::ProgressBar::new((through - filter.after).max(1) as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "exporting {bar:30} {pos}/{len} positions ({per_sec}, eta {eta})",
+        )
+        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
     let after = filter.after;
     let progress = bar.clone();
     let keys = std::sync::Arc::new(emporium_event_store::personal::KeyRing::new(
         store.db().clone(),
     ));
-    let events = emporium_event_store::personal::present_stream(keys, export.events)
-        .inspect(move |e| {
-            if let Ok(e) = e {
-                progress.set_position((e.position - after).max(0) as u64);
+    let pages = emporium_event_store::personal::present_pages(keys, export.pages)
+        .inspect(move |page| {
+            let last = page
+                .as_ref()
+                .ok()
+                .and_then(|p| p.len().checked_sub(1).and_then(|i| p.view(i).ok()));
+            if let Some(last) = last {
+                progress.set_position((last.position - after).max(0) as u64);
             }
         })
         .boxed();
@@ -530,7 +534,7 @@ async fn export_events(
     let mut rows = 0u64;
     match format {
         ExportFormat::Parquet => {
-            let mut chunks = crate::parquet::encode(events);
+            let mut chunks = crate::parquet::encode(pages);
             while let Some(chunk) = chunks.next().await {
                 out.write_all(&chunk?)?;
             }
@@ -540,18 +544,20 @@ async fn export_events(
             if format == ExportFormat::Csv {
                 buf.extend(crate::export::csv_header());
             }
-            let mut events = events;
-            while let Some(e) = events.next().await {
-                let e = e?;
-                if format == ExportFormat::Csv {
-                    crate::export::csv_record(&e, &mut buf)?;
-                } else {
-                    crate::export::ndjson_line(&e, &mut buf)?;
-                }
-                rows += 1;
-                if buf.len() >= 1 << 16 {
-                    out.write_all(&buf)?;
-                    buf.clear();
+            let mut pages = pages;
+            while let Some(page) = pages.next().await {
+                for e in page?.into_events() {
+                    let e = e?;
+                    if format == ExportFormat::Csv {
+                        crate::export::csv_record(&e, &mut buf)?;
+                    } else {
+                        crate::export::ndjson_line(&e, &mut buf)?;
+                    }
+                    rows += 1;
+                    if buf.len() >= 1 << 16 {
+                        out.write_all(&buf)?;
+                        buf.clear();
+                    }
                 }
             }
             out.write_all(&buf)?;
@@ -562,15 +568,13 @@ async fn export_events(
     let size = std::fs::metadata(output)?.len();
     if format == ExportFormat::Parquet {
         println!(
-            "wrote {} through position {} ({size} bytes)",
+            "wrote {} through position {through} ({size} bytes)",
             output.display(),
-            export.through
         );
     } else {
         println!(
-            "wrote {rows} events to {} through position {} ({size} bytes)",
+            "wrote {rows} events to {} through position {through} ({size} bytes)",
             output.display(),
-            export.through
         );
     }
     Ok(())

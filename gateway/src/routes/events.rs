@@ -13,7 +13,7 @@ use axum::response::{IntoResponse, Response};
 use axum::Json;
 use chrono::{DateTime, Utc};
 use emporium_event_store::export::{self, EventFilter};
-use emporium_event_store::personal::present_stream;
+use emporium_event_store::personal::{present_pages, present_stream};
 use emporium_event_store::FeedEvent;
 use emporium_event_store::RawFeedEvent;
 use futures::stream::StreamExt;
@@ -310,8 +310,8 @@ async fn stream(
 }
 
 async fn parquet(state: &AppState, filter: &EventFilter) -> Result<Response, ApiError> {
-    let export = export::open(&state.store, filter).await?;
-    let body = crate::parquet::encode(present_stream(state.keyring.clone(), export.events));
+    let export = export::open_pages(&state.store, filter).await?;
+    let body = crate::parquet::encode(present_pages(state.keyring.clone(), export.pages));
     let mut response = Response::new(Body::from_stream(body));
     let headers = response.headers_mut();
     headers.insert(
