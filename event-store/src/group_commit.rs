@@ -63,6 +63,10 @@ pub struct GroupCommitStats {
     pub commands: u64,
     /// Batches in which some commands were refused (a stale sequence) and the others written.
     pub mixed: u64,
+    /// Sealed appends (Postgres) that had to read a predecessor's seal because this process
+    /// did not know it: once per stream after a restart or another process's append; an
+    /// engine that keeps taking this path pays a lookup and a one-by-one chain per append.
+    pub seal_lookups: u64,
 }
 
 /// Writer slots: batches in flight at once. SQLite has one writer, so more than one slot
@@ -111,6 +115,7 @@ impl GroupCommit {
             batches: self.batches.load(Ordering::Relaxed),
             commands: self.commands.load(Ordering::Relaxed),
             mixed: self.mixed.load(Ordering::Relaxed),
+            seal_lookups: self.seals.lookups(),
         }
     }
 

@@ -89,14 +89,21 @@ impl EventRepository {
 /// The seal this process last wrote or read for each stream (Postgres), by (type, id): the
 /// next append to a hot stream passes its predecessor's seal instead of having the append
 /// read it back. Bounded like the aggregate cache; a stream not here is read as before.
-pub(crate) struct LastSeals(quick_cache::sync::Cache<(String, String), (i64, [u8; 32])>);
+pub(crate) struct LastSeals {
+    seals: quick_cache::sync::Cache<(String, String), (i64, [u8; 32])>,
+    /// Appends that had to read some predecessor's seal (the general `emporium_append`).
+    lookups: std::sync::atomic::AtomicU64,
+}
 
 /// Streams whose last seal is remembered.
 const REMEMBERED_SEALS: usize = 100_000;
 
 impl LastSeals {
     pub(crate) fn new() -> Self {
-        Self(quick_cache::sync::Cache::new(REMEMBERED_SEALS))
+        Self {
+            seals: quick_cache::sync::Cache::new(REMEMBERED_SEALS),
+            lookups: std::sync::atomic::AtomicU64::new(0),
+        }
     }
 
     /// The seal of `event`'s predecessor, when known: zeros for a stream's first event, the
@@ -106,16 +113,21 @@ impl LastSeals {
             return Some([0; 32]);
         }
         let key = (event.aggregate_type.clone(), event.aggregate_id.clone());
-        self.0
+        self.seals
             .get(&key)
             .filter(|(sequence, _)| *sequence == event.sequence as i64 - 1)
             .map(|(_, seal)| seal)
     }
 
+    /// Appends so far that had to read a predecessor's seal.
+    pub(crate) fn lookups(&self) -> u64 {
+        self.lookups.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
     /// Remembers a stream's seal at `sequence` (written by this process, or read from the
     /// log with the stream's events).
     pub(crate) fn remember(&self, aggregate_type: &str, id: &str, sequence: i64, seal: [u8; 32]) {
-        self.0.insert(
+        self.seals.insert(
             (aggregate_type.to_string(), id.to_string()),
             (sequence, seal),
         );
@@ -149,7 +161,7 @@ impl LastSeals {
             match seal {
                 Some(seal) => self.remember(&e.aggregate_type, &e.aggregate_id, sequence, seal),
                 None => {
-                    self.0
+                    self.seals
                         .remove(&(e.aggregate_type.clone(), e.aggregate_id.clone()));
                 }
             }
@@ -212,7 +224,13 @@ pub(crate) async fn pg_append(
         Some(_) if prevs.iter().all(Option::is_some) => {
             include_str!("../sql/pg_insert_events_known.sql")
         }
-        Some(_) => include_str!("../sql/pg_insert_events.sql"),
+        Some(seals) => {
+            seals
+                .lookups
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            metrics::counter!("emporium_seal_lookups_total").increment(1);
+            include_str!("../sql/pg_insert_events.sql")
+        }
     };
     let query = sqlx::query(sql)
         .bind(types)

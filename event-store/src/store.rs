@@ -570,7 +570,32 @@ impl Store {
             aggregate.apply(event);
             *version = e.sequence.max(*version);
         }
+        if n > 0 {
+            self.remember_stored_seal::<A>(id, *version).await;
+        }
         Ok(n)
+    }
+
+    /// After catching up with events another process appended, reads the seal of the
+    /// stream's last event (one primary-key lookup) so that this process's next append to
+    /// it can pass it. Without it, every later append here would read the seal itself and,
+    /// not learning it, go on doing so. Best effort: a failure only costs that lookup later.
+    async fn remember_stored_seal<A: Aggregate>(&self, id: &str, version: usize) {
+        let Db::Postgres(pool) = &self.db else {
+            return;
+        };
+        let seal: Result<Option<Option<Vec<u8>>>, sqlx::Error> = sqlx::query_scalar(
+            "SELECT chain_hash FROM events \
+             WHERE aggregate_type = $1 AND aggregate_id = $2 AND sequence = $3",
+        )
+        .bind(A::TYPE)
+        .bind(id)
+        .bind(version as i64)
+        .fetch_optional(pool)
+        .await;
+        if let Ok(Some(Some(seal))) = seal {
+            self.repo.remember_seal(A::TYPE, id, version as i64, &seal);
+        }
     }
 
     /// This process's copy of aggregate `id` without asking the database whether another

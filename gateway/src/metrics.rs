@@ -57,6 +57,7 @@ fn preregister() {
         }
     }
     metrics::counter!("emporium_rate_limited_total").increment(0);
+    metrics::counter!("emporium_seal_lookups_total").increment(0);
     metrics::counter!("emporium_load_shed_total").increment(0);
 }
 

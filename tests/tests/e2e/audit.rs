@@ -655,3 +655,66 @@ async fn two_engines_appending_to_the_same_streams_keep_every_seal_right() {
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.checked, 4 + accepted as u64);
 }
+
+/// An engine whose cached copy of a stream refuses a command confirms the refusal on the
+/// events another engine appended since (a catch-up), and appends if they change the answer.
+/// The catch-up reads the seal of the stream's last event, so that append, and the engine's
+/// later ones to the stream, pass it and read none themselves. Without it the engine, never
+/// learning the seal, read it on every later append to the stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_engine_catching_up_on_anothers_appends_learns_the_seal() {
+    use emporium_domain::inventory::{stock_item_id, StockItem, StockItemCommand};
+    use emporium_domain::values::{OrderId, Quantity, Sku, WarehouseId};
+    use emporium_event_store::audit::Auditor;
+    use emporium_event_store::testing::TestDatabase;
+    use emporium_event_store::{EventMetadata, Store};
+
+    let db = TestDatabase::create().await;
+    let (a, b) = (db.store(4).await, db.store(4).await);
+    let meta = EventMetadata::system("test");
+    let (w, s) = (
+        WarehouseId::parse("wh-1").unwrap(),
+        Sku::parse("TURNS-1").unwrap(),
+    );
+    let id = stock_item_id(&w, &s);
+    let receive = |qty| StockItemCommand::ReceiveStock {
+        warehouse_id: w.clone(),
+        sku: s.clone(),
+        qty: Quantity::new(qty).unwrap(),
+    };
+    let reserve = || StockItemCommand::ReserveStock {
+        warehouse_id: w.clone(),
+        sku: s.clone(),
+        order_id: OrderId::new(),
+        qty: Quantity::new(1).unwrap(),
+    };
+    let run = |store: &Store, command| {
+        let (store, id, meta) = (store.clone(), id.clone(), meta.clone());
+        async move {
+            store
+                .execute::<StockItem>(&id, command, &meta)
+                .await
+                .unwrap()
+        }
+    };
+    // A's cached copy ends with nothing available; B then receives more.
+    run(&a, receive(1)).await;
+    run(&a, reserve()).await;
+    run(&b, receive(10)).await;
+    // A's copy refuses, the catch-up finds B's stock, and A appends; then more on A's copy.
+    for _ in 0..6 {
+        run(&a, reserve()).await;
+    }
+    let lookups = |s: &Store| s.repository().group_commit_stats().seal_lookups;
+    assert_eq!(
+        (lookups(&a), lookups(&b)),
+        (0, 0),
+        "appends that had to read a seal (engine A, engine B)"
+    );
+    let report = Auditor::new(a.db().clone())
+        .verify(None, None, None, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.checked, 9);
+}
