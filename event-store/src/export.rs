@@ -7,6 +7,11 @@
 //! slowly holds one page in memory and nothing in the database, so slow readers cannot
 //! starve commands of connections (issue 11).
 //!
+//! [`open`] streams owned events (NDJSON, CSV, the JSON page); [`open_pages`] streams the
+//! same pages for a consumer that reads each row in place ([`ExportPage::view`]): the
+//! Parquet encoder, which copies every field into its columns anyway and was held back by an
+//! owned copy of each field and a second parse of each payload (docs/performance.md).
+//!
 //! # Which events an export sees
 //! [`open`] first stamps feed positions (on Postgres, sequencer steps until one stamps less
 //! than a full batch), then takes the head, and the statement reads `(after, min(upto,
