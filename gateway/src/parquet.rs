@@ -186,12 +186,16 @@ fn tokio_stream_from(
 }
 
 /// Reads `pages` in their own task: reading rows (and presenting personal data) proceeds
-/// on one core while the previous page is encoded on another.
+/// on one core while the previous page is encoded on another. The task's handle tells a reader that ended normally from one that panicked: both close
+/// the channel, and only the first may end the file with a footer.
 fn read_ahead(
     mut pages: BoxStream<'static, Result<ExportPage, StoreError>>,
-) -> tokio::sync::mpsc::Receiver<Result<ExportPage, StoreError>> {
+) -> (
+    tokio::sync::mpsc::Receiver<Result<ExportPage, StoreError>>,
+    tokio::task::JoinHandle<()>,
+) {
     let (tx, rx) = tokio::sync::mpsc::channel(2);
-    tokio::spawn(async move {
+    let reader = tokio::spawn(async move {
         while let Some(page) = pages.next().await {
             let failed = page.is_err();
             if tx.send(page).await.is_err() || failed {
@@ -199,14 +203,14 @@ fn read_ahead(
             }
         }
     });
-    rx
+    (rx, reader)
 }
 
 async fn write_all(
     pages: BoxStream<'static, Result<ExportPage, StoreError>>,
     tx: &tokio::sync::mpsc::Sender<Result<Vec<u8>, StoreError>>,
 ) -> Result<(), StoreError> {
-    let mut pages = read_ahead(pages);
+    let (mut pages, reader) = read_ahead(pages);
     let schema = schema();
     let out = Shared::default();
     let props = WriterProperties::builder()
@@ -233,35 +237,33 @@ async fn write_all(
         }
         tx.send(Ok(bytes)).await.is_ok()
     };
-    let mut more = true;
-    while more {
-        let page = pages.recv().await.transpose()?;
-        if let Some(page) = &page {
-            for i in 0..page.len() {
-                columns.push(page.view(i)?);
-                if columns.rows < BATCH {
-                    continue;
-                }
-                in_group += columns.rows;
-                writer
-                    .write(&columns.finish(&schema)?)
-                    .map_err(encode_error)?;
-                if in_group >= ROW_GROUP {
-                    writer.flush().map_err(encode_error)?;
-                    in_group = 0;
-                    if !send(out.take()).await {
-                        return Ok(());
-                    }
-                }
+    while let Some(page) = pages.recv().await {
+        let page = page?;
+        for i in 0..page.len() {
+            columns.push(page.view(i)?);
+            if columns.rows < BATCH {
+                continue;
             }
-        } else {
-            more = false;
-            if columns.rows > 0 {
-                writer
-                    .write(&columns.finish(&schema)?)
-                    .map_err(encode_error)?;
+            in_group += columns.rows;
+            writer
+                .write(&columns.finish(&schema)?)
+                .map_err(encode_error)?;
+            if in_group >= ROW_GROUP {
+                writer.flush().map_err(encode_error)?;
+                in_group = 0;
+                if !send(out.take()).await {
+                    return Ok(());
+                }
             }
         }
+    }
+    reader
+        .await
+        .map_err(|e| encode_error(format!("reading the export stopped: {e}")))?;
+    if columns.rows > 0 {
+        writer
+            .write(&columns.finish(&schema)?)
+            .map_err(encode_error)?;
     }
     writer.close().map_err(encode_error)?;
     send(out.take()).await;
