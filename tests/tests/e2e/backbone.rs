@@ -194,48 +194,15 @@ async fn an_event_stored_in_an_older_shape_reaches_every_consumer_as_todays_type
         .bytes()
         .await
         .unwrap();
-    let rows = parquet_rows(
-        bytes,
-        &["aggregate_id", "event_type", "event_version", "payload"],
-    );
+    let rows = crate::parquet_string_rows(bytes);
     let placed = rows
         .iter()
-        .find(|r| r[0] == order_id && r[1] == "OrderPlaced")
+        .find(|r| r["aggregate_id"] == order_id && r["event_type"] == "OrderPlaced")
         .expect("exported as Parquet");
-    assert_eq!(placed[2], "1.0");
-    let payload: Value = serde_json::from_str(&placed[3]).unwrap();
+    assert_eq!(placed["event_version"], "1.0");
+    let payload: Value = serde_json::from_str(&placed["payload"]).unwrap();
     assert_eq!(payload["OrderPlaced"]["customer_id"], "c-old");
     assert!(payload["OrderPlaced"].get("customer").is_none());
-}
-
-/// The named string columns of every row of a Parquet file.
-fn parquet_rows<T: parquet::file::reader::ChunkReader + 'static>(
-    bytes: T,
-    columns: &[&str],
-) -> Vec<Vec<String>> {
-    use arrow_array::{Array, StringArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap();
-    let mut rows = Vec::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        let arrays: Vec<&StringArray> = columns
-            .iter()
-            .map(|c| {
-                batch
-                    .column_by_name(c)
-                    .and_then(|a| a.as_any().downcast_ref::<StringArray>())
-                    .unwrap_or_else(|| panic!("no string column {c}"))
-            })
-            .collect();
-        for i in 0..batch.num_rows() {
-            rows.push(arrays.iter().map(|a| a.value(i).to_string()).collect());
-        }
-    }
-    rows
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -91,25 +91,12 @@ async fn export(app: &TestApp, format: &str) -> reqwest::Response {
 
 /// Every string value of the Parquet export.
 async fn parquet_text(app: &TestApp) -> String {
-    use arrow_array::{Array, StringArray};
-    use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
     let bytes = export(app, "parquet").await.bytes().await.unwrap();
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .unwrap()
-        .build()
-        .unwrap();
     let mut text = String::new();
-    for batch in reader {
-        let batch = batch.unwrap();
-        for column in batch.columns() {
-            if let Some(strings) = column.as_any().downcast_ref::<StringArray>() {
-                for i in 0..strings.len() {
-                    if strings.is_valid(i) {
-                        text.push_str(strings.value(i));
-                        text.push('\n');
-                    }
-                }
-            }
+    for row in crate::parquet_string_rows(bytes) {
+        for value in row.values() {
+            text.push_str(value);
+            text.push('\n');
         }
     }
     assert!(text.contains("OrderPlaced"), "the Parquet export is empty");
