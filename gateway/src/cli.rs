@@ -227,6 +227,10 @@ pub struct ServeArgs {
     /// Directory each signed digest is also written to as `digest-<position>.json`.
     #[arg(long, env = "EMPORIUM_DIGEST_DIR")]
     pub digest_dir: Option<PathBuf>,
+    /// Directory of this process's catalog search index (kept across restarts; one per
+    /// process). Unset: the index is kept in memory and built from the feed at start.
+    #[arg(long, env = "EMPORIUM_SEARCH_DIR")]
+    pub search_dir: Option<PathBuf>,
     /// Commands handled at once; more are refused with 503 + Retry-After.
     #[arg(long, env = "EMPORIUM_MAX_INFLIGHT_COMMANDS", default_value_t = 256)]
     pub max_inflight_commands: usize,
@@ -768,6 +772,7 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
                 args.nats_duplicate_window_secs.max(1),
             ));
     }
+    builder = builder.search_dir(args.search_dir.clone());
     if let Some(key_path) = args.audit_key.clone() {
         builder = builder.audit(crate::engine::AuditOptions {
             key_path,

@@ -57,6 +57,7 @@ pub struct EngineBuilder {
     upcasters: Option<Upcasters>,
     demo: bool,
     audit: Option<AuditOptions>,
+    search_dir: Option<std::path::PathBuf>,
 }
 
 /// Signed digests of the log (docs/audit.md): the key, how often, and where to publish them
@@ -161,6 +162,7 @@ impl EngineBuilder {
             upcasters: None,
             demo: false,
             audit: None,
+            search_dir: None,
         }
     }
 
@@ -268,6 +270,14 @@ impl EngineBuilder {
         self
     }
 
+    /// Keeps the catalog search index in this directory (it then survives restarts and
+    /// continues from its last commit) instead of in memory. One directory per process.
+    #[must_use]
+    pub fn search_dir(mut self, dir: Option<std::path::PathBuf>) -> Self {
+        self.search_dir = dir;
+        self
+    }
+
     /// Opens and migrates the store, then starts every part.
     pub async fn start(self) -> anyhow::Result<Engine> {
         let store = match self.store {
@@ -353,6 +363,13 @@ impl EngineBuilder {
         }
         if self.run_projections {
             tasks.extend(spawn_projections(&mut state, &shutdown));
+            let search = emporium_projections::search::CatalogSearch::open(self.search_dir)
+                .context("opening the catalog search index")?;
+            state.search = Some(search.clone());
+            let (store, token) = (store.clone(), shutdown.clone());
+            tasks.push(tokio::spawn(
+                search.follow(store, async move { token.cancelled().await }),
+            ));
         }
         if self.run_checkout {
             tasks.push(

@@ -64,6 +64,9 @@ pub struct AppState {
     pub audit_public_key: Option<ed25519_dalek::VerifyingKey>,
     /// Customers' keys: seals personal data on placement, shows or erases it on reads.
     pub keyring: Arc<emporium_event_store::personal::KeyRing>,
+    /// Catalog search: this process's full-text index, kept current from the feed while the
+    /// engine runs its projections (`None` outside a running engine).
+    pub search: Option<Arc<emporium_projections::search::CatalogSearch>>,
 }
 
 /// Fault points for tests; all off in a running engine.
@@ -105,6 +108,7 @@ impl AppState {
             keyring: Arc::new(emporium_event_store::personal::KeyRing::new(
                 store.db().clone(),
             )),
+            search: None,
         }
     }
 

@@ -7,6 +7,7 @@
 //! - [`catalog`]: products with price and availability, and catalog search.
 //! - [`analytics`]: orders, revenue, top products, warehouses, funnel.
 //! - [`timeline`]: which feed positions concern which order (auditors' timelines).
+//! - [`search`]: the catalog's full-text index (tantivy), kept by each process from the feed.
 //! - [`fulfilment`]: shipments, returns, net revenue, return rates, time to ship.
 //!
 //! Architecture invariant: projections match on the domain's event enums (decoded once, in
@@ -17,6 +18,7 @@ pub mod analytics;
 pub mod catalog;
 pub mod fulfilment;
 pub mod runner;
+pub mod search;
 pub mod timeline;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub enum ProjectionError {
     Store(#[from] StoreError),
     #[error("unknown projection {0}")]
     Unknown(String),
+    #[error("search index: {0}")]
+    Search(String),
 }
 
 impl From<sqlx::Error> for ProjectionError {

@@ -117,6 +117,30 @@ impl TestApp {
         }
     }
 
+    /// Waits until this engine's catalog search index covers every stored event (searches
+    /// answer from it; it trails the feed by its commit interval).
+    pub async fn search_caught_up(&self) {
+        let index = self
+            .state
+            .search
+            .clone()
+            .expect("the engine runs catalog search");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            let head = self.store.feed().head().await.expect("feed head");
+            let stored = self.store.event_count().await.expect("event count");
+            if head >= stored && index.position() >= head && index.is_ready() {
+                return;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the search index did not catch up ({} of {head})",
+                index.position()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+        }
+    }
+
     /// Creates an API key with `role` (client keys are bound to `customer`).
     pub async fn key(&self, role: Role, customer: Option<&str>) -> String {
         let customer = customer

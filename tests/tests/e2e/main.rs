@@ -21,6 +21,7 @@ mod personal;
 mod projections;
 mod relay_outage;
 mod roles;
+mod search;
 mod slow_readers;
 
 /// Every row of a Parquet file as its string columns, by name (the reader the Parquet tests

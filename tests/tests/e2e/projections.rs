@@ -243,6 +243,7 @@ async fn catalog_search_finds_typos_and_facets_agree(backend: Backend) {
     }
     sc.append_all(app.store.db()).await;
     caught_up(&app.store).await;
+    app.search_caught_up().await;
 
     let found = app.get("/v1/catalog/products?q=wireles%20hedphones").await;
     assert_eq!(found.status, 200, "{:?}", found.body);

@@ -1,0 +1,1072 @@
+//! Catalog search: a full-text index (tantivy) of every product with its price and stock,
+//! kept current from the feed by each engine process, the same on both backends.
+//!
+//! Why an index of our own and not the database: the embedded store (SQLite) has no trigram
+//! or stemming support, so the two backends used to rank differently, and Postgres trigram
+//! search does not scale to millions of SKUs (ADR 0015).
+//!
+//! - **Exactly once.** Each commit of the index carries the feed position it covers in its
+//!   payload; a restarted process opens the index and continues after that position. A
+//!   product's document is replaced whole (delete by SKU, add), so replaying a batch
+//!   after a crash between a commit and its acknowledgement is harmless anyway.
+//! - **Per process.** Several engines each keep their own index (in memory, or in a
+//!   directory with `--search-dir`); nothing is shared but the feed.
+//! - **Blue/green.** [`CatalogSearch::rebuild`] builds a new index from the whole feed
+//!   while the live one serves, then swaps it in.
+//! - **Relevance.** Every word of the query must match a product (else any word may): its
+//!   stem in title (weighted highest), category or description; or, from four letters, the
+//!   word within one edit (two from eight letters) of a title or description word; the
+//!   last word also as a prefix (search as you type). An exact SKU ranks first.
+//! - **Pages** are keyset cursors over (sort key, creation position), never offsets.
+
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::ops::Bound;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use emporium_domain::{Event, ProductEvent};
+use emporium_event_store::{Envelope, Store};
+use serde::{Deserialize, Serialize};
+use tantivy::collector::{Collector, SegmentCollector, TopDocs};
+use tantivy::columnar::{Column, StrColumn};
+use tantivy::query::{
+    AllQuery, BooleanQuery, BoostQuery, ConstScoreQuery, FuzzyTermQuery, Occur, Query, RangeQuery,
+    TermQuery,
+};
+use tantivy::schema::{
+    Field, IndexRecordOption, NumericOptions, Schema, TextFieldIndexing, TextOptions, Value,
+    STORED, STRING,
+};
+use tantivy::tokenizer::{
+    Language, LowerCaser, RemoveLongFilter, SimpleTokenizer, Stemmer, TextAnalyzer, TokenStream,
+};
+use tantivy::{
+    DocAddress, DocId, Index, IndexReader, IndexWriter, ReloadPolicy, Score, SegmentReader,
+    TantivyDocument, Term,
+};
+
+use crate::catalog::{Facets, Item, PriceBand, StockLevel, PRICE_BANDS};
+use crate::{ProjectionError, Result};
+
+/// Events applied per commit at most, so a long catch-up still commits (and shows progress).
+const BATCH: i64 = 5_000;
+/// Commits at most this often while following the feed: each commit makes a segment.
+const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// Writer memory. One indexing thread: the box's other core serves searches and Postgres.
+const WRITER_HEAP: usize = 64 * 1024 * 1024;
+/// Changing the schema or analysis changes this: an index of another version is rebuilt.
+const SCHEMA_VERSION: &str = "1";
+
+/// How results are ordered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortBy {
+    #[default]
+    Relevance,
+    PriceAsc,
+    PriceDesc,
+    /// Most recently created first.
+    Newest,
+    Title,
+}
+
+impl SortBy {
+    fn code(self) -> char {
+        match self {
+            SortBy::Relevance => 'r',
+            SortBy::PriceAsc => 'a',
+            SortBy::PriceDesc => 'd',
+            SortBy::Newest => 'n',
+            SortBy::Title => 't',
+        }
+    }
+}
+
+/// A page's position in a result order: the last item's sort key and creation position.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Cursor {
+    sort: SortBy,
+    rank: Rank,
+}
+
+impl Cursor {
+    /// The opaque text clients pass back: `k`, the sort's letter, the creation position,
+    /// `.`, then the key (a number, or the title in hex).
+    pub fn encode(&self) -> String {
+        let key = match &self.rank.key {
+            Key::Num(n) => n.to_string(),
+            Key::Text(t) => hex::encode(t.as_bytes()),
+        };
+        format!("k{}{}.{key}", self.sort.code(), self.rank.created)
+    }
+
+    /// Parses a cursor made by [`Cursor::encode`] for `sort`; `None` when it is not one.
+    pub fn decode(text: &str, sort: SortBy) -> Option<Cursor> {
+        let rest = text.strip_prefix('k')?.strip_prefix(sort.code())?;
+        let (created, key) = rest.split_once('.')?;
+        let created: u64 = created.parse().ok()?;
+        let key = if sort == SortBy::Title {
+            Key::Text(String::from_utf8(hex::decode(key).ok()?).ok()?)
+        } else {
+            Key::Num(key.parse().ok()?)
+        };
+        Some(Cursor {
+            sort,
+            rank: Rank { key, created },
+        })
+    }
+}
+
+/// A catalog search.
+#[derive(Debug, Clone, Default)]
+pub struct SearchQuery {
+    pub q: String,
+    pub category: Option<String>,
+    pub min_price: Option<i64>,
+    pub max_price: Option<i64>,
+    pub in_stock: bool,
+    /// Only products with stock available in this warehouse.
+    pub warehouse: Option<String>,
+    pub sort: SortBy,
+    pub after: Option<Cursor>,
+    pub limit: usize,
+}
+
+/// One page of results, with counts over all matches.
+#[derive(Debug, Clone)]
+pub struct SearchResults {
+    pub items: Vec<Item>,
+    pub total: i64,
+    pub facets: Facets,
+    /// Where the next page starts; `None` on the last page.
+    pub next: Option<Cursor>,
+    /// The feed position the index covered when it answered.
+    pub position: i64,
+}
+
+/// A product as the index holds it (the stored fields of its document).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+struct Product {
+    sku: String,
+    title: String,
+    description: String,
+    category: String,
+    price_minor: i64,
+    currency: String,
+    discontinued: bool,
+    /// Feed position of its `ProductCreated`; 0 while only stock is known (not listed).
+    created: u64,
+    /// Per warehouse: on hand, reserved, available.
+    stock: BTreeMap<String, (i64, i64, i64)>,
+}
+
+impl Product {
+    fn totals(&self) -> (i64, i64, i64) {
+        self.stock
+            .values()
+            .fold((0, 0, 0), |(a, b, c), (x, y, z)| (a + x, b + y, c + z))
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Fields {
+    sku: Field,
+    sku_key: Field,
+    title: Field,
+    title_raw: Field,
+    title_sort: Field,
+    description: Field,
+    description_raw: Field,
+    category: Field,
+    category_text: Field,
+    price: Field,
+    available: Field,
+    in_stock_at: Field,
+    created: Field,
+    listed: Field,
+    stored: Field,
+}
+
+const STEM: &str = "emporium_stem";
+const LOWER: &str = "emporium_lower";
+
+fn schema() -> (Schema, Fields) {
+    let mut b = Schema::builder();
+    let text = |tokenizer: &str, option: IndexRecordOption| {
+        TextOptions::default().set_indexing_options(
+            TextFieldIndexing::default()
+                .set_tokenizer(tokenizer)
+                .set_index_option(option),
+        )
+    };
+    let f = Fields {
+        sku: b.add_text_field("sku", STRING | STORED),
+        sku_key: b.add_text_field("sku_key", STRING),
+        title: b.add_text_field("title", text(STEM, IndexRecordOption::WithFreqs)),
+        title_raw: b.add_text_field("title_raw", text(LOWER, IndexRecordOption::Basic)),
+        title_sort: b.add_text_field("title_sort", TextOptions::default().set_fast("raw")),
+        description: b.add_text_field("description", text(STEM, IndexRecordOption::WithFreqs)),
+        description_raw: b.add_text_field("description_raw", text(LOWER, IndexRecordOption::Basic)),
+        category: b.add_text_field("category", STRING | TextOptions::default().set_fast("raw")),
+        category_text: b.add_text_field("category_text", text(STEM, IndexRecordOption::WithFreqs)),
+        price: b.add_i64_field("price", NumericOptions::default().set_indexed().set_fast()),
+        available: b.add_i64_field(
+            "available",
+            NumericOptions::default().set_indexed().set_fast(),
+        ),
+        in_stock_at: b.add_text_field("in_stock_at", STRING),
+        created: b.add_u64_field(
+            "created",
+            NumericOptions::default().set_indexed().set_fast(),
+        ),
+        listed: b.add_u64_field("listed", NumericOptions::default().set_indexed()),
+        stored: b.add_text_field("stored", STORED),
+    };
+    (b.build(), f)
+}
+
+fn register_analyzers(index: &Index) {
+    index.tokenizers().register(
+        STEM,
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .filter(Stemmer::new(Language::English))
+            .build(),
+    );
+    index.tokenizers().register(
+        LOWER,
+        TextAnalyzer::builder(SimpleTokenizer::default())
+            .filter(RemoveLongFilter::limit(40))
+            .filter(LowerCaser)
+            .build(),
+    );
+}
+
+fn search_error(e: impl std::fmt::Display) -> ProjectionError {
+    ProjectionError::Search(e.to_string())
+}
+
+/// One generation of the index: its tantivy index, a writer and a reader.
+struct Generation {
+    index: Index,
+    reader: IndexReader,
+    writer: Mutex<IndexWriter>,
+    f: Fields,
+    /// Feed position covered by the last commit.
+    position: AtomicI64,
+}
+
+impl Generation {
+    /// Opens the index in `dir` (created when missing, or rebuilt from scratch when it was
+    /// made by another schema version), or one in memory.
+    fn open(dir: Option<&Path>) -> Result<Generation> {
+        let (schema, f) = schema();
+        let index = match dir {
+            None => Index::create_in_ram(schema),
+            Some(dir) => {
+                let version_file = dir.join("emporium-schema-version");
+                let same =
+                    std::fs::read_to_string(&version_file).is_ok_and(|v| v == SCHEMA_VERSION);
+                if !same && dir.exists() {
+                    std::fs::remove_dir_all(dir).map_err(search_error)?;
+                }
+                std::fs::create_dir_all(dir).map_err(search_error)?;
+                let index = match Index::open_in_dir(dir) {
+                    Ok(i) => i,
+                    Err(_) => Index::create_in_dir(dir, schema).map_err(search_error)?,
+                };
+                std::fs::write(&version_file, SCHEMA_VERSION).map_err(search_error)?;
+                index
+            }
+        };
+        register_analyzers(&index);
+        let position = index
+            .load_metas()
+            .map_err(search_error)?
+            .payload
+            .and_then(|p| p.parse::<i64>().ok())
+            .unwrap_or(0);
+        let writer: IndexWriter = index
+            .writer_with_num_threads(1, WRITER_HEAP)
+            .map_err(search_error)?;
+        let reader = index
+            .reader_builder()
+            .reload_policy(ReloadPolicy::Manual)
+            .try_into()
+            .map_err(search_error)?;
+        Ok(Generation {
+            index,
+            reader,
+            writer: Mutex::new(writer),
+            f,
+            position: AtomicI64::new(position),
+        })
+    }
+
+    fn position(&self) -> i64 {
+        self.position.load(Ordering::Acquire)
+    }
+
+    /// Applies consecutive events after the committed position and commits them with the
+    /// position of the last one. Events at or before the committed position are skipped.
+    fn apply(&self, events: &[Envelope<Event>]) -> Result<()> {
+        let from = self.position();
+        let events: Vec<&Envelope<Event>> = events.iter().filter(|e| e.position > from).collect();
+        let Some(last) = events.last().map(|e| e.position) else {
+            return Ok(());
+        };
+        let searcher = self.reader.searcher();
+        let mut changed: HashMap<String, Product> = HashMap::new();
+        let current = |sku: &str, changed: &mut HashMap<String, Product>| -> Result<()> {
+            if !changed.contains_key(sku) {
+                let found = self.stored(&searcher, sku)?.unwrap_or_else(|| Product {
+                    sku: sku.to_string(),
+                    ..Product::default()
+                });
+                changed.insert(sku.to_string(), found);
+            }
+            Ok(())
+        };
+        for event in events {
+            match &event.payload {
+                Event::Product(ProductEvent::ProductCreated {
+                    sku,
+                    title,
+                    description,
+                    category,
+                    price,
+                }) => {
+                    current(sku.as_str(), &mut changed)?;
+                    if let Some(p) = changed.get_mut(sku.as_str()) {
+                        p.title = title.as_str().to_string();
+                        p.description = description.as_str().to_string();
+                        p.category = category.as_str().to_string();
+                        p.price_minor = price.amount_minor();
+                        p.currency = price.currency().as_str().to_string();
+                        p.created = event.position.max(1) as u64;
+                    }
+                }
+                Event::Product(ProductEvent::ProductDetailsChanged {
+                    title,
+                    description,
+                    category,
+                }) => {
+                    current(&event.aggregate_id, &mut changed)?;
+                    if let Some(p) = changed.get_mut(&event.aggregate_id) {
+                        p.title = title.as_str().to_string();
+                        p.description = description.as_str().to_string();
+                        p.category = category.as_str().to_string();
+                    }
+                }
+                Event::Product(ProductEvent::ProductPriceChanged { sku, new_price, .. }) => {
+                    current(sku.as_str(), &mut changed)?;
+                    if let Some(p) = changed.get_mut(sku.as_str()) {
+                        p.price_minor = new_price.amount_minor();
+                        p.currency = new_price.currency().as_str().to_string();
+                    }
+                }
+                Event::Product(ProductEvent::ProductDiscontinued { sku }) => {
+                    current(sku.as_str(), &mut changed)?;
+                    if let Some(p) = changed.get_mut(sku.as_str()) {
+                        p.discontinued = true;
+                    }
+                }
+                Event::StockItem(e) => {
+                    let (warehouse, sku, levels) = e.levels();
+                    current(sku.as_str(), &mut changed)?;
+                    if let Some(p) = changed.get_mut(sku.as_str()) {
+                        p.stock.insert(
+                            warehouse.as_str().to_string(),
+                            (
+                                levels.on_hand as i64,
+                                levels.reserved as i64,
+                                levels.available as i64,
+                            ),
+                        );
+                    }
+                }
+                Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
+            }
+        }
+        let mut writer = self
+            .writer
+            .lock()
+            .map_err(|_| search_error("index writer poisoned"))?;
+        for product in changed.into_values() {
+            writer.delete_term(Term::from_field_text(self.f.sku, &product.sku));
+            writer
+                .add_document(self.document(&product)?)
+                .map_err(search_error)?;
+        }
+        let mut commit = writer.prepare_commit().map_err(search_error)?;
+        commit.set_payload(&last.to_string());
+        commit.commit().map_err(search_error)?;
+        self.reader.reload().map_err(search_error)?;
+        self.position.store(last, Ordering::Release);
+        Ok(())
+    }
+
+    /// The stored product with this SKU, as of the last commit.
+    fn stored(&self, searcher: &tantivy::Searcher, sku: &str) -> Result<Option<Product>> {
+        let query = TermQuery::new(
+            Term::from_field_text(self.f.sku, sku),
+            IndexRecordOption::Basic,
+        );
+        let hits = searcher
+            .search(&query, &TopDocs::with_limit(1).order_by_score())
+            .map_err(search_error)?;
+        let Some((_, addr)) = hits.first() else {
+            return Ok(None);
+        };
+        self.load(searcher, *addr).map(Some)
+    }
+
+    fn load(&self, searcher: &tantivy::Searcher, addr: DocAddress) -> Result<Product> {
+        let doc: TantivyDocument = searcher.doc(addr).map_err(search_error)?;
+        let json = doc
+            .get_first(self.f.stored)
+            .and_then(|v| v.as_str())
+            .ok_or_else(|| search_error("a document without its stored product"))?;
+        serde_json::from_str(json).map_err(search_error)
+    }
+
+    fn document(&self, p: &Product) -> Result<TantivyDocument> {
+        let f = &self.f;
+        let mut d = TantivyDocument::default();
+        d.add_text(f.sku, &p.sku);
+        d.add_text(f.sku_key, p.sku.to_lowercase());
+        d.add_text(f.title, &p.title);
+        d.add_text(f.title_raw, &p.title);
+        d.add_text(f.title_sort, p.title.to_lowercase());
+        d.add_text(f.description, &p.description);
+        d.add_text(f.description_raw, &p.description);
+        d.add_text(f.category, &p.category);
+        d.add_text(f.category_text, &p.category);
+        d.add_i64(f.price, p.price_minor);
+        d.add_i64(f.available, p.totals().2);
+        for (warehouse, (_, _, available)) in &p.stock {
+            if *available > 0 {
+                d.add_text(f.in_stock_at, warehouse);
+            }
+        }
+        d.add_u64(f.created, p.created);
+        d.add_u64(f.listed, u64::from(p.created > 0));
+        d.add_text(f.stored, serde_json::to_string(p).map_err(search_error)?);
+        Ok(d)
+    }
+
+    /// Words of `text` as the index's analyzer `name` makes them.
+    fn analyze(&self, name: &str, text: &str) -> Vec<String> {
+        let Some(mut analyzer) = self.index.tokenizers().get(name) else {
+            return Vec::new();
+        };
+        let mut stream = analyzer.token_stream(text);
+        let mut out = Vec::new();
+        while stream.advance() {
+            out.push(stream.token().text.clone());
+        }
+        out
+    }
+
+    fn text_query(&self, q: &str, all_words: bool) -> Option<Box<dyn Query>> {
+        let f = &self.f;
+        let words = self.analyze(LOWER, q);
+        let typing_last = !q.ends_with(char::is_whitespace);
+        let mut groups: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        for (n, word) in words.iter().enumerate() {
+            let mut any: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+            let boosted = |q: Box<dyn Query>, boost: f32| -> (Occur, Box<dyn Query>) {
+                (Occur::Should, Box::new(BoostQuery::new(q, boost)))
+            };
+            for stem in self.analyze(STEM, word) {
+                for (field, boost) in [(f.title, 3.0), (f.category_text, 1.5), (f.description, 1.0)]
+                {
+                    any.push(boosted(
+                        Box::new(TermQuery::new(
+                            Term::from_field_text(field, &stem),
+                            IndexRecordOption::WithFreqs,
+                        )),
+                        boost,
+                    ));
+                }
+            }
+            let letters = word.chars().count();
+            let edits: u8 = match letters {
+                0..=3 => 0,
+                4..=7 => 1,
+                _ => 2,
+            };
+            // A word one edit away scores above one two edits away (each fuzzy clause
+            // scores its boost, whatever the distance within it).
+            for distance in 1..=edits {
+                for (field, boost) in [(f.title_raw, 1.0), (f.description_raw, 0.3)] {
+                    any.push(boosted(
+                        Box::new(FuzzyTermQuery::new(
+                            Term::from_field_text(field, word),
+                            distance,
+                            true,
+                        )),
+                        if distance == 1 { boost } else { boost * 0.5 },
+                    ));
+                }
+            }
+            if n + 1 == words.len() && typing_last && letters >= 2 {
+                for (field, boost) in [(f.title_raw, 1.2), (f.description_raw, 0.3)] {
+                    any.push(boosted(
+                        Box::new(FuzzyTermQuery::new_prefix(
+                            Term::from_field_text(field, word),
+                            0,
+                            true,
+                        )),
+                        boost,
+                    ));
+                }
+            }
+            let occur = if all_words {
+                Occur::Must
+            } else {
+                Occur::Should
+            };
+            groups.push((occur, Box::new(BooleanQuery::new(any))));
+        }
+        let mut top: Vec<(Occur, Box<dyn Query>)> = Vec::new();
+        let sku = q.trim().to_lowercase();
+        if !sku.is_empty() {
+            top.push((
+                Occur::Should,
+                Box::new(BoostQuery::new(
+                    Box::new(TermQuery::new(
+                        Term::from_field_text(f.sku_key, &sku),
+                        IndexRecordOption::Basic,
+                    )),
+                    100.0,
+                )),
+            ));
+        }
+        if !groups.is_empty() {
+            top.push((Occur::Should, Box::new(BooleanQuery::new(groups))));
+        }
+        (!top.is_empty()).then(|| Box::new(BooleanQuery::new(top)) as Box<dyn Query>)
+    }
+
+    fn filters(&self, q: &SearchQuery) -> Vec<Box<dyn Query>> {
+        let f = &self.f;
+        let term =
+            |t: Term| -> Box<dyn Query> { Box::new(TermQuery::new(t, IndexRecordOption::Basic)) };
+        let mut v = vec![term(Term::from_field_u64(f.listed, 1))];
+        if let Some(c) = &q.category {
+            v.push(term(Term::from_field_text(f.category, c)));
+        }
+        if q.min_price.is_some() || q.max_price.is_some() {
+            let bound = |b: Option<i64>| match b {
+                Some(n) => Bound::Included(Term::from_field_i64(f.price, n)),
+                None => Bound::Unbounded,
+            };
+            v.push(Box::new(RangeQuery::new(
+                bound(q.min_price),
+                bound(q.max_price),
+            )));
+        }
+        if q.in_stock {
+            v.push(Box::new(RangeQuery::new(
+                Bound::Included(Term::from_field_i64(f.available, 1)),
+                Bound::Unbounded,
+            )));
+        }
+        if let Some(w) = &q.warehouse {
+            v.push(term(Term::from_field_text(f.in_stock_at, w)));
+        }
+        v
+    }
+
+    fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
+        let position = self.position();
+        let searcher = self.reader.searcher();
+        let text = q.q.trim();
+        // An inverted price range matches nothing (RangeQuery would not say so).
+        if matches!((q.min_price, q.max_price), (Some(lo), Some(hi)) if lo > hi) {
+            return Ok(SearchResults {
+                items: Vec::new(),
+                total: 0,
+                facets: empty_facets(),
+                next: None,
+                position,
+            });
+        }
+        let run = |all_words: bool| -> Result<PageFruit> {
+            let mut clauses: Vec<(Occur, Box<dyn Query>)> = self
+                .filters(q)
+                .into_iter()
+                .map(|f| {
+                    (
+                        Occur::Must,
+                        Box::new(ConstScoreQuery::new(f, 0.0)) as Box<dyn Query>,
+                    )
+                })
+                .collect();
+            let scored = match (text.is_empty(), self.text_query(text, all_words)) {
+                (false, Some(t)) => {
+                    clauses.push((Occur::Must, t));
+                    true
+                }
+                (false, None) => return Ok(PageFruit::default()),
+                (true, _) => {
+                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                    false
+                }
+            };
+            let collector = PageCollector {
+                sort: q.sort,
+                after: q.after.as_ref().map(|c| c.rank.clone()),
+                limit: q.limit.max(1),
+                scored: scored && q.sort == SortBy::Relevance,
+            };
+            searcher
+                .search(&BooleanQuery::new(clauses), &collector)
+                .map_err(search_error)
+        };
+        let mut fruit = run(true)?;
+        if fruit.total == 0 && self.analyze(LOWER, text).len() > 1 {
+            // No product has every word: show those with some of them.
+            fruit = run(false)?;
+        }
+        let mut facets = empty_facets();
+        for (category, n) in fruit.categories {
+            facets.category.insert(category, n as i64);
+        }
+        for (band, n) in facets.price.iter_mut().zip(fruit.bands) {
+            band.count = n as i64;
+        }
+        let mut top = fruit.top.into_sorted_vec();
+        let more = top.len() > q.limit;
+        top.truncate(q.limit);
+        let mut items = Vec::with_capacity(top.len());
+        for hit in &top {
+            let p = self.load(&searcher, hit.addr)?;
+            let (on_hand, reserved, available) = p.totals();
+            items.push(Item {
+                warehouses: p
+                    .stock
+                    .iter()
+                    .map(|(w, (o, r, a))| StockLevel {
+                        warehouse_id: w.clone(),
+                        on_hand: *o,
+                        reserved: *r,
+                        available: *a,
+                    })
+                    .collect(),
+                sku: p.sku,
+                title: p.title,
+                description: p.description,
+                category: p.category,
+                price_minor: p.price_minor,
+                currency: p.currency,
+                discontinued: p.discontinued,
+                on_hand,
+                reserved,
+                available,
+                score: if hit.score.is_finite() {
+                    f64::from(hit.score)
+                } else {
+                    1.0
+                },
+            });
+        }
+        let next = if more {
+            top.last().map(|h| Cursor {
+                sort: q.sort,
+                rank: h.rank.clone(),
+            })
+        } else {
+            None
+        };
+        Ok(SearchResults {
+            items,
+            total: fruit.total as i64,
+            facets,
+            next,
+            position,
+        })
+    }
+}
+
+fn empty_facets() -> Facets {
+    Facets {
+        category: BTreeMap::new(),
+        price: PRICE_BANDS
+            .iter()
+            .map(|(lo, hi)| PriceBand {
+                min_minor: *lo,
+                max_minor: *hi,
+                count: 0,
+            })
+            .collect(),
+    }
+}
+
+/// A sort key: results are in ascending order of (key, created).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum Key {
+    Num(i64),
+    Text(String),
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct Rank {
+    key: Key,
+    created: u64,
+}
+
+/// Scores order like their bits once the sign is folded in; negated, higher scores first.
+fn score_key(score: Score) -> i64 {
+    let bits = score.to_bits() as i32;
+    let ordered = bits ^ (((bits >> 31) as u32) >> 1) as i32;
+    -i64::from(ordered)
+}
+
+#[derive(Debug, Clone)]
+struct Hit {
+    rank: Rank,
+    score: Score,
+    addr: DocAddress,
+}
+
+impl PartialEq for Hit {
+    fn eq(&self, other: &Self) -> bool {
+        self.rank == other.rank
+    }
+}
+impl Eq for Hit {}
+impl PartialOrd for Hit {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+impl Ord for Hit {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        self.rank.cmp(&other.rank)
+    }
+}
+
+/// Collects, in one pass over the matches: their count, the category and price-band
+/// facets, and the first `limit + 1` hits after the cursor in the requested order.
+struct PageCollector {
+    sort: SortBy,
+    after: Option<Rank>,
+    limit: usize,
+    scored: bool,
+}
+
+#[derive(Default)]
+struct PageFruit {
+    total: u64,
+    categories: HashMap<String, u64>,
+    bands: [u64; PRICE_BANDS.len()],
+    /// A max-heap: its top is the worst hit kept.
+    top: BinaryHeap<Hit>,
+}
+
+struct PageSegment {
+    segment: u32,
+    sort: SortBy,
+    after: Option<Rank>,
+    keep: usize,
+    price: Column<i64>,
+    created: Column<u64>,
+    category: Option<StrColumn>,
+    title: Option<StrColumn>,
+    category_counts: Vec<u64>,
+    fruit: PageFruit,
+    text: String,
+}
+
+impl Collector for PageCollector {
+    type Fruit = PageFruit;
+    type Child = PageSegment;
+
+    fn for_segment(&self, segment: u32, reader: &SegmentReader) -> tantivy::Result<PageSegment> {
+        let fast = reader.fast_fields();
+        let category = fast.str("category")?;
+        let terms = category.as_ref().map_or(0, |c| c.num_terms());
+        Ok(PageSegment {
+            segment,
+            sort: self.sort,
+            after: self.after.clone(),
+            keep: self.limit + 1,
+            price: fast.i64("price")?,
+            created: fast.u64("created")?,
+            category,
+            title: if self.sort == SortBy::Title {
+                fast.str("title_sort")?
+            } else {
+                None
+            },
+            category_counts: vec![0; terms],
+            fruit: PageFruit::default(),
+            text: String::new(),
+        })
+    }
+
+    fn requires_scoring(&self) -> bool {
+        self.scored
+    }
+
+    fn merge_fruits(&self, fruits: Vec<PageFruit>) -> tantivy::Result<PageFruit> {
+        let mut out = PageFruit::default();
+        for f in fruits {
+            out.total += f.total;
+            for (c, n) in f.categories {
+                *out.categories.entry(c).or_default() += n;
+            }
+            for (a, b) in out.bands.iter_mut().zip(f.bands) {
+                *a += b;
+            }
+            for hit in f.top {
+                push_bounded(&mut out.top, hit, self.limit + 1);
+            }
+        }
+        Ok(out)
+    }
+}
+
+fn push_bounded(heap: &mut BinaryHeap<Hit>, hit: Hit, keep: usize) {
+    if heap.len() < keep {
+        heap.push(hit);
+    } else if heap.peek().is_some_and(|worst| hit < *worst) {
+        heap.pop();
+        heap.push(hit);
+    }
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = PageFruit;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        self.fruit.total += 1;
+        let price = self.price.first(doc).unwrap_or(0);
+        if let Some(band) = PRICE_BANDS
+            .iter()
+            .position(|(lo, hi)| price >= *lo && hi.is_none_or(|h| price < h))
+        {
+            self.fruit.bands[band] += 1;
+        }
+        if let Some(c) = &self.category {
+            for ord in c.term_ords(doc) {
+                if let Some(n) = self.category_counts.get_mut(ord as usize) {
+                    *n += 1;
+                }
+            }
+        }
+        let created = self.created.first(doc).unwrap_or(0);
+        let key = match self.sort {
+            SortBy::Relevance => Key::Num(score_key(score)),
+            SortBy::PriceAsc => Key::Num(price),
+            SortBy::PriceDesc => Key::Num(price.saturating_neg()),
+            SortBy::Newest => Key::Num(-(created as i64)),
+            SortBy::Title => {
+                self.text.clear();
+                if let Some(t) = &self.title {
+                    if let Some(ord) = t.term_ords(doc).next() {
+                        let _ = t.ord_to_str(ord, &mut self.text);
+                    }
+                }
+                Key::Text(self.text.clone())
+            }
+        };
+        let rank = Rank { key, created };
+        if self.after.as_ref().is_some_and(|after| rank <= *after) {
+            return;
+        }
+        let hit = Hit {
+            rank,
+            score,
+            addr: DocAddress::new(self.segment, doc),
+        };
+        push_bounded(&mut self.fruit.top, hit, self.keep);
+    }
+
+    fn harvest(mut self) -> PageFruit {
+        if let Some(c) = &self.category {
+            let mut name = String::new();
+            for (ord, n) in self.category_counts.iter().enumerate() {
+                if *n > 0 && c.ord_to_str(ord as u64, &mut name).unwrap_or(false) {
+                    self.fruit.categories.insert(name.clone(), *n);
+                }
+            }
+        }
+        self.fruit
+    }
+}
+
+/// Catalog search for one engine process: the live index generation, kept current from the
+/// feed by [`CatalogSearch::follow`], replaceable by [`CatalogSearch::rebuild`].
+pub struct CatalogSearch {
+    live: RwLock<Arc<Generation>>,
+    /// Held while applying events, so a rebuild's swap sees the live position stand still.
+    applying: tokio::sync::Mutex<()>,
+    dir: Option<PathBuf>,
+    ready: AtomicBool,
+}
+
+impl CatalogSearch {
+    /// An index in memory (`dir` None), or in `dir`, continuing from its last commit.
+    pub fn open(dir: Option<PathBuf>) -> Result<Arc<CatalogSearch>> {
+        let live = match &dir {
+            Some(d) => {
+                let gen = std::fs::read_to_string(d.join("LIVE"))
+                    .ok()
+                    .and_then(|s| s.trim().parse::<u64>().ok())
+                    .unwrap_or(1);
+                Generation::open(Some(&d.join(format!("g{gen}"))))?
+            }
+            None => Generation::open(None)?,
+        };
+        Ok(Arc::new(CatalogSearch {
+            live: RwLock::new(Arc::new(live)),
+            applying: tokio::sync::Mutex::new(()),
+            dir,
+            ready: AtomicBool::new(false),
+        }))
+    }
+
+    fn live(&self) -> Arc<Generation> {
+        match self.live.read() {
+            Ok(g) => g.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    /// The feed position the live index covers.
+    pub fn position(&self) -> i64 {
+        self.live().position()
+    }
+
+    /// Whether the index has caught up with the feed as it was when following began.
+    pub fn is_ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
+
+    /// Searches the live index (blocking: call it off the async executor).
+    pub fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
+        self.live().search(q)
+    }
+
+    /// Applies the next events of the feed to the live index; returns how many it read.
+    pub async fn step(&self, store: &Store) -> Result<usize> {
+        let _applying = self.applying.lock().await;
+        let live = self.live();
+        let events = store.feed().read_events(live.position(), BATCH).await?;
+        let n = events.len();
+        if n > 0 {
+            tokio::task::spawn_blocking(move || live.apply(&events))
+                .await
+                .map_err(search_error)??;
+        }
+        Ok(n)
+    }
+
+    /// Follows the feed until `shutdown` resolves, committing at most every 20 ms.
+    pub async fn follow(
+        self: Arc<Self>,
+        store: Store,
+        shutdown: impl std::future::Future<Output = ()>,
+    ) {
+        tokio::pin!(shutdown);
+        let mut start_head = None;
+        loop {
+            if start_head.is_none() {
+                start_head = store.feed().head().await.ok();
+            }
+            let began = Instant::now();
+            let wait = match self.step(&store).await {
+                Ok(n) => {
+                    if start_head.is_some_and(|h| self.position() >= h) {
+                        self.ready.store(true, Ordering::Release);
+                    }
+                    metrics::gauge!("emporium_projection_position", "projection" => "search")
+                        .set(self.position() as f64);
+                    if n as i64 >= BATCH {
+                        Duration::ZERO
+                    } else {
+                        COMMIT_EVERY.saturating_sub(began.elapsed())
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "search index step failed");
+                    Duration::from_secs(1)
+                }
+            };
+            if wait.is_zero() {
+                continue;
+            }
+            tokio::select! {
+                () = &mut shutdown => return,
+                () = tokio::time::sleep(wait) => {}
+            }
+        }
+    }
+
+    /// Builds a new index from the whole feed while the live one serves, then swaps it in.
+    /// `progress(done, head)` is called after each batch. Returns the new index's position.
+    pub async fn rebuild(&self, store: &Store, mut progress: impl FnMut(i64, i64)) -> Result<i64> {
+        let (dir, number) = match &self.dir {
+            Some(d) => {
+                let live: u64 = std::fs::read_to_string(d.join("LIVE"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(1);
+                let next = live + 1;
+                let dir = d.join(format!("g{next}"));
+                let _ = std::fs::remove_dir_all(&dir);
+                (Some(dir), next)
+            }
+            None => (None, 0),
+        };
+        let fresh = Arc::new(Generation::open(dir.as_deref())?);
+        loop {
+            let head = store.feed().head().await?;
+            let events = store.feed().read_events(fresh.position(), BATCH).await?;
+            if events.is_empty() {
+                break;
+            }
+            let g = fresh.clone();
+            tokio::task::spawn_blocking(move || g.apply(&events))
+                .await
+                .map_err(search_error)??;
+            progress(fresh.position(), head.max(fresh.position()));
+        }
+        // The swap: with the follower paused, catch up past the live index, then switch.
+        let _applying = self.applying.lock().await;
+        let target = self.live().position();
+        while fresh.position() < target {
+            let events = store.feed().read_events(fresh.position(), BATCH).await?;
+            if events.is_empty() {
+                break;
+            }
+            let g = fresh.clone();
+            tokio::task::spawn_blocking(move || g.apply(&events))
+                .await
+                .map_err(search_error)??;
+        }
+        let old = {
+            let mut live = self
+                .live
+                .write()
+                .map_err(|_| search_error("search index lock poisoned"))?;
+            std::mem::replace(&mut *live, fresh.clone())
+        };
+        if let Some(d) = &self.dir {
+            let tmp = d.join("LIVE.tmp");
+            std::fs::write(&tmp, number.to_string()).map_err(search_error)?;
+            std::fs::rename(&tmp, d.join("LIVE")).map_err(search_error)?;
+            // The old generation's files go once no search holds it.
+            let old_dir = d.join(format!("g{}", number - 1));
+            drop(old);
+            let _ = std::fs::remove_dir_all(old_dir);
+        }
+        progress(fresh.position(), fresh.position());
+        Ok(fresh.position())
+    }
+}
