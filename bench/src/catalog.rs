@@ -1,14 +1,32 @@
-//! `emporium-bench catalog`: catalog search latency on a large catalog (default 100,000
-//! products) on Postgres: typo'd and exact text queries, category and price filters, in-stock
-//! only, with facets, as `GET /v1/catalog/products` runs them.
+//! `emporium-bench catalog`: catalog search on a large catalog (default 1,000,000 products)
+//! through the engine's search index (`emporium_projections::search`, what
+//! `GET /v1/catalog/products` answers from), against the Postgres trigram path it replaced
+//! (`emporium_projections::catalog::search`) on the same products in the same run.
+//!
+//! 1. Seeds the products as events (one `ProductCreated` each, a `StockReceived` for two
+//!    of three) straight into the events table, and the same rows into the trigram table.
+//! 2. Builds the search index from the feed, as an engine does at first start: time, RSS.
+//! 3. Times a fixed mix of queries by class (typo'd, prefix, exact, filter-only,
+//!    facet-heavy) on both paths; prints p50/p95/p99 and the ratio.
+//! 4. Index lag: price changes at `--rate` commands/s for `--lag-seconds` while searches
+//!    run; how long after an event is committed the index covers it (sampled every 2 ms).
 
-use std::time::Instant;
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use anyhow::anyhow;
 use clap::Args;
+use emporium_domain::product::{Product, ProductCommand};
+use emporium_domain::values::{Currency, Money};
 use emporium_event_store::store::connect_postgres;
-use emporium_event_store::{Db, Store};
+use emporium_event_store::{Db, EventMetadata, Store};
 use emporium_projections::catalog::{self, Search, Sort};
+use emporium_projections::search::{CatalogSearch, SearchQuery, SortBy};
 use hdrhistogram::Histogram;
+use indicatif::{ProgressBar, ProgressStyle};
+use rand::Rng;
 
 #[derive(Debug, Args)]
 pub(crate) struct CatalogBenchArgs {
@@ -18,11 +36,26 @@ pub(crate) struct CatalogBenchArgs {
         default_value = "postgres://postgres@127.0.0.1:5432/postgres"
     )]
     pub(crate) database_url: String,
-    #[arg(long, default_value_t = 100_000)]
+    #[arg(long, default_value_t = 1_000_000)]
     pub(crate) products: i64,
-    /// Searches to time.
-    #[arg(long, default_value_t = 600)]
+    /// Timed searches per query on the search index.
+    #[arg(long, default_value_t = 100)]
     pub(crate) searches: usize,
+    /// Timed searches per query on the trigram baseline (slow: seconds each at 1M).
+    #[arg(long, default_value_t = 5)]
+    pub(crate) baseline_searches: usize,
+    /// Price changes per second during the lag measurement (0 skips it).
+    #[arg(long, default_value_t = 2_000)]
+    pub(crate) rate: u64,
+    #[arg(long, default_value_t = 20)]
+    pub(crate) lag_seconds: u64,
+    /// Keep the index in a directory (as with `--search-dir`) instead of in memory (the
+    /// engine's default).
+    #[arg(long)]
+    pub(crate) on_disk: bool,
+    /// Searches per second during the lag measurement (0: none).
+    #[arg(long, default_value_t = 100)]
+    pub(crate) search_rate: u64,
 }
 
 pub(crate) async fn run(args: CatalogBenchArgs) -> anyhow::Result<()> {
@@ -32,130 +65,429 @@ pub(crate) async fn run(args: CatalogBenchArgs) -> anyhow::Result<()> {
     .await
 }
 
-async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
-    let pool = connect_postgres(url, 4).await?;
-    let store = Store::from_db(Db::Postgres(pool.clone()));
-    store.migrate().await?;
+/// Title words and categories of the synthetic catalog, as SQL array literals.
+const ADJECTIVES: &str = "(ARRAY['Wireless','Portable','Smart','Compact','Premium','Classic','Ergonomic','Outdoor','Digital','Electric','Foldable','Rugged','Vintage','Modern','Silent'])";
+const NOUNS: &str = "(ARRAY['Headphones','Speaker','Keyboard','Mouse','Lamp','Kettle','Backpack','Tent','Chair','Monitor','Blender','Toaster','Camera','Watch','Drill','Grinder','Router','Charger','Jacket','Bottle'])";
+const CATEGORIES: &str =
+    "(ARRAY['audio','computing','kitchen','outdoor','home','tools','apparel'])";
+
+/// Product `g`'s title, category, price and stock (quantity in warehouse `wh-0<g % 3>`,
+/// none when `g % 3 = 0`), as SQL over `g`.
+fn product_sql() -> String {
+    format!(
+        "SELECT g, 'SKU-' || lpad(g::text, 7, '0') AS sku,
+                {ADJECTIVES}[1 + g % 15] || ' ' || {NOUNS}[1 + (g / 15) % 20] || ' ' || (g % 997) AS title,
+                {CATEGORIES}[1 + g % 7] AS category,
+                100 + (g * 7919) % 99900 AS price,
+                (g % 3) * 5 AS qty"
+    )
+}
+
+async fn seed(pool: &sqlx::PgPool, products: i64) -> anyhow::Result<()> {
+    let bar = ProgressBar::new(products as u64).with_style(
+        ProgressStyle::with_template("seeding products {bar:30} {pos}/{len} ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let chunk = 100_000;
+    let mut from = 1;
+    while from <= products {
+        let to = (from + chunk - 1).min(products);
+        // Positions: products at g, their stock after all products at products + g.
+        sqlx::query(&format!(
+            "WITH p AS ({}
+                        FROM generate_series($1::bigint, $2::bigint) g)
+             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                                 event_version, payload, metadata, feed_position)
+             SELECT 'Product', sku, 1, 'ProductCreated', '1.0',
+                    jsonb_build_object('ProductCreated', jsonb_build_object(
+                        'sku', sku, 'title', title,
+                        'description', 'A ' || title || ' for everyday use',
+                        'category', category,
+                        'price', jsonb_build_object('amount_minor', price, 'currency', 'EUR'))),
+                    jsonb_build_object('actor', 'system:bench'), g
+               FROM p
+             UNION ALL
+             SELECT 'StockItem', 'wh-0' || (g % 3) || ':' || sku, 1, 'StockReceived', '1.0',
+                    jsonb_build_object('StockReceived', jsonb_build_object(
+                        'warehouse_id', 'wh-0' || (g % 3), 'sku', sku, 'qty', qty,
+                        'on_hand', qty, 'reserved', 0, 'available', qty)),
+                    jsonb_build_object('actor', 'system:bench'), $3 + g
+               FROM p WHERE qty > 0",
+            product_sql()
+        ))
+        .bind(from)
+        .bind(to)
+        .bind(products)
+        .execute(pool)
+        .await?;
+        bar.inc((to - from + 1) as u64);
+        from = to + 1;
+    }
+    bar.finish();
+    Ok(())
+}
+
+/// The same products in the trigram read model (the catalog projection's table).
+async fn seed_baseline(store: &Store, pool: &sqlx::PgPool, products: i64) -> anyhow::Result<i64> {
     let projection = emporium_projections::by_name("catalog")?;
     let gen = emporium_projections::runner::ensure(store.db(), projection.as_ref()).await?;
     let t = emporium_projections::table(catalog::PRODUCTS, gen);
-    let started = Instant::now();
     sqlx::query(&format!(
         "INSERT INTO {t} (sku, title, description, category, price_minor, currency, available,
                          on_hand, search, document)
-         SELECT 'SKU-' || g, x.title, 'A ' || x.title || ' for everyday use', x.category,
-                100 + (g * 7919) % 99900, 'EUR', (g % 3) * 5, (g % 3) * 5,
-                lower(x.title || ' ' || x.category), x.title || ' A ' || x.title || ' for everyday use ' || x.category
-         FROM generate_series(1, $1) g,
-         LATERAL (SELECT
-             (ARRAY['Wireless','Portable','Smart','Compact','Premium','Classic','Ergonomic','Outdoor',
-                    'Digital','Electric','Foldable','Rugged','Vintage','Modern','Silent'])[1 + g % 15]
-             || ' ' ||
-             (ARRAY['Headphones','Speaker','Keyboard','Mouse','Lamp','Kettle','Backpack','Tent','Chair',
-                    'Monitor','Blender','Toaster','Camera','Watch','Drill','Grinder','Router','Charger',
-                    'Jacket','Bottle'])[1 + (g / 15) % 20]
-             || ' ' || (g % 997) AS title,
-             (ARRAY['audio','computing','kitchen','outdoor','home','tools','apparel'])[1 + g % 7] AS category
-         ) x"
+         SELECT sku, title, 'A ' || title || ' for everyday use', category, price, 'EUR', qty, qty,
+                lower(title || ' ' || category),
+                title || ' A ' || title || ' for everyday use ' || category
+           FROM ({} FROM generate_series(1, $1::bigint) g) p",
+        product_sql()
     ))
-    .bind(args.products)
-    .execute(&pool)
+    .bind(products)
+    .execute(pool)
     .await?;
     sqlx::query(&format!("VACUUM ANALYZE {t}"))
-        .execute(&pool)
+        .execute(pool)
         .await?;
+    Ok(gen)
+}
+
+/// One query of the mix, for both paths.
+struct Case {
+    class: &'static str,
+    engine: SearchQuery,
+    baseline: Search,
+}
+
+fn case(class: &'static str, q: &str, f: impl Fn(&mut SearchQuery)) -> Case {
+    let mut engine = SearchQuery {
+        q: q.into(),
+        limit: 20,
+        ..Default::default()
+    };
+    f(&mut engine);
+    let baseline = Search {
+        q: engine.q.clone(),
+        category: engine.category.clone(),
+        min_price: engine.min_price,
+        max_price: engine.max_price,
+        in_stock: engine.in_stock,
+        sort: match engine.sort {
+            SortBy::PriceAsc => Sort::PriceAsc,
+            SortBy::PriceDesc => Sort::PriceDesc,
+            SortBy::Title => Sort::Title,
+            SortBy::Relevance | SortBy::Newest => Sort::Relevance,
+        },
+        offset: 0,
+        limit: engine.limit as i64,
+    };
+    Case {
+        class,
+        engine,
+        baseline,
+    }
+}
+
+fn cases(products: i64) -> Vec<Case> {
+    vec![
+        case("typo", "wireles hedphones", |_| {}),
+        case("typo", "ergonmic chiar", |_| {}),
+        case("typo", "portble speker", |q| q.in_stock = true),
+        case("typo", "rugged tnet", |q| {
+            q.category = Some("outdoor".into())
+        }),
+        case("prefix", "blen", |_| {}),
+        case("prefix", "smart wat", |_| {}),
+        case("exact", "kettle", |q| q.category = Some("kitchen".into())),
+        case("exact", &format!("SKU-{:07}", products / 2), |_| {}),
+        case("filter-only", "", |q| {
+            q.category = Some("audio".into());
+            q.min_price = Some(1000);
+            q.max_price = Some(20_000);
+            q.sort = SortBy::PriceAsc;
+            q.limit = 50;
+        }),
+        case("filter-only", "", |q| {
+            q.in_stock = true;
+            q.sort = SortBy::PriceDesc;
+            q.limit = 50;
+        }),
+        case("facet-heavy", "smart", |q| q.in_stock = true),
+        case("facet-heavy", "", |q| q.min_price = Some(50_000)),
+    ]
+}
+
+fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+    h.value_at_quantile(q) as f64 / 1000.0
+}
+
+async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
+    let pool = connect_postgres(url, 8).await?;
+    let store = Store::from_db(Db::Postgres(pool.clone()));
+    store.migrate().await?;
+    emporium_projections::migrate(store.db()).await?;
+
+    let started = Instant::now();
+    seed(&pool, args.products).await?;
+    emporium_event_store::seeding::vacuum_analyze(&pool).await?;
+    let events = store.event_count().await?;
     println!(
-        "{} products loaded in {:.1} s",
+        "{} products ({events} events) seeded in {:.1} s",
         args.products,
         started.elapsed().as_secs_f64()
     );
+    let started = Instant::now();
+    let gen = seed_baseline(&store, &pool, args.products).await?;
+    println!(
+        "trigram baseline table loaded and indexed in {:.1} s",
+        started.elapsed().as_secs_f64()
+    );
 
-    let queries: Vec<Search> = vec![
-        Search {
-            q: "wireles hedphones".into(),
-            limit: 20,
-            ..Default::default()
-        },
-        Search {
-            q: "portable speaker".into(),
-            limit: 20,
-            ..Default::default()
-        },
-        Search {
-            q: "ergonmic chiar".into(),
-            limit: 20,
-            ..Default::default()
-        },
-        Search {
-            q: "kettle".into(),
-            category: Some("kitchen".into()),
-            limit: 20,
-            ..Default::default()
-        },
-        Search {
-            category: Some("audio".into()),
-            min_price: Some(1000),
-            max_price: Some(20_000),
-            sort: Sort::PriceAsc,
-            limit: 50,
-            ..Default::default()
-        },
-        Search {
-            in_stock: true,
-            sort: Sort::PriceDesc,
-            limit: 50,
-            ..Default::default()
-        },
-        Search {
-            q: "rugged tent".into(),
-            in_stock: true,
-            limit: 20,
-            ..Default::default()
-        },
-    ];
-    let mut hist = Histogram::<u64>::new(3)?;
-    let mut per_query: Vec<Histogram<u64>> = queries
-        .iter()
-        .map(|_| Histogram::new(3))
-        .collect::<Result<_, _>>()?;
-    // Warm-up, then timed rounds.
-    for q in &queries {
-        catalog::search(store.db(), gen, q).await?;
+    // The index, built from the feed as an engine builds it at first start.
+    let dir = std::env::temp_dir().join(format!("emporium-bench-search-{}", uuid::Uuid::new_v4()));
+    let index = CatalogSearch::open(args.on_disk.then(|| dir.clone()))?;
+    let rss_before = crate::checkout::rss_bytes();
+    let bar = ProgressBar::new(events as u64).with_style(
+        ProgressStyle::with_template("indexing the feed {bar:30} {pos}/{len} events ({per_sec})")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    while index.step(&store).await? > 0 {
+        bar.set_position(index.position() as u64);
     }
-    for i in 0..args.searches {
-        let n = i % queries.len();
-        let started = Instant::now();
-        let r = catalog::search(store.db(), gen, &queries[n]).await?;
-        let micros = started.elapsed().as_micros() as u64;
-        hist.record(micros)?;
-        per_query[n].record(micros)?;
-        if i < queries.len() {
-            println!(
-                "  {:<60} {:>6} matches",
-                format!(
-                    "{:?}",
-                    (&queries[n].q, &queries[n].category, queries[n].in_stock)
-                ),
-                r.total
-            );
-        }
-    }
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
-    for (q, h) in queries.iter().zip(&per_query) {
+    bar.finish();
+    let build = started.elapsed();
+    println!(
+        "search index built from {events} events in {:.1} s ({:.0} events/s); RSS {:.0} MB (+{:.0} MB), on disk {:.0} MB",
+        build.as_secs_f64(),
+        events as f64 / build.as_secs_f64(),
+        crate::checkout::rss_bytes() as f64 / 1e6,
+        crate::checkout::rss_bytes().saturating_sub(rss_before) as f64 / 1e6,
+        dir_size(&dir) as f64 / 1e6
+    );
+
+    // Latency per class, both paths.
+    let cases = cases(args.products);
+    let mut engine: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+    let mut baseline: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
+    for c in &cases {
+        let r = search_blocking(&index, &c.engine).await?;
+        let b = catalog::search(store.db(), gen, &c.baseline).await?;
         println!(
-            "  q={:<20} p50 {:>7.1} ms  p95 {:>7.1} ms",
-            format!("{:?}", q.q),
-            ms(h, 0.5),
-            ms(h, 0.95)
+            "  {:<12} {:<45} engine {:>7} matches, first {:<12} | trigram {:>7} matches",
+            c.class,
+            format!(
+                "{:?} {:?} stock={}",
+                c.engine.q, c.engine.category, c.engine.in_stock
+            ),
+            r.total,
+            r.items.first().map_or("-", |i| i.sku.as_str()),
+            b.total
         );
     }
+    for _ in 0..args.searches {
+        for c in &cases {
+            let t = Instant::now();
+            search_blocking(&index, &c.engine).await?;
+            engine
+                .entry(c.class)
+                .or_insert_with(|| Histogram::new(3).expect("3 significant digits"))
+                .record(t.elapsed().as_micros() as u64)?;
+        }
+    }
+    for _ in 0..args.baseline_searches {
+        for c in &cases {
+            let t = Instant::now();
+            catalog::search(store.db(), gen, &c.baseline).await?;
+            baseline
+                .entry(c.class)
+                .or_insert_with(|| Histogram::new(3).expect("3 significant digits"))
+                .record(t.elapsed().as_micros() as u64)?;
+        }
+    }
+    println!();
     println!(
-        "catalog search over {} products, {} searches (results + facets): p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms",
-        args.products,
-        hist.len(),
-        ms(&hist, 0.5),
-        ms(&hist, 0.95),
-        ms(&hist, 0.99)
+        "catalog search over {} products (results + facets), same run:",
+        args.products
+    );
+    println!(
+        "  {:<12} {:>28} {:>30} {:>9}",
+        "class", "engine p50/p95/p99 ms", "trigram p50/p95/p99 ms", "p95 ratio"
+    );
+    for (class, e) in &engine {
+        let Some(b) = baseline.get(class) else {
+            continue;
+        };
+        println!(
+            "  {:<12} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>8.1}   {:>7.1}x",
+            class,
+            ms(e, 0.5),
+            ms(e, 0.95),
+            ms(e, 0.99),
+            ms(b, 0.5),
+            ms(b, 0.95),
+            ms(b, 0.99),
+            ms(b, 0.95) / ms(e, 0.95).max(0.001)
+        );
+    }
+
+    if args.rate > 0 {
+        lag(args, &store, &pool, index.clone()).await?;
+    }
+    drop(index);
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+async fn search_blocking(
+    index: &Arc<CatalogSearch>,
+    q: &SearchQuery,
+) -> anyhow::Result<emporium_projections::search::SearchResults> {
+    let (index, q) = (index.clone(), q.clone());
+    Ok(tokio::task::spawn_blocking(move || index.search(&q)).await??)
+}
+
+fn dir_size(dir: &std::path::Path) -> u64 {
+    let mut total = 0;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(entries) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            match e.metadata() {
+                Ok(m) if m.is_dir() => stack.push(e.path()),
+                Ok(m) => total += m.len(),
+                Err(_) => {}
+            }
+        }
+    }
+    total
+}
+
+/// Index lag under writes and searches: price changes at `args.rate`/s on random products,
+/// a search loop, the index following the feed as in the engine; a 2 ms sampler notes when
+/// each head position is first seen and when the index first covers it.
+async fn lag(
+    args: &CatalogBenchArgs,
+    store: &Store,
+    pool: &sqlx::PgPool,
+    index: Arc<CatalogSearch>,
+) -> anyhow::Result<()> {
+    let stop = Arc::new(AtomicBool::new(false));
+    let token = tokio_util::sync::CancellationToken::new();
+    let follower = {
+        let (index, store, token) = (index.clone(), store.clone(), token.clone());
+        tokio::spawn(index.follow(store, async move { token.cancelled().await }))
+    };
+    let searches = {
+        let (index, stop, products, rate) =
+            (index.clone(), stop.clone(), args.products, args.search_rate);
+        tokio::spawn(async move {
+            let cases = cases(products);
+            let mut h = Histogram::<u64>::new(3).expect("3 significant digits");
+            let mut n = 0;
+            let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / rate.max(1) as f64));
+            while rate > 0 && !stop.load(Ordering::Relaxed) {
+                tick.tick().await;
+                let c = &cases[n % cases.len()];
+                n += 1;
+                let t = Instant::now();
+                if search_blocking(&index, &c.engine).await.is_ok() {
+                    let _ = h.record(t.elapsed().as_micros() as u64);
+                }
+            }
+            h
+        })
+    };
+    // Writers: `rate` price changes per second in total, on 16 tasks.
+    let writers: Vec<_> = (0..16)
+        .map(|w| {
+            let (store, stop) = (store.clone(), stop.clone());
+            let (products, per_task) = (args.products, args.rate as f64 / 16.0);
+            tokio::spawn(async move {
+                let meta = EventMetadata::system("bench");
+                let eur = Currency::parse("EUR").map_err(|e| anyhow!("{e}"))?;
+                let mut tick = tokio::time::interval(Duration::from_secs_f64(1.0 / per_task));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
+                let mut done = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    tick.tick().await;
+                    let g = rand::rng().random_range(1..=products);
+                    let sku = format!("SKU-{g:07}");
+                    let price = Money::new(100 + (g + done as i64 + w) % 99_900, eur)
+                        .map_err(|e| anyhow!("{e}"))?;
+                    store
+                        .execute::<Product>(&sku, ProductCommand::ChangePrice { price }, &meta)
+                        .await
+                        .map_err(|e| anyhow!("price change: {e}"))?;
+                    done += 1;
+                }
+                Ok::<u64, anyhow::Error>(done)
+            })
+        })
+        .collect();
+    // Sampler.
+    let started = Instant::now();
+    let mut first_seen: Vec<(i64, Instant)> = Vec::new();
+    let mut covered: Vec<(i64, Instant)> = Vec::new();
+    let mut last_head = 0;
+    while started.elapsed() < Duration::from_secs(args.lag_seconds) {
+        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(feed_position) FROM events")
+            .fetch_one(pool)
+            .await?;
+        let now = Instant::now();
+        let head = head.unwrap_or(0);
+        if head > last_head {
+            first_seen.push((head, now));
+            last_head = head;
+        }
+        covered.push((index.position(), now));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut written = 0;
+    for w in writers {
+        written += w.await??;
+    }
+    // Let the index cover the last writes, sampling on.
+    let target = store.feed().head().await?;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while index.position() < target && Instant::now() < deadline {
+        covered.push((index.position(), Instant::now()));
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    }
+    covered.push((index.position(), Instant::now()));
+    token.cancel();
+    let _ = follower.await;
+    let search_hist = searches.await?;
+
+    let mut lag = Histogram::<u64>::new(3)?;
+    let mut j = 0;
+    for (position, seen) in &first_seen {
+        while j < covered.len() && covered[j].0 < *position {
+            j += 1;
+        }
+        if let Some((_, at)) = covered.get(j) {
+            lag.record(at.saturating_duration_since(*seen).as_micros() as u64)?;
+        }
+    }
+    let secs = args.lag_seconds as f64;
+    println!();
+    println!(
+        "index lag at {:.0} price changes/s for {secs:.0} s ({} head samples), searches running: p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms, max {:.1} ms",
+        written as f64 / secs,
+        lag.len(),
+        ms(&lag, 0.5),
+        ms(&lag, 0.95),
+        ms(&lag, 0.99),
+        lag.max() as f64 / 1000.0
+    );
+    println!(
+        "  searches meanwhile: {} at {}/s (p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms)",
+        search_hist.len(),
+        args.search_rate,
+        ms(&search_hist, 0.5),
+        ms(&search_hist, 0.95),
+        ms(&search_hist, 0.99)
     );
     Ok(())
 }

@@ -512,7 +512,7 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
 }
 
 /// This process's resident set size (Linux `/proc/self/status`), 0 where unknown.
-fn rss_bytes() -> u64 {
+pub(crate) fn rss_bytes() -> u64 {
     std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {

@@ -197,6 +197,7 @@ pub fn build(state: AppState) -> Built {
         .add(ANALYST, routes!(analytics::fulfilment))
         .add(ANALYST, routes!(analytics::stream))
         .add(ANALYST, routes!(projections::list))
+        .add(ADMIN, routes!(projections::rebuild_search))
         .add(HISTORY, routes!(events::list))
         .add(ADMIN, routes!(customers::erase))
         .add(ADMIN, routes!(keys::create))

@@ -787,6 +787,14 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
             "admin key (created on first start, shown once; `emporium keys` manages keys): {key}"
         );
     }
+    if let Some(search) = &engine.state.search {
+        if search.position() > 0 {
+            println!(
+                "search index: continuing after feed position {}",
+                search.position()
+            );
+        }
+    }
     println!("emporium listening on {}", engine.url());
     engine.run_until(shutdown_signal()).await?;
     println!("emporium stopped");

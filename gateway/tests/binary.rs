@@ -17,6 +17,8 @@ static KEY: std::sync::LazyLock<String> =
 struct Running {
     child: Child,
     base: String,
+    /// What the server printed before it listened.
+    printed: Vec<String>,
 }
 
 impl Drop for Running {
@@ -57,6 +59,7 @@ fn start_with(
     let mut child = cmd.spawn().expect("start the emporium binary");
     let stdout = child.stdout.take().expect("stdout");
     let mut lines = BufReader::new(stdout).lines();
+    let mut printed = Vec::new();
     let base = loop {
         let line = lines
             .next()
@@ -65,10 +68,15 @@ fn start_with(
         if let Some(rest) = line.strip_prefix("emporium listening on ") {
             break rest.trim().to_string();
         }
+        printed.push(line);
     };
     // Keep draining stdout so the child never blocks on a full pipe.
     std::thread::spawn(move || for _ in lines {});
-    Running { child, base }
+    Running {
+        child,
+        base,
+        printed,
+    }
 }
 
 async fn call(
@@ -1678,4 +1686,112 @@ async fn verify_and_verify_proof_on_the_command_line() {
     assert!(!broken.status.success());
     let err = String::from_utf8_lossy(&broken.stderr);
     assert!(err.contains("first broken position 3"), "{err}");
+}
+
+/// Creates a product titled `title` on the server at `base`.
+async fn titled(base: &str, sku: &str, title: &str) {
+    let (s, body) = call(
+        base,
+        reqwest::Method::POST,
+        "/v1/products",
+        Some(
+            json!({"sku": sku, "title": title, "description": "", "category": "home",
+                    "price": {"amount_minor": 1000, "currency": "EUR"}}),
+        ),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+}
+
+/// Waits until the search `path` on `base` answers `total` matches; returns the page.
+async fn search_total(base: &str, path: &str, total: i64) -> Value {
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (s, page) = call(base, reqwest::Method::GET, path, None).await;
+        if s == 200 && page["total"] == total {
+            return page;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{base}{path}: wanted {total}, last {s} {page}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Two engines on one database each keep their own search index from the feed. One, with
+/// its index in a directory, killed -9 and started again continues after the position of
+/// its last commit, and neither index ever holds a product twice.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_keep_their_own_search_index_and_one_resumes_after_a_kill() {
+    let db = TestDatabase::create().await;
+    let (d1, d2) = (TestDataDir::create(), TestDataDir::create());
+    let index_dir = d2.path().join("search-index");
+    let env_b = [("EMPORIUM_SEARCH_DIR", index_dir.to_str().unwrap())];
+    let a = start(d1.path(), Some(db.url()), false);
+    let mut b = Some(start_with(d2.path(), Some(db.url()), false, &env_b));
+    let b_base = b.as_ref().unwrap().base.clone();
+    for i in 0..20 {
+        titled(&a.base, &format!("LAMP-{i}"), &format!("Desk Lamp {i}")).await;
+    }
+    for i in 0..10 {
+        titled(
+            &b_base,
+            &format!("KETTLE-{i}"),
+            &format!("Electric Kettle {i}"),
+        )
+        .await;
+    }
+    // Each engine's index has what both wrote.
+    for base in [&a.base, &b_base] {
+        search_total(base, "/v1/catalog/products?q=lamp", 20).await;
+        search_total(base, "/v1/catalog/products?q=ketle", 10).await;
+    }
+    let (_, page) = call(&b_base, reqwest::Method::GET, "/v1/catalog/products", None).await;
+    let covered = page["position"].as_i64().unwrap();
+    assert!(covered > 0, "{page}");
+
+    // SIGKILL, more writes meanwhile, then the same index directory again.
+    drop(b.take());
+    for i in 20..30 {
+        titled(&a.base, &format!("LAMP-{i}"), &format!("Desk Lamp {i}")).await;
+    }
+    let b = start_with(d2.path(), Some(db.url()), false, &env_b);
+    let resumed: i64 = b
+        .printed
+        .iter()
+        .find_map(|l| l.strip_prefix("search index: continuing after feed position "))
+        .and_then(|p| p.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no resume line in {:?}", b.printed));
+    assert!(
+        resumed >= covered,
+        "resumed at {resumed}, had covered {covered}"
+    );
+    for base in [&a.base, &b.base] {
+        let lamps = search_total(base, "/v1/catalog/products?q=lamp&limit=1000", 30).await;
+        let skus: std::collections::BTreeSet<&str> = lamps["items"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| i["sku"].as_str().unwrap())
+            .collect();
+        assert_eq!(skus.len(), 30, "each product once");
+        search_total(base, "/v1/catalog/products?limit=1000", 40).await;
+    }
+    // Both indexes answer alike.
+    let (_, pa) = call(
+        &a.base,
+        reqwest::Method::GET,
+        "/v1/catalog/products?q=desk%20lam&limit=50",
+        None,
+    )
+    .await;
+    let (_, pb) = call(
+        &b.base,
+        reqwest::Method::GET,
+        "/v1/catalog/products?q=desk%20lam&limit=50",
+        None,
+    )
+    .await;
+    assert_eq!(pa["items"], pb["items"]);
 }

@@ -317,6 +317,8 @@ impl Generation {
         let Some(last) = events.last().map(|e| e.position) else {
             return Ok(());
         };
+        let t0 = Instant::now();
+        let n_events = events.len();
         let searcher = self.reader.searcher();
         let mut changed: HashMap<String, Product> = HashMap::new();
         let current = |sku: &str, changed: &mut HashMap<String, Product>| -> Result<()> {
@@ -400,10 +402,20 @@ impl Generation {
                 .add_document(self.document(&product)?)
                 .map_err(search_error)?;
         }
+        let t1 = Instant::now();
         let mut commit = writer.prepare_commit().map_err(search_error)?;
         commit.set_payload(&last.to_string());
         commit.commit().map_err(search_error)?;
+        let t2 = Instant::now();
         self.reader.reload().map_err(search_error)?;
+        metrics::histogram!("emporium_search_commit_seconds").record((t2 - t1).as_secs_f64());
+        tracing::debug!(
+            events = n_events,
+            documents_ms = (t1 - t0).as_secs_f64() * 1e3,
+            commit_ms = (t2 - t1).as_secs_f64() * 1e3,
+            reload_ms = t2.elapsed().as_secs_f64() * 1e3,
+            "search index commit"
+        );
         self.position.store(last, Ordering::Release);
         Ok(())
     }
@@ -908,18 +920,19 @@ pub struct CatalogSearch {
     applying: tokio::sync::Mutex<()>,
     dir: Option<PathBuf>,
     ready: AtomicBool,
+    /// 1 for the index opened at start, one more per rebuild swapped in.
+    generation: AtomicI64,
+    rebuilding: AtomicBool,
 }
 
 impl CatalogSearch {
     /// An index in memory (`dir` None), or in `dir`, continuing from its last commit.
     pub fn open(dir: Option<PathBuf>) -> Result<Arc<CatalogSearch>> {
+        let mut number = 1;
         let live = match &dir {
             Some(d) => {
-                let gen = std::fs::read_to_string(d.join("LIVE"))
-                    .ok()
-                    .and_then(|s| s.trim().parse::<u64>().ok())
-                    .unwrap_or(1);
-                Generation::open(Some(&d.join(format!("g{gen}"))))?
+                number = live_number(d);
+                Generation::open(Some(&d.join(format!("g{number}"))))?
             }
             None => Generation::open(None)?,
         };
@@ -928,6 +941,8 @@ impl CatalogSearch {
             applying: tokio::sync::Mutex::new(()),
             dir,
             ready: AtomicBool::new(false),
+            generation: AtomicI64::new(number as i64),
+            rebuilding: AtomicBool::new(false),
         }))
     }
 
@@ -936,6 +951,39 @@ impl CatalogSearch {
             Ok(g) => g.clone(),
             Err(poisoned) => poisoned.into_inner().clone(),
         }
+    }
+
+    /// Which index generation serves (see [`CatalogSearch::rebuild`]).
+    pub fn generation(&self) -> i64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// Whether a rebuild is under way.
+    pub fn is_rebuilding(&self) -> bool {
+        self.rebuilding.load(Ordering::Acquire)
+    }
+
+    /// Starts [`CatalogSearch::rebuild`] in the background unless one is running; returns
+    /// whether it started.
+    pub fn start_rebuild(self: &Arc<Self>, store: Store) -> bool {
+        if self.rebuilding.swap(true, Ordering::AcqRel) {
+            return false;
+        }
+        let me = self.clone();
+        tokio::spawn(async move {
+            let started = Instant::now();
+            match me.rebuild(&store, |_, _| {}).await {
+                Ok(position) => tracing::info!(
+                    position,
+                    generation = me.generation(),
+                    secs = started.elapsed().as_secs_f64(),
+                    "search index rebuilt and swapped in"
+                ),
+                Err(e) => tracing::error!(error = %e, "search index rebuild failed"),
+            }
+            me.rebuilding.store(false, Ordering::Release);
+        });
+        true
     }
 
     /// The feed position the live index covers.
@@ -1011,19 +1059,12 @@ impl CatalogSearch {
     /// Builds a new index from the whole feed while the live one serves, then swaps it in.
     /// `progress(done, head)` is called after each batch. Returns the new index's position.
     pub async fn rebuild(&self, store: &Store, mut progress: impl FnMut(i64, i64)) -> Result<i64> {
-        let (dir, number) = match &self.dir {
-            Some(d) => {
-                let live: u64 = std::fs::read_to_string(d.join("LIVE"))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(1);
-                let next = live + 1;
-                let dir = d.join(format!("g{next}"));
-                let _ = std::fs::remove_dir_all(&dir);
-                (Some(dir), next)
-            }
-            None => (None, 0),
-        };
+        let number = self.generation() as u64 + 1;
+        let dir = self.dir.as_ref().map(|d| {
+            let dir = d.join(format!("g{number}"));
+            let _ = std::fs::remove_dir_all(&dir);
+            dir
+        });
         let fresh = Arc::new(Generation::open(dir.as_deref())?);
         loop {
             let head = store.feed().head().await?;
@@ -1057,6 +1098,7 @@ impl CatalogSearch {
                 .map_err(|_| search_error("search index lock poisoned"))?;
             std::mem::replace(&mut *live, fresh.clone())
         };
+        self.generation.store(number as i64, Ordering::Release);
         if let Some(d) = &self.dir {
             let tmp = d.join("LIVE.tmp");
             std::fs::write(&tmp, number.to_string()).map_err(search_error)?;
@@ -1069,4 +1111,12 @@ impl CatalogSearch {
         progress(fresh.position(), fresh.position());
         Ok(fresh.position())
     }
+}
+
+/// The generation a directory's `LIVE` file names (1 when there is none).
+fn live_number(dir: &Path) -> u64 {
+    std::fs::read_to_string(dir.join("LIVE"))
+        .ok()
+        .and_then(|s| s.trim().parse().ok())
+        .unwrap_or(1)
 }

@@ -5,7 +5,7 @@ use axum::Json;
 use serde::Serialize;
 
 use super::catalog::projection_error;
-use crate::error::{ApiError, ReadProblems};
+use crate::error::{ApiError, CommandProblems, ReadProblems};
 use crate::state::AppState;
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -41,6 +41,18 @@ pub(crate) async fn views(state: &AppState) -> Result<Vec<ProjectionView>, ApiEr
             active_here,
         });
     }
+    // This process's catalog search index (each engine keeps its own).
+    if let Some(search) = &state.search {
+        let position = search.position();
+        out.push(ProjectionView {
+            name: "search".to_string(),
+            generation: search.generation(),
+            position,
+            head,
+            lag: (head - position).max(0),
+            active_here: true,
+        });
+    }
     Ok(out)
 }
 
@@ -49,4 +61,37 @@ pub(crate) async fn views(state: &AppState) -> Result<Vec<ProjectionView>, ApiEr
     responses((status = 200, description = "Every projection", body = Vec<ProjectionView>), ReadProblems))]
 pub async fn list(State(state): State<AppState>) -> Result<Json<Vec<ProjectionView>>, ApiError> {
     Ok(Json(views(&state).await?))
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RebuildStarted {
+    /// The generation serving now; the rebuilt one takes the next number when swapped in.
+    pub generation: i64,
+}
+
+/// Rebuild this process's catalog search index from the whole feed while the current one
+/// serves, then swap it in (blue/green). Progress: `generation` in `GET /v1/projections`.
+#[utoipa::path(post, path = "/v1/projections/search/rebuild", tag = "operations",
+    responses((status = 202, description = "Rebuild started", body = RebuildStarted),
+        CommandProblems))]
+pub async fn rebuild_search(
+    State(state): State<AppState>,
+) -> Result<(axum::http::StatusCode, Json<RebuildStarted>), ApiError> {
+    let Some(search) = state.search.clone() else {
+        return Err(ApiError::Unavailable(
+            "catalog search does not run in this process".into(),
+        ));
+    };
+    if !search.start_rebuild(state.store.clone()) {
+        return Err(ApiError::conflict(
+            "rebuild_running",
+            "a rebuild of the search index is already running",
+        ));
+    }
+    Ok((
+        axum::http::StatusCode::ACCEPTED,
+        Json(RebuildStarted {
+            generation: search.generation(),
+        }),
+    ))
 }

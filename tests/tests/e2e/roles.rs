@@ -32,6 +32,7 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
         ("GET", "/v1/products/{sku}" | "/v1/catalog/products") => any,
         ("GET", "/v1/orders/{id}/timeline") => vec![Admin, Auditor],
         ("GET", "/v1/projections") => vec![Admin, Analyst],
+        ("POST", "/v1/projections/search/rebuild") => vec![Admin],
         (_, p) if p.starts_with("/v1/analytics") => vec![Admin, Analyst],
         (_, p) if p.starts_with("/v1/products") => vec![Admin, Operator],
         ("POST", "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns") => {
@@ -214,6 +215,7 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             | "/v1/analytics/stream"
             | "/v1/projections",
         ) => (path.into(), None),
+        ("POST", "/v1/projections/search/rebuild") => (path.into(), None),
         ("POST", "/v1/keys") => (path.into(), Some(json!({"role": "analyst", "label": "x"}))),
         ("GET", "/v1/keys") => (path.into(), None),
         ("POST", "/v1/keys/{key_id}/revoke") => {

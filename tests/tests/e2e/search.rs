@@ -195,3 +195,175 @@ async fn filters_facets_and_keyset_pages_agree_with_brute_force() {
     let long = format!("/v1/catalog/products?category={}", "c".repeat(101));
     assert_eq!(app.get(&long).await.status, 422);
 }
+
+/// Polls the search `path` until `check` holds; returns how long that took.
+async fn until_found(
+    app: &TestApp,
+    path: &str,
+    check: impl Fn(&Value) -> bool,
+) -> std::time::Duration {
+    let started = std::time::Instant::now();
+    loop {
+        let r = app.get(path).await;
+        if r.status == 200 && check(&r.body) {
+            return started.elapsed();
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "{path}: never matched, last {:?}",
+            r.body
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+}
+
+/// A price change and a sale that empties a warehouse show in results and facets within
+/// the index's lag (about its 20 ms commit interval; asserted with room for a loaded box).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_price_change_and_a_sell_out_show_in_search_and_facets() {
+    let app = TestApp::with_checkout(
+        Backend::Postgres,
+        emporium_sagas::CheckoutConfig::default(),
+        None,
+    )
+    .await;
+    for (id, priority) in [("wh-a", 1), ("wh-b", 2)] {
+        let r = app
+            .post(
+                "/v1/warehouses",
+                serde_json::json!({"id": id, "name": id, "region": "eu-west", "priority": priority}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    for (sku, title) in [("LAMP-1", "Desk Lamp"), ("LAMP-2", "Floor Lamp")] {
+        let r = app
+            .post(
+                "/v1/products",
+                serde_json::json!({"sku": sku, "title": title, "description": "bright",
+                    "category": "home", "price": {"amount_minor": 2500, "currency": "EUR"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    // LAMP-1: two in wh-a only; LAMP-2: stock in both.
+    for (w, sku, qty) in [
+        ("wh-a", "LAMP-1", 2),
+        ("wh-a", "LAMP-2", 3),
+        ("wh-b", "LAMP-2", 3),
+    ] {
+        let r = app
+            .post(
+                &format!("/v1/inventory/{w}/{sku}/receive"),
+                serde_json::json!({"qty": qty}),
+            )
+            .await;
+        assert_eq!(r.status, 200, "{:?}", r.body);
+    }
+    app.search_caught_up().await;
+    let in_a = "/v1/catalog/products?warehouse=wh-a";
+    let r = app.get(in_a).await;
+    assert_eq!(skus(&r.body), ["LAMP-1", "LAMP-2"]);
+
+    // The price change: the item's price and the price facet move together.
+    let r = app
+        .send(
+            reqwest::Method::PUT,
+            "/v1/products/LAMP-1/price",
+            Some(serde_json::json!({"price": {"amount_minor": 60_000, "currency": "EUR"}})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let took = until_found(&app, "/v1/catalog/products?q=lamp", |b| {
+        let item = b["items"]
+            .as_array()
+            .and_then(|i| i.iter().find(|i| i["sku"] == "LAMP-1").cloned());
+        item.is_some_and(|i| i["price_minor"] == 60_000)
+            && b["facets"]["price"][4]["count"] == 1
+            && b["facets"]["price"][1]["count"] == 1
+    })
+    .await;
+    eprintln!("price change visible in search after {took:?}");
+    assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+
+    // The sale of both LAMP-1 units empties wh-a of it: gone from wh-a and in-stock
+    // results, and from the in-stock category facet.
+    let r = app
+        .post(
+            "/v1/orders",
+            serde_json::json!({"customer_id": "c1", "lines": [{"sku": "LAMP-1", "qty": 2}],
+                "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = r.body["order_id"].as_str().unwrap().to_string();
+    let started = std::time::Instant::now();
+    loop {
+        let o = app.get(&format!("/v1/orders/{id}")).await.body;
+        if o["status"] == "confirmed" {
+            break;
+        }
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(30),
+            "{o}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+    }
+    let took = until_found(&app, in_a, |b| skus(b) == ["LAMP-2"]).await;
+    eprintln!("sell-out visible in search {took:?} after the confirmation was read");
+    assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+    let r = app.get("/v1/catalog/products?in_stock=true").await;
+    assert_eq!(skus(&r.body), ["LAMP-2"]);
+    assert_eq!(r.body["facets"]["category"]["home"], 1);
+    let r = app.get("/v1/catalog/products?q=desk%20lamp").await;
+    assert_eq!(r.body["items"][0]["sku"], "LAMP-1");
+    assert_eq!(r.body["items"][0]["available"], 0);
+    assert_eq!(r.body["items"][0]["reserved"], 2);
+}
+
+/// A blue/green rebuild of the index: searches keep answering while it runs, and the new
+/// generation answers every case exactly as the old one did.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rebuild_swaps_in_while_searches_keep_answering() {
+    let app = demo_app(Backend::Postgres).await;
+    let before = run_cases(&app).await;
+    let reads = {
+        let (client, base) = (app.client.clone(), app.base.clone());
+        tokio::spawn(async move {
+            let mut ok = 0;
+            for _ in 0..200 {
+                let r = client
+                    .get(format!("{base}/v1/catalog/products?q=hedphones"))
+                    .bearer_auth(emporium_tests::ADMIN_KEY)
+                    .send()
+                    .await
+                    .unwrap();
+                assert_eq!(r.status(), 200, "searches answer during the rebuild");
+                ok += 1;
+            }
+            ok
+        })
+    };
+    let r = app
+        .post("/v1/projections/search/rebuild", serde_json::json!({}))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    assert_eq!(r.body["generation"], 1);
+    let started = std::time::Instant::now();
+    loop {
+        let list = app.get("/v1/projections").await.body;
+        let search = list
+            .as_array()
+            .and_then(|l| l.iter().find(|p| p["name"] == "search").cloned())
+            .expect("the search index is listed");
+        if search["generation"] == 2 {
+            assert!(search["position"].as_i64().unwrap() > 0);
+            break;
+        }
+        assert!(started.elapsed() < std::time::Duration::from_secs(60));
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert_eq!(reads.await.unwrap(), 200);
+    app.search_caught_up().await;
+    assert_eq!(run_cases(&app).await, before);
+}
