@@ -235,11 +235,16 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
         started.elapsed().as_secs_f64()
     );
     let started = Instant::now();
-    let gen = seed_baseline(&store, &pool, args.products).await?;
-    println!(
-        "trigram baseline table loaded and indexed in {:.1} s",
-        started.elapsed().as_secs_f64()
-    );
+    let gen = if args.baseline_searches > 0 {
+        let gen = seed_baseline(&store, &pool, args.products).await?;
+        println!(
+            "trigram baseline table loaded and indexed in {:.1} s",
+            started.elapsed().as_secs_f64()
+        );
+        gen
+    } else {
+        0
+    };
 
     // The index, built from the feed as an engine builds it at first start.
     let dir = std::env::temp_dir().join(format!("emporium-bench-search-{}", uuid::Uuid::new_v4()));
@@ -268,7 +273,10 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
     let cases = cases(args.products);
     let mut engine: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
     let mut baseline: BTreeMap<&str, Histogram<u64>> = BTreeMap::new();
-    for c in &cases {
+    let new_hist = || Histogram::<u64>::new(3).expect("3 significant digits");
+    let mut engine_each: Vec<Histogram<u64>> = cases.iter().map(|_| new_hist()).collect();
+    let mut baseline_each: Vec<Histogram<u64>> = cases.iter().map(|_| new_hist()).collect();
+    for c in cases.iter().filter(|_| args.baseline_searches > 0) {
         let r = search_blocking(&index, &c.engine).await?;
         let b = catalog::search(store.db(), gen, &c.baseline).await?;
         println!(
@@ -284,23 +292,48 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
         );
     }
     for _ in 0..args.searches {
-        for c in &cases {
+        for (n, c) in cases.iter().enumerate() {
             let t = Instant::now();
             search_blocking(&index, &c.engine).await?;
+            let micros = t.elapsed().as_micros() as u64;
             engine
                 .entry(c.class)
-                .or_insert_with(|| Histogram::new(3).expect("3 significant digits"))
-                .record(t.elapsed().as_micros() as u64)?;
+                .or_insert_with(new_hist)
+                .record(micros)?;
+            engine_each[n].record(micros)?;
         }
     }
     for _ in 0..args.baseline_searches {
-        for c in &cases {
+        for (n, c) in cases.iter().enumerate() {
             let t = Instant::now();
             catalog::search(store.db(), gen, &c.baseline).await?;
+            let micros = t.elapsed().as_micros() as u64;
             baseline
                 .entry(c.class)
-                .or_insert_with(|| Histogram::new(3).expect("3 significant digits"))
-                .record(t.elapsed().as_micros() as u64)?;
+                .or_insert_with(new_hist)
+                .record(micros)?;
+            baseline_each[n].record(micros)?;
+        }
+    }
+    if args.baseline_searches > 0 && args.searches > 0 {
+        println!();
+        println!("per query, p50 / p95 ms, engine vs trigram:");
+        for (n, c) in cases.iter().enumerate() {
+            let (e, b) = (&engine_each[n], &baseline_each[n]);
+            println!(
+                "  {:<12} {:<40} {:>7.1} {:>7.1}  vs {:>7.1} {:>7.1}   p50 {:>6.1}x  p95 {:>6.1}x",
+                c.class,
+                format!(
+                    "{:?} {:?} stock={}",
+                    c.engine.q, c.engine.category, c.engine.in_stock
+                ),
+                ms(e, 0.5),
+                ms(e, 0.95),
+                ms(b, 0.5),
+                ms(b, 0.95),
+                ms(b, 0.5) / ms(e, 0.5).max(0.001),
+                ms(b, 0.95) / ms(e, 0.95).max(0.001)
+            );
         }
     }
     println!();
@@ -309,15 +342,15 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
         args.products
     );
     println!(
-        "  {:<12} {:>28} {:>30} {:>9}",
-        "class", "engine p50/p95/p99 ms", "trigram p50/p95/p99 ms", "p95 ratio"
+        "  {:<12} {:>28} {:>30} {:>9} {:>9}",
+        "class", "engine p50/p95/p99 ms", "trigram p50/p95/p99 ms", "p50 ratio", "p95 ratio"
     );
     for (class, e) in &engine {
         let Some(b) = baseline.get(class) else {
             continue;
         };
         println!(
-            "  {:<12} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>8.1}   {:>7.1}x",
+            "  {:<12} {:>8.1} {:>8.1} {:>8.1}   {:>8.1} {:>8.1} {:>8.1}   {:>7.1}x  {:>7.1}x",
             class,
             ms(e, 0.5),
             ms(e, 0.95),
@@ -325,6 +358,7 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
             ms(b, 0.5),
             ms(b, 0.95),
             ms(b, 0.99),
+            ms(b, 0.5) / ms(e, 0.5).max(0.001),
             ms(b, 0.95) / ms(e, 0.95).max(0.001)
         );
     }

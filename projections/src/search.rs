@@ -15,7 +15,7 @@
 //!   while the live one serves, then swaps it in.
 //! - **Relevance.** Every word of the query must match a product (else any word may): its
 //!   stem in title (weighted highest), category or description; or, from four letters, the
-//!   word within one edit (two from eight letters) of a title or description word; the
+//!   word within one edit (two from eight letters) of a title or category word; the
 //!   last word also as a prefix (search as you type). An exact SKU ranks first.
 //! - **Pages** are keyset cursors over (sort key, creation position), never offsets.
 
@@ -55,9 +55,9 @@ const BATCH: i64 = 5_000;
 /// Commits at most this often while following the feed: each commit makes a segment.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
 /// Writer memory. One indexing thread: the box's other core serves searches and Postgres.
-const WRITER_HEAP: usize = 64 * 1024 * 1024;
+const WRITER_HEAP: usize = 20 * 1024 * 1024;
 /// Changing the schema or analysis changes this: an index of another version is rebuilt.
-const SCHEMA_VERSION: &str = "1";
+const SCHEMA_VERSION: &str = "2";
 
 /// How results are ordered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -177,14 +177,14 @@ struct Fields {
     title_raw: Field,
     title_sort: Field,
     description: Field,
-    description_raw: Field,
     category: Field,
     category_text: Field,
     price: Field,
     available: Field,
     in_stock_at: Field,
     created: Field,
-    listed: Field,
+    /// 1 on a document whose product is not created yet (only its stock is known).
+    unlisted: Field,
     stored: Field,
 }
 
@@ -207,20 +207,13 @@ fn schema() -> (Schema, Fields) {
         title_raw: b.add_text_field("title_raw", text(LOWER, IndexRecordOption::Basic)),
         title_sort: b.add_text_field("title_sort", TextOptions::default().set_fast("raw")),
         description: b.add_text_field("description", text(STEM, IndexRecordOption::WithFreqs)),
-        description_raw: b.add_text_field("description_raw", text(LOWER, IndexRecordOption::Basic)),
         category: b.add_text_field("category", STRING | TextOptions::default().set_fast("raw")),
         category_text: b.add_text_field("category_text", text(STEM, IndexRecordOption::WithFreqs)),
-        price: b.add_i64_field("price", NumericOptions::default().set_indexed().set_fast()),
-        available: b.add_i64_field(
-            "available",
-            NumericOptions::default().set_indexed().set_fast(),
-        ),
+        price: b.add_i64_field("price", NumericOptions::default().set_fast()),
+        available: b.add_i64_field("available", NumericOptions::default().set_fast()),
         in_stock_at: b.add_text_field("in_stock_at", STRING),
-        created: b.add_u64_field(
-            "created",
-            NumericOptions::default().set_indexed().set_fast(),
-        ),
-        listed: b.add_u64_field("listed", NumericOptions::default().set_indexed()),
+        created: b.add_u64_field("created", NumericOptions::default().set_fast()),
+        unlisted: b.add_u64_field("unlisted", NumericOptions::default().set_indexed()),
         stored: b.add_text_field("stored", STORED),
     };
     (b.build(), f)
@@ -453,7 +446,6 @@ impl Generation {
         d.add_text(f.title_raw, &p.title);
         d.add_text(f.title_sort, p.title.to_lowercase());
         d.add_text(f.description, &p.description);
-        d.add_text(f.description_raw, &p.description);
         d.add_text(f.category, &p.category);
         d.add_text(f.category_text, &p.category);
         d.add_i64(f.price, p.price_minor);
@@ -464,7 +456,9 @@ impl Generation {
             }
         }
         d.add_u64(f.created, p.created);
-        d.add_u64(f.listed, u64::from(p.created > 0));
+        if p.created == 0 {
+            d.add_u64(f.unlisted, 1);
+        }
         d.add_text(f.stored, serde_json::to_string(p).map_err(search_error)?);
         Ok(d)
     }
@@ -513,7 +507,7 @@ impl Generation {
             // A word one edit away scores above one two edits away (each fuzzy clause
             // scores its boost, whatever the distance within it).
             for distance in 1..=edits {
-                for (field, boost) in [(f.title_raw, 1.0), (f.description_raw, 0.3)] {
+                for (field, boost) in [(f.title_raw, 1.0), (f.category_text, 0.5)] {
                     any.push(boosted(
                         Box::new(FuzzyTermQuery::new(
                             Term::from_field_text(field, word),
@@ -525,7 +519,7 @@ impl Generation {
                 }
             }
             if n + 1 == words.len() && typing_last && letters >= 2 {
-                for (field, boost) in [(f.title_raw, 1.2), (f.description_raw, 0.3)] {
+                for (field, boost) in [(f.title_raw, 1.2), (f.category_text, 0.5)] {
                     any.push(boosted(
                         Box::new(FuzzyTermQuery::new_prefix(
                             Term::from_field_text(field, word),
@@ -567,11 +561,16 @@ impl Generation {
         let f = &self.f;
         let term =
             |t: Term| -> Box<dyn Query> { Box::new(TermQuery::new(t, IndexRecordOption::Basic)) };
-        let mut v = vec![term(Term::from_field_u64(f.listed, 1))];
+        let mut v = Vec::new();
         if let Some(c) = &q.category {
             v.push(term(Term::from_field_text(f.category, c)));
         }
-        if q.min_price.is_some() || q.max_price.is_some() {
+        // With another restriction, the price range is checked by the collector on the price
+        // column it reads anyway (cheaper than intersecting a range over the whole column);
+        // alone, the range query selects.
+        let restricted =
+            !q.q.trim().is_empty() || q.category.is_some() || q.in_stock || q.warehouse.is_some();
+        if !restricted && (q.min_price.is_some() || q.max_price.is_some()) {
             let bound = |b: Option<i64>| match b {
                 Some(n) => Bound::Included(Term::from_field_i64(f.price, n)),
                 None => Bound::Unbounded,
@@ -625,15 +624,27 @@ impl Generation {
                 }
                 (false, None) => return Ok(PageFruit::default()),
                 (true, _) => {
-                    clauses.push((Occur::Must, Box::new(AllQuery)));
+                    // Filters alone select; with none, every document does.
+                    if clauses.is_empty() {
+                        clauses.push((Occur::Must, Box::new(AllQuery)));
+                    }
                     false
                 }
             };
+            // Stock known before its product: kept, never shown (a tiny posting list).
+            clauses.push((
+                Occur::MustNot,
+                Box::new(TermQuery::new(
+                    Term::from_field_u64(self.f.unlisted, 1),
+                    IndexRecordOption::Basic,
+                )),
+            ));
             let collector = PageCollector {
                 sort: q.sort,
                 after: q.after.as_ref().map(|c| c.rank.clone()),
                 limit: q.limit.max(1),
                 scored: scored && q.sort == SortBy::Relevance,
+                prices: q.min_price.unwrap_or(i64::MIN)..=q.max_price.unwrap_or(i64::MAX),
             };
             searcher
                 .search(&BooleanQuery::new(clauses), &collector)
@@ -769,6 +780,8 @@ struct PageCollector {
     after: Option<Rank>,
     limit: usize,
     scored: bool,
+    /// Only matches priced within this range count.
+    prices: std::ops::RangeInclusive<i64>,
 }
 
 #[derive(Default)]
@@ -782,6 +795,7 @@ struct PageFruit {
 
 struct PageSegment {
     segment: u32,
+    prices_wanted: std::ops::RangeInclusive<i64>,
     sort: SortBy,
     after: Option<Rank>,
     keep: usize,
@@ -792,6 +806,11 @@ struct PageSegment {
     category_counts: Vec<u64>,
     fruit: PageFruit,
     text: String,
+    /// Buffers of `collect_block`, kept between blocks.
+    prices: Vec<Option<i64>>,
+    kept: Vec<DocId>,
+    createds: Vec<Option<u64>>,
+    categories: Vec<Option<u64>>,
 }
 
 impl Collector for PageCollector {
@@ -804,6 +823,7 @@ impl Collector for PageCollector {
         let terms = category.as_ref().map_or(0, |c| c.num_terms());
         Ok(PageSegment {
             segment,
+            prices_wanted: self.prices.clone(),
             sort: self.sort,
             after: self.after.clone(),
             keep: self.limit + 1,
@@ -818,6 +838,10 @@ impl Collector for PageCollector {
             category_counts: vec![0; terms],
             fruit: PageFruit::default(),
             text: String::new(),
+            prices: Vec::new(),
+            kept: Vec::new(),
+            createds: Vec::new(),
+            categories: Vec::new(),
         })
     }
 
@@ -852,26 +876,29 @@ fn push_bounded(heap: &mut BinaryHeap<Hit>, hit: Hit, keep: usize) {
     }
 }
 
-impl SegmentCollector for PageSegment {
-    type Fruit = PageFruit;
-
-    fn collect(&mut self, doc: DocId, score: Score) {
+impl PageSegment {
+    /// One match, with its fast-field values already read.
+    fn collect_one(
+        &mut self,
+        doc: DocId,
+        score: Score,
+        price: i64,
+        created: u64,
+        category: Option<u64>,
+    ) {
+        if !self.prices_wanted.contains(&price) {
+            return;
+        }
         self.fruit.total += 1;
-        let price = self.price.first(doc).unwrap_or(0);
         if let Some(band) = PRICE_BANDS
             .iter()
             .position(|(lo, hi)| price >= *lo && hi.is_none_or(|h| price < h))
         {
             self.fruit.bands[band] += 1;
         }
-        if let Some(c) = &self.category {
-            for ord in c.term_ords(doc) {
-                if let Some(n) = self.category_counts.get_mut(ord as usize) {
-                    *n += 1;
-                }
-            }
+        if let Some(n) = category.and_then(|ord| self.category_counts.get_mut(ord as usize)) {
+            *n += 1;
         }
-        let created = self.created.first(doc).unwrap_or(0);
         let key = match self.sort {
             SortBy::Relevance => Key::Num(score_key(score)),
             SortBy::PriceAsc => Key::Num(price),
@@ -891,12 +918,76 @@ impl SegmentCollector for PageSegment {
         if self.after.as_ref().is_some_and(|after| rank <= *after) {
             return;
         }
+        // Most matches of a broad query rank below the page kept so far: skip the push.
+        if self.fruit.top.len() >= self.keep
+            && self
+                .fruit
+                .top
+                .peek()
+                .is_some_and(|worst| rank >= worst.rank)
+        {
+            return;
+        }
         let hit = Hit {
             rank,
             score,
             addr: DocAddress::new(self.segment, doc),
         };
         push_bounded(&mut self.fruit.top, hit, self.keep);
+    }
+}
+
+impl SegmentCollector for PageSegment {
+    type Fruit = PageFruit;
+
+    fn collect(&mut self, doc: DocId, score: Score) {
+        let price = self.price.first(doc).unwrap_or(0);
+        let created = self.created.first(doc).unwrap_or(0);
+        let category = self.category.as_ref().and_then(|c| c.ords().first(doc));
+        self.collect_one(doc, score, price, created, category);
+    }
+
+    /// Unscored matches come in blocks: their fast-field values are read a block at a time.
+    fn collect_block(&mut self, docs: &[DocId]) {
+        let mut prices = std::mem::take(&mut self.prices);
+        let mut kept = std::mem::take(&mut self.kept);
+        let mut created = std::mem::take(&mut self.createds);
+        let mut categories = std::mem::take(&mut self.categories);
+        prices.clear();
+        prices.resize(docs.len(), None);
+        self.price.first_vals(docs, &mut prices);
+        // Only the matches in the price range go on to the other columns.
+        kept.clear();
+        let mut kept_prices = Vec::with_capacity(docs.len());
+        for (doc, price) in docs.iter().zip(&prices) {
+            let price = price.unwrap_or(0);
+            if self.prices_wanted.contains(&price) {
+                kept.push(*doc);
+                kept_prices.push(price);
+            }
+        }
+        let n = kept.len();
+        created.clear();
+        created.resize(n, None);
+        categories.clear();
+        categories.resize(n, None);
+        self.created.first_vals(&kept, &mut created);
+        if let Some(c) = &self.category {
+            c.ords().first_vals(&kept, &mut categories);
+        }
+        for i in 0..n {
+            self.collect_one(
+                kept[i],
+                0.0,
+                kept_prices[i],
+                created[i].unwrap_or(0),
+                categories[i],
+            );
+        }
+        self.prices = prices;
+        self.kept = kept;
+        self.createds = created;
+        self.categories = categories;
     }
 
     fn harvest(mut self) -> PageFruit {
