@@ -20,6 +20,7 @@ use anyhow::anyhow;
 use clap::Args;
 use emporium_domain::product::{Product, ProductCommand};
 use emporium_domain::values::{Currency, Money};
+use emporium_event_store::seeding;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{Db, EventMetadata, Store};
 use emporium_projections::catalog::{self, Search, Sort};
@@ -65,24 +66,6 @@ pub(crate) async fn run(args: CatalogBenchArgs) -> anyhow::Result<()> {
     .await
 }
 
-/// Title words and categories of the synthetic catalog, as SQL array literals.
-const ADJECTIVES: &str = "(ARRAY['Wireless','Portable','Smart','Compact','Premium','Classic','Ergonomic','Outdoor','Digital','Electric','Foldable','Rugged','Vintage','Modern','Silent'])";
-const NOUNS: &str = "(ARRAY['Headphones','Speaker','Keyboard','Mouse','Lamp','Kettle','Backpack','Tent','Chair','Monitor','Blender','Toaster','Camera','Watch','Drill','Grinder','Router','Charger','Jacket','Bottle'])";
-const CATEGORIES: &str =
-    "(ARRAY['audio','computing','kitchen','outdoor','home','tools','apparel'])";
-
-/// Product `g`'s title, category, price and stock (quantity in warehouse `wh-0<g % 3>`,
-/// none when `g % 3 = 0`), as SQL over `g`.
-fn product_sql() -> String {
-    format!(
-        "SELECT g, 'SKU-' || lpad(g::text, 7, '0') AS sku,
-                {ADJECTIVES}[1 + g % 15] || ' ' || {NOUNS}[1 + (g / 15) % 20] || ' ' || (g % 997) AS title,
-                {CATEGORIES}[1 + g % 7] AS category,
-                100 + (g * 7919) % 99900 AS price,
-                (g % 3) * 5 AS qty"
-    )
-}
-
 async fn seed(pool: &sqlx::PgPool, products: i64) -> anyhow::Result<()> {
     let bar = ProgressBar::new(products as u64).with_style(
         ProgressStyle::with_template("seeding products {bar:30} {pos}/{len} ({per_sec})")
@@ -92,34 +75,7 @@ async fn seed(pool: &sqlx::PgPool, products: i64) -> anyhow::Result<()> {
     let mut from = 1;
     while from <= products {
         let to = (from + chunk - 1).min(products);
-        // Positions: products at g, their stock after all products at products + g.
-        sqlx::query(&format!(
-            "WITH p AS ({}
-                        FROM generate_series($1::bigint, $2::bigint) g)
-             INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
-                                 event_version, payload, metadata, feed_position)
-             SELECT 'Product', sku, 1, 'ProductCreated', '1.0',
-                    jsonb_build_object('ProductCreated', jsonb_build_object(
-                        'sku', sku, 'title', title,
-                        'description', 'A ' || title || ' for everyday use',
-                        'category', category,
-                        'price', jsonb_build_object('amount_minor', price, 'currency', 'EUR'))),
-                    jsonb_build_object('actor', 'system:bench'), g
-               FROM p
-             UNION ALL
-             SELECT 'StockItem', 'wh-0' || (g % 3) || ':' || sku, 1, 'StockReceived', '1.0',
-                    jsonb_build_object('StockReceived', jsonb_build_object(
-                        'warehouse_id', 'wh-0' || (g % 3), 'sku', sku, 'qty', qty,
-                        'on_hand', qty, 'reserved', 0, 'available', qty)),
-                    jsonb_build_object('actor', 'system:bench'), $3 + g
-               FROM p WHERE qty > 0",
-            product_sql()
-        ))
-        .bind(from)
-        .bind(to)
-        .bind(products)
-        .execute(pool)
-        .await?;
+        seeding::synthetic_products(pool, from, to, products).await?;
         bar.inc((to - from + 1) as u64);
         from = to + 1;
     }
@@ -139,7 +95,7 @@ async fn seed_baseline(store: &Store, pool: &sqlx::PgPool, products: i64) -> any
                 lower(title || ' ' || category),
                 title || ' A ' || title || ' for everyday use ' || category
            FROM ({} FROM generate_series(1, $1::bigint) g) p",
-        product_sql()
+        seeding::SYNTHETIC_PRODUCTS
     ))
     .bind(products)
     .execute(pool)
@@ -465,11 +421,8 @@ async fn lag(
     let mut covered: Vec<(i64, Instant)> = Vec::new();
     let mut last_head = 0;
     while started.elapsed() < Duration::from_secs(args.lag_seconds) {
-        let head: Option<i64> = sqlx::query_scalar("SELECT MAX(feed_position) FROM events")
-            .fetch_one(pool)
-            .await?;
+        let head = seeding::highest_position(pool).await?;
         let now = Instant::now();
-        let head = head.unwrap_or(0);
         if head > last_head {
             first_seen.push((head, now));
             last_head = head;

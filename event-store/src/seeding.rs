@@ -50,6 +50,67 @@ pub async fn synthetic_orders(pool: &PgPool, from: i64, to: i64) -> Result<(), S
     Ok(())
 }
 
+/// The synthetic catalog of `bench catalog`, as a SELECT list over `g` (finish it with
+/// `FROM generate_series(..) g`): product `g`'s SKU, title, category, price, and a stock of
+/// `qty` in warehouse `wh-0<g % 3>` (none when `g % 3 = 0`).
+pub const SYNTHETIC_PRODUCTS: &str = "SELECT g, 'SKU-' || lpad(g::text, 7, '0') AS sku,
+       (ARRAY['Wireless','Portable','Smart','Compact','Premium','Classic','Ergonomic','Outdoor',
+              'Digital','Electric','Foldable','Rugged','Vintage','Modern','Silent'])[1 + g % 15]
+       || ' ' ||
+       (ARRAY['Headphones','Speaker','Keyboard','Mouse','Lamp','Kettle','Backpack','Tent','Chair',
+              'Monitor','Blender','Toaster','Camera','Watch','Drill','Grinder','Router','Charger',
+              'Jacket','Bottle'])[1 + (g / 15) % 20]
+       || ' ' || (g % 997) AS title,
+       (ARRAY['audio','computing','kitchen','outdoor','home','tools','apparel'])[1 + g % 7] AS category,
+       100 + (g * 7919) % 99900 AS price,
+       (g % 3) * 5 AS qty";
+
+/// Events for synthetic products `from..=to` of `total` (see [`SYNTHETIC_PRODUCTS`]): a
+/// `ProductCreated` at position `g`, and its `StockReceived` at `total + g`. Only for a fresh
+/// database without concurrent writers.
+pub async fn synthetic_products(
+    pool: &PgPool,
+    from: i64,
+    to: i64,
+    total: i64,
+) -> Result<(), StoreError> {
+    sqlx::query(&format!(
+        "WITH p AS ({SYNTHETIC_PRODUCTS} FROM generate_series($1::bigint, $2::bigint) g)
+         INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type,
+                             event_version, payload, metadata, feed_position)
+         SELECT 'Product', sku, 1, 'ProductCreated', '1.0',
+                jsonb_build_object('ProductCreated', jsonb_build_object(
+                    'sku', sku, 'title', title,
+                    'description', 'A ' || title || ' for everyday use',
+                    'category', category,
+                    'price', jsonb_build_object('amount_minor', price, 'currency', 'EUR'))),
+                jsonb_build_object('actor', 'system:bench'), g
+           FROM p
+         UNION ALL
+         SELECT 'StockItem', 'wh-0' || (g % 3) || ':' || sku, 1, 'StockReceived', '1.0',
+                jsonb_build_object('StockReceived', jsonb_build_object(
+                    'warehouse_id', 'wh-0' || (g % 3), 'sku', sku, 'qty', qty,
+                    'on_hand', qty, 'reserved', 0, 'available', qty)),
+                jsonb_build_object('actor', 'system:bench'), $3 + g
+           FROM p WHERE qty > 0"
+    ))
+    .bind(from)
+    .bind(to)
+    .bind(total)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// The highest feed position stamped (0 when none): a cheap poll of the head for benchmarks
+/// that sample it often.
+pub async fn highest_position(pool: &PgPool) -> Result<i64, StoreError> {
+    let head: Option<i64> = sqlx::query_scalar("SELECT MAX(feed_position) FROM events")
+        .fetch_one(pool)
+        .await?;
+    Ok(head.unwrap_or(0))
+}
+
 /// Average payload and metadata sizes, as text, in bytes.
 pub async fn average_sizes(pool: &PgPool) -> Result<(i64, i64), StoreError> {
     Ok(sqlx::query_as(

@@ -251,7 +251,8 @@ pub struct Item {
     pub reserved: i64,
     pub available: i64,
     pub warehouses: Vec<StockLevel>,
-    /// How well the item matches `q` (0..1; 1 without a query).
+    /// How well the item matches `q`: higher is better (BM25 plus typo and prefix matches in
+    /// the search index; 0 without a query).
     pub score: f64,
 }
 

@@ -617,7 +617,7 @@ impl Generation {
                     )
                 })
                 .collect();
-            let scored = match (text.is_empty(), self.text_query(text, all_words)) {
+            let scored = match (text.is_empty(), self.text_query(&q.q, all_words)) {
                 (false, Some(t)) => {
                     clauses.push((Occur::Must, t));
                     true
@@ -693,7 +693,7 @@ impl Generation {
                 score: if hit.score.is_finite() {
                     f64::from(hit.score)
                 } else {
-                    1.0
+                    0.0
                 },
             });
         }

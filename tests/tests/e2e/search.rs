@@ -108,6 +108,15 @@ async fn relevance_is_the_same_on_both_backends() {
     for (a, b) in on_sqlite.iter().zip(&on_postgres) {
         assert_eq!(a, b, "the backends disagree");
     }
+    // The last word is a prefix while it is being typed, and a word once a space follows.
+    let typing = pg.get("/v1/catalog/products?q=head").await;
+    assert!(
+        typing.body["total"].as_i64().unwrap() >= 4,
+        "{:?}",
+        typing.body
+    );
+    let typed = pg.get("/v1/catalog/products?q=head%20").await;
+    assert_eq!(typed.body["total"], 0, "{:?}", typed.body);
     // Nonsense finds nothing, and a typo'd word needs its edits: "hdphns" is 3 away.
     for q in ["xyzzy", "hdphns"] {
         let r = pg.get(&format!("/v1/catalog/products?q={q}")).await;
