@@ -101,20 +101,46 @@ impl Cursor {
         format!("k{}{}.{key}", self.sort.code(), self.rank.created)
     }
 
-    /// Parses a cursor made by [`Cursor::encode`] for `sort`; `None` when it is not one.
-    pub fn decode(text: &str, sort: SortBy) -> Option<Cursor> {
-        let rest = text.strip_prefix('k')?.strip_prefix(sort.code())?;
-        let (created, key) = rest.split_once('.')?;
-        let created: u64 = created.parse().ok()?;
+    /// Parses a cursor in the form [`Cursor::encode`] makes; `None` when it is not one.
+    /// Numbers beyond their type's range are clamped to it (a page after them is empty or
+    /// the first), so every cursor of the documented form is a valid request.
+    pub fn decode(text: &str) -> Option<Cursor> {
+        let mut chars = text.strip_prefix('k')?.chars();
+        let sort = match chars.next()? {
+            'r' => SortBy::Relevance,
+            'a' => SortBy::PriceAsc,
+            'd' => SortBy::PriceDesc,
+            'n' => SortBy::Newest,
+            't' => SortBy::Title,
+            _ => return None,
+        };
+        let (created, key) = chars.as_str().split_once('.')?;
+        if created.is_empty() || !created.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        let created = created.parse::<u64>().unwrap_or(u64::MAX);
         let key = if sort == SortBy::Title {
-            Key::Text(String::from_utf8(hex::decode(key).ok()?).ok()?)
+            Key::Text(String::from_utf8_lossy(&hex::decode(key).ok()?).into_owned())
         } else {
-            Key::Num(key.parse().ok()?)
+            let digits = key.strip_prefix('-').unwrap_or(key);
+            if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+                return None;
+            }
+            Key::Num(match key.parse::<i64>() {
+                Ok(n) => n,
+                Err(_) if key.starts_with('-') => i64::MIN,
+                Err(_) => i64::MAX,
+            })
         };
         Some(Cursor {
             sort,
             rank: Rank { key, created },
         })
+    }
+
+    /// The order this cursor continues.
+    pub fn sort(&self) -> SortBy {
+        self.sort
     }
 }
 

@@ -37,10 +37,11 @@ pub struct CatalogQuery {
     /// Page size, 1..=1000 (default 50).
     #[param(minimum = 1, maximum = 1000)]
     pub limit: Option<i64>,
-    /// From a previous page's `next_cursor` (same query and sort).
+    /// From a previous page's `next_cursor` (same query). The cursor carries its order:
+    /// with a cursor, `sort` is ignored.
     #[param(
         max_length = 1700,
-        pattern = "^k[radnt][0-9]{1,20}\\.-?[0-9a-f]{0,1600}$"
+        pattern = "^k([radn][0-9]{1,20}\\.-?[0-9]{1,20}|t[0-9]{1,20}\\.([0-9a-f]{2}){0,800})$"
     )]
     pub cursor: Option<String>,
 }
@@ -73,7 +74,7 @@ pub async fn search(
     if !(1..=1000).contains(&limit) {
         return Err(ApiError::field("/limit", "must be between 1 and 1000"));
     }
-    let sort = match q.sort.as_deref() {
+    let mut sort = match q.sort.as_deref() {
         None | Some("relevance") => SortBy::Relevance,
         Some("price_asc") => SortBy::PriceAsc,
         Some("price_desc") => SortBy::PriceDesc,
@@ -87,9 +88,12 @@ pub async fn search(
         }
     };
     let after = match &q.cursor {
-        Some(c) => Some(Cursor::decode(c, sort).ok_or_else(|| {
-            ApiError::field("/cursor", "not a cursor from this API for this sort")
-        })?),
+        Some(c) => {
+            let cursor = Cursor::decode(c)
+                .ok_or_else(|| ApiError::field("/cursor", "not a cursor from this API"))?;
+            sort = cursor.sort();
+            Some(cursor)
+        }
         None => None,
     };
     if q.q.as_ref().is_some_and(|t| t.chars().count() > 200) {

@@ -192,13 +192,35 @@ async fn filters_facets_and_keyset_pages_agree_with_brute_force() {
         }
     }
 
-    // A cursor of another sort, or not from this API, is refused.
+    // A cursor carries its order: asking for another sort with it continues the cursor's.
     let r = app.get("/v1/catalog/products?sort=price_asc&limit=5").await;
     let cursor = r.body["next_cursor"].as_str().unwrap().to_string();
-    let wrong = app
-        .get(&format!("/v1/catalog/products?sort=title&cursor={cursor}"))
+    let last = r.body["items"][4]["price_minor"].as_i64().unwrap();
+    let next = app
+        .get(&format!(
+            "/v1/catalog/products?sort=title&limit=5&cursor={cursor}"
+        ))
         .await;
-    assert_eq!(wrong.status, 422, "{:?}", wrong.body);
+    assert_eq!(next.status, 200, "{:?}", next.body);
+    let prices: Vec<i64> = next.body["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|i| i["price_minor"].as_i64().unwrap())
+        .collect();
+    assert!(prices.iter().all(|p| *p >= last), "{prices:?} after {last}");
+    assert!(prices.windows(2).all(|w| w[0] <= w[1]));
+    // Not a cursor from this API: refused. Out-of-range numbers in the documented form are
+    // clamped (an empty page), not refused.
+    for bad in ["o5", "kx1.2", "ka1.", "kt1.zz", "ka.5"] {
+        let r = app.get(&format!("/v1/catalog/products?cursor={bad}")).await;
+        assert_eq!(r.status, 422, "{bad}: {:?}", r.body);
+    }
+    let r = app
+        .get("/v1/catalog/products?cursor=ka99999999999999999999.99999999999999999999")
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["items"].as_array().unwrap().len(), 0);
     let long = format!("/v1/catalog/products?warehouse={}", "w".repeat(101));
     assert_eq!(app.get(&long).await.status, 422);
     let long = format!("/v1/catalog/products?category={}", "c".repeat(101));
