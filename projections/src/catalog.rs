@@ -467,7 +467,8 @@ pub async fn search(db: &Db, gen: i64, q: &Search) -> Result<Results> {
     })
 }
 
-fn empty_facets() -> Facets {
+/// Facets with no matches: every price band at zero.
+pub(crate) fn empty_facets() -> Facets {
     Facets {
         category: BTreeMap::new(),
         price: PRICE_BANDS

@@ -47,7 +47,7 @@ use tantivy::{
     TantivyDocument, Term,
 };
 
-use crate::catalog::{Facets, Item, PriceBand, StockLevel, PRICE_BANDS};
+use crate::catalog::{empty_facets, Facets, Item, StockLevel, PRICE_BANDS};
 use crate::{ProjectionError, Result};
 
 /// Events applied per commit at most, so a long catch-up still commits (and shows progress).
@@ -741,20 +741,6 @@ impl Generation {
     }
 }
 
-fn empty_facets() -> Facets {
-    Facets {
-        category: BTreeMap::new(),
-        price: PRICE_BANDS
-            .iter()
-            .map(|(lo, hi)| PriceBand {
-                min_minor: *lo,
-                max_minor: *hi,
-                count: 0,
-            })
-            .collect(),
-    }
-}
-
 /// A sort key: results are in ascending order of (key, created).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 enum Key {
@@ -1121,15 +1107,7 @@ impl CatalogSearch {
     /// Applies the next events of the feed to the live index; returns how many it read.
     pub async fn step(&self, store: &Store) -> Result<usize> {
         let _applying = self.applying.lock().await;
-        let live = self.live();
-        let events = store.feed().read_events(live.position(), BATCH).await?;
-        let n = events.len();
-        if n > 0 {
-            tokio::task::spawn_blocking(move || live.apply(&events))
-                .await
-                .map_err(search_error)??;
-        }
-        Ok(n)
+        apply_next(store, self.live()).await
     }
 
     /// Follows the feed until `shutdown` resolves, committing at most every 20 ms.
@@ -1185,28 +1163,18 @@ impl CatalogSearch {
         let fresh = Arc::new(Generation::open(dir.as_deref())?);
         loop {
             let head = store.feed().head().await?;
-            let events = store.feed().read_events(fresh.position(), BATCH).await?;
-            if events.is_empty() {
+            if apply_next(store, fresh.clone()).await? == 0 {
                 break;
             }
-            let g = fresh.clone();
-            tokio::task::spawn_blocking(move || g.apply(&events))
-                .await
-                .map_err(search_error)??;
             progress(fresh.position(), head.max(fresh.position()));
         }
         // The swap: with the follower paused, catch up past the live index, then switch.
         let _applying = self.applying.lock().await;
         let target = self.live().position();
         while fresh.position() < target {
-            let events = store.feed().read_events(fresh.position(), BATCH).await?;
-            if events.is_empty() {
+            if apply_next(store, fresh.clone()).await? == 0 {
                 break;
             }
-            let g = fresh.clone();
-            tokio::task::spawn_blocking(move || g.apply(&events))
-                .await
-                .map_err(search_error)??;
         }
         let old = {
             let mut live = self
@@ -1228,6 +1196,22 @@ impl CatalogSearch {
         progress(fresh.position(), fresh.position());
         Ok(fresh.position())
     }
+}
+
+/// Reads the events after `generation`'s position and applies them (off the executor);
+/// returns how many there were.
+async fn apply_next(store: &Store, generation: Arc<Generation>) -> Result<usize> {
+    let events = store
+        .feed()
+        .read_events(generation.position(), BATCH)
+        .await?;
+    let n = events.len();
+    if n > 0 {
+        tokio::task::spawn_blocking(move || generation.apply(&events))
+            .await
+            .map_err(search_error)??;
+    }
+    Ok(n)
 }
 
 /// The generation a directory's `LIVE` file names (1 when there is none).
