@@ -11,6 +11,7 @@ mod checkout;
 mod commands;
 mod export;
 mod projections;
+mod reads;
 mod relay;
 
 use std::process::ExitCode;
@@ -38,6 +39,8 @@ enum Bench {
     Catalog(catalog::CatalogBenchArgs),
     /// Projection lag while events are appended at a steady rate.
     Projections(projections::ProjectionBenchArgs),
+    /// Order and timeline reads with millions of events in the store.
+    Reads(reads::ReadsBenchArgs),
 }
 
 /// The engine's allocator (see the `emporium` binary), so the engine runs here as it ships.
@@ -68,6 +71,7 @@ fn main() -> ExitCode {
             Bench::Checkout(a) => checkout::run(a).await,
             Bench::Catalog(a) => catalog::run(a).await,
             Bench::Projections(a) => projections::run(a).await,
+            Bench::Reads(a) => reads::run(a).await,
         }
     });
     match result {

@@ -213,3 +213,72 @@ pub async fn prior_reservations(
     .await?;
     Ok(())
 }
+
+/// Copies the events at `positions` (one order's whole story: its own stream, its payment,
+/// its checkout and the stock reservations made for it) once per id in `ids`, the template
+/// order's id `template` replaced by the copy's id in aggregate ids and payloads. Streams
+/// that are not the order's own (stock items) become streams of their own per copy
+/// (`<id>~<copy id>`), so copies never share a stream or interleave with the template's.
+/// Copy `n` (1-based) takes positions `first + (n - 1) * positions.len()` onward, in the
+/// template's order. Rows carry no seal (like any row written around the engine).
+pub async fn copy_order_events(
+    pool: &PgPool,
+    template: &str,
+    positions: &[i64],
+    ids: &[String],
+    first: i64,
+) -> Result<u64, StoreError> {
+    let done = sqlx::query(
+        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
+                             payload, metadata, feed_position)
+         SELECT e.aggregate_type,
+                CASE WHEN strpos(e.aggregate_id, $1) > 0 THEN replace(e.aggregate_id, $1, c.id)
+                     ELSE e.aggregate_id || '~' || c.id END,
+                e.sequence, e.event_type, e.event_version,
+                replace(e.payload::text, $1, c.id)::jsonb,
+                e.metadata,
+                $4 + (c.n - 1) * cardinality($2::bigint[]) + t.j - 1
+           FROM unnest($3::text[]) WITH ORDINALITY AS c(id, n)
+          CROSS JOIN unnest($2::bigint[]) WITH ORDINALITY AS t(p, j)
+           JOIN events e ON e.feed_position = t.p",
+    )
+    .bind(template)
+    .bind(positions)
+    .bind(ids)
+    .bind(first)
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// Reads one aggregate's events the plainest way (one indexed SELECT of the payloads), the
+/// floor a benchmark compares the engine's reads with.
+pub async fn read_stream(
+    pool: &PgPool,
+    aggregate_type: &str,
+    aggregate_id: &str,
+) -> Result<Vec<serde_json::Value>, StoreError> {
+    Ok(sqlx::query_scalar(
+        "SELECT payload FROM events WHERE aggregate_type = $1 AND aggregate_id = $2
+          ORDER BY sequence",
+    )
+    .bind(aggregate_type)
+    .bind(aggregate_id)
+    .fetch_all(pool)
+    .await?)
+}
+
+/// Reads the events at `positions` the plainest way (one SELECT by feed position), the floor
+/// a benchmark compares timeline reads with.
+pub async fn read_positions_plain(
+    pool: &PgPool,
+    positions: &[i64],
+) -> Result<Vec<(i64, String, serde_json::Value, serde_json::Value)>, StoreError> {
+    Ok(sqlx::query_as(
+        "SELECT feed_position, event_type, payload, metadata FROM events
+          WHERE feed_position = ANY($1) ORDER BY feed_position",
+    )
+    .bind(positions)
+    .fetch_all(pool)
+    .await?)
+}

@@ -90,3 +90,32 @@ pub async fn positions(db: &Db, gen: i64, order_id: &str) -> Result<Vec<i64>> {
     });
     Ok(rows)
 }
+
+/// Indexes copies made by `emporium_event_store::seeding::copy_order_events` without
+/// replaying them: copy `n` (1-based) of an order whose story is `per_copy` events has the
+/// id `ids[n - 1]` and the positions `first + (n - 1) * per_copy` onward. Benchmarks only.
+pub async fn index_copies(
+    db: &Db,
+    gen: i64,
+    ids: &[String],
+    first: i64,
+    per_copy: i64,
+) -> Result<()> {
+    let Db::Postgres(pool) = db else {
+        return Err(crate::ProjectionError::Unknown(
+            "copies are indexed on Postgres only".into(),
+        ));
+    };
+    sqlx::query(&format!(
+        "INSERT INTO {} (order_id, position)
+         SELECT c.id, $2 + (c.n - 1) * $3 + j
+           FROM unnest($1::text[]) WITH ORDINALITY AS c(id, n), generate_series(0, $3 - 1) j",
+        table(INDEX, gen)
+    ))
+    .bind(ids)
+    .bind(first)
+    .bind(per_copy)
+    .execute(pool)
+    .await?;
+    Ok(())
+}
