@@ -47,6 +47,8 @@ use tantivy::{
     TantivyDocument, Term,
 };
 
+mod browse;
+
 use crate::catalog::{empty_facets, Facets, Item, StockLevel, PRICE_BANDS};
 use crate::{ProjectionError, Result};
 
@@ -275,6 +277,7 @@ struct Generation {
     f: Fields,
     /// Feed position covered by the last commit.
     position: AtomicI64,
+    browse: browse::Browse,
 }
 
 impl Generation {
@@ -321,6 +324,7 @@ impl Generation {
             writer: Mutex::new(writer),
             f,
             position: AtomicI64::new(position),
+            browse: browse::Browse::default(),
         })
     }
 
@@ -427,6 +431,7 @@ impl Generation {
         commit.commit().map_err(search_error)?;
         let t2 = Instant::now();
         self.reader.reload().map_err(search_error)?;
+        self.browse.keep_only(&self.reader.searcher());
         metrics::histogram!("emporium_search_commit_seconds").record((t2 - t1).as_secs_f64());
         tracing::debug!(
             events = n_events,
@@ -619,6 +624,12 @@ impl Generation {
     }
 
     fn search(&self, q: &SearchQuery) -> Result<SearchResults> {
+        self.search_by(q, true)
+    }
+
+    /// [`Generation::search`], through the category browsing lists where they answer
+    /// (`browse`) or always through the general path.
+    fn search_by(&self, q: &SearchQuery, browse: bool) -> Result<SearchResults> {
         let position = self.position();
         let searcher = self.reader.searcher();
         let text = q.q.trim();
@@ -676,11 +687,16 @@ impl Generation {
                 .search(&BooleanQuery::new(clauses), &collector)
                 .map_err(search_error)
         };
-        let mut fruit = run(true)?;
-        if fruit.total == 0 && self.analyze(LOWER, text).len() > 1 {
-            // No product has every word: show those with some of them.
-            fruit = run(false)?;
-        }
+        let fruit = if browse && browse::Browse::answers(q) {
+            self.browse.page(&searcher, q).map_err(search_error)?
+        } else {
+            let mut fruit = run(true)?;
+            if fruit.total == 0 && self.analyze(LOWER, text).len() > 1 {
+                // No product has every word: show those with some of them.
+                fruit = run(false)?;
+            }
+            fruit
+        };
         let mut facets = empty_facets();
         for (category, n) in fruit.categories {
             facets.category.insert(category, n as i64);
