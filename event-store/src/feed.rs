@@ -219,6 +219,14 @@ impl Feed {
         self.appended.notified().await;
     }
 
+    /// Resolves at the next append through this process after this call: registered at
+    /// once, so an append while the caller reads the feed is not missed.
+    pub fn watch_appends(&self) -> std::pin::Pin<Box<tokio::sync::futures::OwnedNotified>> {
+        let mut next = Box::pin(self.appended.clone().notified_owned());
+        next.as_mut().enable();
+        next
+    }
+
     /// A follower that catches up from `after` and then waits for new events.
     pub fn subscribe(&self, after: i64) -> Subscription {
         Subscription {

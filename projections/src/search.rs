@@ -56,6 +56,12 @@ use crate::{ProjectionError, Result};
 const BATCH: i64 = 5_000;
 /// Commits at most this often while following the feed: each commit makes a segment.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
+/// With nothing to apply, how often the feed is read again for events appended by other
+/// processes (appends through this one wake the follower at once).
+const IDLE_POLL: Duration = Duration::from_millis(20);
+/// Stored products are read back per changed SKU and per result: small blocks make each
+/// read decompress less (tantivy's default is 16 KiB).
+const DOCSTORE_BLOCK: usize = 4 * 1024;
 /// Writer memory. One indexing thread: the box's other core serves searches and Postgres.
 const WRITER_HEAP: usize = 20 * 1024 * 1024;
 /// Changing the schema or analysis changes this: an index of another version is rebuilt.
@@ -285,8 +291,16 @@ impl Generation {
     /// made by another schema version), or one in memory.
     fn open(dir: Option<&Path>) -> Result<Generation> {
         let (schema, f) = schema();
+        let settings = tantivy::IndexSettings {
+            docstore_blocksize: DOCSTORE_BLOCK,
+            ..Default::default()
+        };
         let index = match dir {
-            None => Index::create_in_ram(schema),
+            None => Index::builder()
+                .schema(schema)
+                .settings(settings)
+                .create_in_ram()
+                .map_err(search_error)?,
             Some(dir) => {
                 let version_file = dir.join("emporium-schema-version");
                 let same =
@@ -297,7 +311,11 @@ impl Generation {
                 std::fs::create_dir_all(dir).map_err(search_error)?;
                 let index = match Index::open_in_dir(dir) {
                     Ok(i) => i,
-                    Err(_) => Index::create_in_dir(dir, schema).map_err(search_error)?,
+                    Err(_) => Index::builder()
+                        .schema(schema)
+                        .settings(settings)
+                        .create_in_dir(dir)
+                        .map_err(search_error)?,
                 };
                 std::fs::write(&version_file, SCHEMA_VERSION).map_err(search_error)?;
                 index
@@ -1134,35 +1152,58 @@ impl CatalogSearch {
     ) {
         tokio::pin!(shutdown);
         let mut start_head = None;
+        let mut last_commit = Instant::now();
         loop {
             if start_head.is_none() {
                 start_head = store.feed().head().await.ok();
             }
+            // Watched before the step reads, so an append during the read wakes the wait.
+            let appended = store.feed().watch_appends();
             let began = Instant::now();
-            let wait = match self.step(&store).await {
+            let (wait, idle) = match self.step(&store).await {
                 Ok(n) => {
+                    if n > 0 {
+                        last_commit = began;
+                    }
                     if start_head.is_some_and(|h| self.position() >= h) {
                         self.ready.store(true, Ordering::Release);
                     }
                     metrics::gauge!("emporium_projection_position", "projection" => "search")
                         .set(self.position() as f64);
                     if n as i64 >= BATCH {
-                        Duration::ZERO
+                        (Duration::ZERO, false)
+                    } else if n == 0 {
+                        (IDLE_POLL, true)
                     } else {
-                        COMMIT_EVERY.saturating_sub(began.elapsed())
+                        (COMMIT_EVERY.saturating_sub(began.elapsed()), false)
                     }
                 }
                 Err(e) => {
                     tracing::warn!(error = %e, "search index step failed");
-                    Duration::from_secs(1)
+                    (Duration::from_secs(1), false)
                 }
             };
             if wait.is_zero() {
                 continue;
             }
-            tokio::select! {
-                () = &mut shutdown => return,
-                () = tokio::time::sleep(wait) => {}
+            if idle {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = appended => {
+                        // Still at most one commit per COMMIT_EVERY.
+                        let early = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
+                        tokio::select! {
+                            () = &mut shutdown => return,
+                            () = tokio::time::sleep(early) => {}
+                        }
+                    }
+                    () = tokio::time::sleep(wait) => {}
+                }
+            } else {
+                tokio::select! {
+                    () = &mut shutdown => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
             }
         }
     }

@@ -1,11 +1,13 @@
-//! Category browsing: a category's products by price, the catalog's most common page.
+//! Browsing without words: category pages, price ranges, "in stock", in price or creation
+//! order, the catalog's most common pages.
 //!
-//! The general path walks every posting of the category and reads each document's price to
-//! check the range (143,000 documents for one category of a million products). Here each
-//! index segment keeps, once per segment (segments never change, only their deleted-document
-//! set does), every category's documents sorted by (price, creation). A price range is then
-//! two binary searches, counting is a pass over the range checking only whether each
-//! document is still alive, and a page in price order is the first few alive entries.
+//! The general path walks every posting of the filters and reads each document's columns
+//! (143,000 documents for one category of a million products, all of them for "in stock").
+//! Here each index segment keeps, once per segment (segments never change, only their
+//! deleted-document set does), every category's documents sorted by (price, creation), with
+//! whether each was in stock. A price range is then two binary searches per category,
+//! counting is a pass over the range checking only whether each document is alive (and in
+//! stock), and a page in price order is the first few alive entries.
 //!
 //! Answers exactly what the general path answers (a test compares them): the same total,
 //! facets, page and cursor.
@@ -16,13 +18,14 @@ use std::sync::{Arc, Mutex};
 use tantivy::index::SegmentId;
 use tantivy::{DocAddress, DocId, Searcher, SegmentReader};
 
-use super::{push_bounded, Hit, Key, PageFruit, Rank, SearchQuery, SortBy, PRICE_BANDS};
+use super::{push_bounded, score_key, Hit, Key, PageFruit, Rank, SearchQuery, SortBy, PRICE_BANDS};
 
 #[derive(Debug, Clone, Copy)]
 struct Entry {
     price: i64,
     created: u64,
     doc: DocId,
+    in_stock: bool,
 }
 
 /// One segment's documents per category, each list sorted by (price, created).
@@ -35,6 +38,7 @@ impl SegmentLists {
         let fast = reader.fast_fields();
         let price = fast.i64("price")?;
         let created = fast.u64("created")?;
+        let available = fast.i64("available")?;
         let mut by_ord: HashMap<u64, Vec<Entry>> = HashMap::new();
         let Some(category) = fast.str("category")? else {
             return Ok(SegmentLists {
@@ -54,6 +58,7 @@ impl SegmentLists {
                 price: price.first(doc).unwrap_or(0),
                 created,
                 doc,
+                in_stock: available.first(doc).unwrap_or(0) >= 1,
             });
         }
         let mut by_category = HashMap::with_capacity(by_ord.len());
@@ -75,14 +80,9 @@ pub(super) struct Browse {
 }
 
 impl Browse {
-    /// Whether [`Browse::page`] answers `q`: a category, no text, no stock filter, in price
-    /// order.
+    /// Whether [`Browse::page`] answers `q`: no text, no warehouse, not in title order.
     pub(super) fn answers(q: &SearchQuery) -> bool {
-        q.q.trim().is_empty()
-            && q.category.is_some()
-            && !q.in_stock
-            && q.warehouse.is_none()
-            && matches!(q.sort, SortBy::PriceAsc | SortBy::PriceDesc)
+        q.q.trim().is_empty() && q.warehouse.is_none() && q.sort != SortBy::Title
     }
 
     fn lists(&self, reader: &SegmentReader) -> tantivy::Result<Arc<SegmentLists>> {
@@ -114,9 +114,6 @@ impl Browse {
     /// Total, facets and the page after `q.after` for a query [`Browse::answers`].
     pub(super) fn page(&self, searcher: &Searcher, q: &SearchQuery) -> tantivy::Result<PageFruit> {
         let mut fruit = PageFruit::default();
-        let Some(category) = &q.category else {
-            return Ok(fruit);
-        };
         let (lo, hi) = (
             q.min_price.unwrap_or(i64::MIN),
             q.max_price.unwrap_or(i64::MAX),
@@ -125,71 +122,99 @@ impl Browse {
         let after = q.after.as_ref().map(|c| c.rank.clone());
         for (segment, reader) in searcher.segment_readers().iter().enumerate() {
             let lists = self.lists(reader)?;
-            let Some(entries) = lists.by_category.get(category) else {
-                continue;
+            let chosen: Vec<(&String, &Vec<Entry>)> = match &q.category {
+                Some(c) => lists.by_category.get_key_value(c).into_iter().collect(),
+                None => lists.by_category.iter().collect(),
             };
-            let from = entries.partition_point(|e| e.price < lo);
-            let to = entries.partition_point(|e| e.price <= hi);
-            let in_range = &entries[from..to.max(from)];
-            let alive = |e: &Entry| reader.alive_bitset().is_none_or(|a| a.is_alive(e.doc));
-
-            let mut total = 0u64;
-            let mut band = 0;
-            for e in in_range.iter().filter(|e| alive(e)) {
-                total += 1;
-                // Entries come in price order, so the band only moves up.
-                while band < PRICE_BANDS.len()
-                    && PRICE_BANDS[band].1.is_some_and(|upper| e.price >= upper)
-                {
-                    band += 1;
+            let shown = |e: &&Entry| {
+                (!q.in_stock || e.in_stock)
+                    && reader.alive_bitset().is_none_or(|a| a.is_alive(e.doc))
+            };
+            let hit = |e: &Entry| {
+                let key = match q.sort {
+                    SortBy::PriceAsc => e.price,
+                    SortBy::PriceDesc => e.price.saturating_neg(),
+                    SortBy::Newest => -(e.created as i64),
+                    SortBy::Relevance | SortBy::Title => score_key(0.0),
+                };
+                Hit {
+                    rank: Rank {
+                        key: Key::Num(key),
+                        created: e.created,
+                    },
+                    score: 0.0,
+                    addr: DocAddress::new(segment as u32, e.doc),
                 }
-                if band < PRICE_BANDS.len() && e.price >= PRICE_BANDS[band].0 {
-                    fruit.bands[band] += 1;
-                }
-            }
-            if total == 0 {
-                continue;
-            }
-            fruit.total += total;
-            *fruit.categories.entry(category.clone()).or_default() += total;
-
-            let hit = |e: &Entry, key: i64| Hit {
-                rank: Rank {
-                    key: Key::Num(key),
-                    created: e.created,
-                },
-                score: 0.0,
-                addr: DocAddress::new(segment as u32, e.doc),
             };
             let mut top = std::collections::BinaryHeap::new();
-            if q.sort == SortBy::PriceAsc {
-                // Ranks ascend with the entries: the first alive ones after the cursor.
-                for e in in_range.iter().filter(|e| alive(e)) {
-                    let h = hit(e, e.price);
-                    if after.as_ref().is_some_and(|a| h.rank <= *a) {
-                        continue;
+            for (category, entries) in chosen {
+                let from = entries.partition_point(|e| e.price < lo);
+                let to = entries.partition_point(|e| e.price <= hi);
+                let in_range = &entries[from..to.max(from)];
+
+                let mut total = 0u64;
+                let mut band = 0;
+                for e in in_range.iter().filter(shown) {
+                    total += 1;
+                    // Entries come in price order, so the band only moves up.
+                    while band < PRICE_BANDS.len()
+                        && PRICE_BANDS[band].1.is_some_and(|upper| e.price >= upper)
+                    {
+                        band += 1;
                     }
-                    top.push(h);
-                    if top.len() == keep {
-                        break;
+                    if band < PRICE_BANDS.len() && e.price >= PRICE_BANDS[band].0 {
+                        fruit.bands[band] += 1;
                     }
                 }
-            } else {
-                // Backwards, prices descend; within one price, creation order is reversed,
-                // so the heap sorts that out and the walk stops past the worst price kept.
-                for e in in_range.iter().rev().filter(|e| alive(e)) {
-                    let h = hit(e, e.price.saturating_neg());
-                    if after.as_ref().is_some_and(|a| h.rank <= *a) {
-                        continue;
+                if total == 0 {
+                    continue;
+                }
+                fruit.total += total;
+                *fruit.categories.entry(category.clone()).or_default() += total;
+
+                let beaten = |top: &std::collections::BinaryHeap<Hit>, h: &Hit| {
+                    top.len() == keep && top.peek().is_some_and(|w| h.rank >= w.rank)
+                };
+                match q.sort {
+                    SortBy::PriceAsc => {
+                        // Ranks ascend with the entries: the first shown ones after the cursor.
+                        for e in in_range.iter().filter(shown) {
+                            let h = hit(e);
+                            if after.as_ref().is_some_and(|a| h.rank <= *a) {
+                                continue;
+                            }
+                            if beaten(&top, &h) {
+                                break;
+                            }
+                            push_bounded(&mut top, h, keep);
+                        }
                     }
-                    if top.len() == keep
-                        && top
-                            .peek()
-                            .is_some_and(|w: &Hit| matches!((&h.rank.key, &w.rank.key), (Key::Num(k), Key::Num(wk)) if k > wk))
-                    {
-                        break;
+                    SortBy::PriceDesc => {
+                        // Backwards, prices descend; within one price, creation order is
+                        // reversed, so the heap sorts that out, and the walk stops once past
+                        // the worst price kept.
+                        for e in in_range.iter().rev().filter(shown) {
+                            let h = hit(e);
+                            if after.as_ref().is_some_and(|a| h.rank <= *a) {
+                                continue;
+                            }
+                            if top.len() == keep
+                                && top.peek().is_some_and(|w: &Hit| h.rank.key > w.rank.key)
+                            {
+                                break;
+                            }
+                            push_bounded(&mut top, h, keep);
+                        }
                     }
-                    push_bounded(&mut top, h, keep);
+                    SortBy::Newest | SortBy::Relevance | SortBy::Title => {
+                        for e in in_range.iter().filter(shown) {
+                            let h = hit(e);
+                            if after.as_ref().is_some_and(|a| h.rank <= *a) || beaten(&top, &h) {
+                                continue;
+                            }
+                            push_bounded(&mut top, h, keep);
+                        }
+                    }
                 }
             }
             for h in top {
@@ -202,13 +227,15 @@ impl Browse {
 
 #[cfg(test)]
 mod tests {
-    use emporium_domain::values::{Category, Currency, Description, Money, Sku, Title};
-    use emporium_domain::{Event, ProductEvent};
+    use emporium_domain::values::{
+        Category, Currency, Description, Money, Quantity, Sku, Title, WarehouseId,
+    };
+    use emporium_domain::{Event, ProductEvent, StockItemEvent};
     use emporium_event_store::{Envelope, EventMetadata};
 
     use super::super::{Cursor, Generation, SearchQuery, SortBy};
 
-    fn envelope(position: i64, sku: &str, payload: ProductEvent) -> Envelope<Event> {
+    fn envelope(position: i64, sku: &str, payload: Event) -> Envelope<Event> {
         Envelope {
             position,
             event_id: uuid::Uuid::new_v4(),
@@ -217,7 +244,7 @@ mod tests {
             sequence: 1,
             event_type: "ProductEvent".into(),
             event_version: "1.0".into(),
-            payload: Event::Product(payload),
+            payload,
             metadata: EventMetadata::system("test"),
             recorded_at: chrono::Utc::now(),
         }
@@ -250,13 +277,13 @@ mod tests {
                 events.push(envelope(
                     position,
                     &sku,
-                    ProductEvent::ProductCreated {
+                    Event::Product(ProductEvent::ProductCreated {
                         sku: Sku::parse(&sku).unwrap(),
                         title: Title::parse(&format!("Thing {i}")).unwrap(),
                         description: Description::parse("x").unwrap(),
                         category: Category::parse(categories[(i % 3) as usize]).unwrap(),
                         price: eur(100 * (1 + next(15) as i64)),
-                    },
+                    }),
                 ));
             }
             g.apply(&events).unwrap();
@@ -269,28 +296,51 @@ mod tests {
             events.push(envelope(
                 position,
                 &sku,
-                ProductEvent::ProductPriceChanged {
+                Event::Product(ProductEvent::ProductPriceChanged {
                     sku: Sku::parse(&sku).unwrap(),
                     old_price: eur(1),
                     new_price: eur(100 * (1 + next(15) as i64)),
-                },
+                }),
+            ));
+        }
+        g.apply(&events).unwrap();
+        // Stock for some: "in stock" differs between documents and between versions of one.
+        let mut events = Vec::new();
+        for _ in 0..200 {
+            position += 1;
+            let sku = format!("S-{}-{}", next(4), next(150));
+            let qty = next(3);
+            events.push(envelope(
+                position,
+                &sku,
+                Event::StockItem(StockItemEvent::StockReceived {
+                    warehouse_id: WarehouseId::parse("wh-1").unwrap(),
+                    sku: Sku::parse(&sku).unwrap(),
+                    qty: Quantity::new(qty as i64 + 1).unwrap(),
+                    on_hand: qty,
+                    reserved: 0,
+                    available: qty,
+                }),
             ));
         }
         g.apply(&events).unwrap();
 
         let mut compared = 0;
-        for round in 0..60 {
+        for round in 0..120 {
             let min = (round % 3 != 0).then(|| 100 * next(8) as i64);
             let max = (round % 4 != 0).then(|| 100 * (8 + next(10)) as i64);
+            let sorts = [
+                SortBy::PriceAsc,
+                SortBy::PriceDesc,
+                SortBy::Newest,
+                SortBy::Relevance,
+            ];
             let mut q = SearchQuery {
-                category: Some(categories[round % 3].to_string()),
+                category: (round % 5 != 0).then(|| categories[round % 3].to_string()),
                 min_price: min,
                 max_price: max,
-                sort: if round % 2 == 0 {
-                    SortBy::PriceAsc
-                } else {
-                    SortBy::PriceDesc
-                },
+                in_stock: next(3) == 0,
+                sort: sorts[next(4) as usize],
                 limit: 1 + next(25) as usize,
                 ..Default::default()
             };
@@ -320,6 +370,6 @@ mod tests {
                 }
             }
         }
-        assert!(compared > 200, "only {compared} pages compared");
+        assert!(compared > 400, "only {compared} pages compared");
     }
 }
