@@ -132,6 +132,62 @@ impl Feed {
             .collect()
     }
 
+    /// The events of the given aggregate types among the next `window` positions after
+    /// `after` (up to the head), as domain events upcast to today's shapes, and the last
+    /// position this read covers: a follower that wants a few types moves past the others
+    /// without reading them.
+    pub async fn read_events_of(
+        &self,
+        after: i64,
+        window: i64,
+        types: &[&str],
+    ) -> Result<(Vec<Envelope<Event>>, i64), StoreError> {
+        // Positions are dense and committed in order, so every one up to the head is visible.
+        let to = self.head().await?.min(after.saturating_add(window.max(1)));
+        if to <= after {
+            return Ok((Vec::new(), after));
+        }
+        let types: Vec<String> = types.iter().map(|t| (*t).to_string()).collect();
+        let raw: Vec<RawFeedEvent> = match &self.db {
+            Db::Postgres(pool) => {
+                const PG: &str = concat!(
+                    "SELECT ",
+                    crate::pg_event_columns!(),
+                    " FROM events WHERE feed_position > $1 AND feed_position <= $2",
+                    " AND aggregate_type = ANY($3) ORDER BY feed_position"
+                );
+                let rows = sqlx::query(PG)
+                    .bind(after)
+                    .bind(to)
+                    .bind(&types)
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode::row).collect::<Result<_, _>>()?
+            }
+            Db::Sqlite(pool) => {
+                const LITE: &str = concat!(
+                    "SELECT ",
+                    crate::sqlite_event_columns!(),
+                    " FROM events WHERE feed_position > ?1 AND feed_position <= ?2",
+                    " AND aggregate_type IN (SELECT value FROM json_each(?3))",
+                    " ORDER BY feed_position"
+                );
+                let rows = sqlx::query(LITE)
+                    .bind(after)
+                    .bind(to)
+                    .bind(serde_json::Value::from(types.clone()).to_string())
+                    .fetch_all(pool)
+                    .await?;
+                rows.iter().map(decode::row).collect::<Result<_, _>>()?
+            }
+        };
+        let events = raw
+            .iter()
+            .map(|e| self.upcasters.decode_any(e).map_err(StoreError::from))
+            .collect::<Result<_, _>>()?;
+        Ok((events, to))
+    }
+
     async fn read<P: StoredPayload>(
         &self,
         after: i64,

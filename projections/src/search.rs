@@ -26,7 +26,8 @@ use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
-use emporium_domain::{Event, ProductEvent};
+use cqrs_es::Aggregate;
+use emporium_domain::{Event, ProductEvent, StockItem};
 use emporium_event_store::{Envelope, Store};
 use serde::{Deserialize, Serialize};
 use tantivy::collector::{Collector, SegmentCollector, TopDocs};
@@ -350,14 +351,19 @@ impl Generation {
         self.position.load(Ordering::Acquire)
     }
 
-    /// Applies consecutive events after the committed position and commits them with the
-    /// position of the last one. Events at or before the committed position are skipped.
-    fn apply(&self, events: &[Envelope<Event>]) -> Result<()> {
+    /// Applies events after the committed position, all those of the feed up to `covered`
+    /// that can change a document, and commits them with `covered`. Events at or before the
+    /// committed position are skipped.
+    fn apply(&self, events: &[Envelope<Event>], covered: i64) -> Result<()> {
         let from = self.position();
         let events: Vec<&Envelope<Event>> = events.iter().filter(|e| e.position > from).collect();
-        let Some(last) = events.last().map(|e| e.position) else {
+        let last = events.last().map_or(covered, |e| e.position.max(covered));
+        if events.is_empty() {
+            // Nothing here changes a document: the index covers these positions as it is.
+            // (Not committed: after a restart they are read again, and stepped over again.)
+            self.position.fetch_max(last, Ordering::AcqRel);
             return Ok(());
-        };
+        }
         let t0 = Instant::now();
         let n_events = events.len();
         let searcher = self.reader.searcher();
@@ -1258,17 +1264,23 @@ impl CatalogSearch {
 /// Reads the events after `generation`'s position and applies them (off the executor);
 /// returns how many there were.
 async fn apply_next(store: &Store, generation: Arc<Generation>) -> Result<usize> {
-    let events = store
+    let from = generation.position();
+    // Only product and stock events change documents; the rest of a big log (orders,
+    // payments, checkouts) is stepped over in the database.
+    let (events, covered) = store
         .feed()
-        .read_events(generation.position(), BATCH)
+        .read_events_of(
+            from,
+            BATCH,
+            &[emporium_domain::Product::TYPE, StockItem::TYPE],
+        )
         .await?;
-    let n = events.len();
-    if n > 0 {
-        tokio::task::spawn_blocking(move || generation.apply(&events))
+    if covered > from {
+        tokio::task::spawn_blocking(move || generation.apply(&events, covered))
             .await
             .map_err(search_error)??;
     }
-    Ok(n)
+    Ok((covered - from).max(0) as usize)
 }
 
 /// The generation a directory's `LIVE` file names (1 when there is none).

@@ -286,7 +286,7 @@ mod tests {
                     }),
                 ));
             }
-            g.apply(&events).unwrap();
+            g.apply(&events, position).unwrap();
         }
         // Price changes replace documents: the old ones stay in their segments, deleted.
         let mut events = Vec::new();
@@ -303,7 +303,7 @@ mod tests {
                 }),
             ));
         }
-        g.apply(&events).unwrap();
+        g.apply(&events, position).unwrap();
         // Stock for some: "in stock" differs between documents and between versions of one.
         let mut events = Vec::new();
         for _ in 0..200 {
@@ -323,7 +323,7 @@ mod tests {
                 }),
             ));
         }
-        g.apply(&events).unwrap();
+        g.apply(&events, position).unwrap();
 
         let mut compared = 0;
         for round in 0..120 {

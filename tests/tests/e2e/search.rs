@@ -398,3 +398,40 @@ async fn a_rebuild_swaps_in_while_searches_keep_answering() {
     app.search_caught_up().await;
     assert_eq!(run_cases(&app).await, before);
 }
+
+/// The search index's read of the feed: only the asked-for types, window by window, every
+/// position covered once, up to the head; on both backends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_typed_windowed_read_steps_over_other_events() {
+    for backend in [Backend::Sqlite, Backend::Postgres] {
+        let app = demo_app(backend).await;
+        let feed = app.store.feed();
+        let head = feed.head().await.unwrap();
+        let all = feed.read_after(0, 1_000_000).await.unwrap();
+        let types = ["Product", "StockItem"];
+        let expected: Vec<i64> = all
+            .iter()
+            .filter(|e| types.contains(&e.aggregate_type.as_str()))
+            .map(|e| e.position)
+            .collect();
+        assert!(
+            expected.len() < all.len(),
+            "the demo has other events to step over"
+        );
+        let (mut seen, mut after) = (Vec::new(), 0);
+        loop {
+            let (events, covered) = feed.read_events_of(after, 7, &types).await.unwrap();
+            assert!(covered - after <= 7 && covered >= after);
+            assert!(events
+                .iter()
+                .all(|e| e.position > after && e.position <= covered));
+            seen.extend(events.iter().map(|e| e.position));
+            if covered == after {
+                break;
+            }
+            after = covered;
+        }
+        assert_eq!(after, head, "{backend:?}");
+        assert_eq!(seen, expected, "{backend:?}");
+    }
+}
