@@ -448,13 +448,21 @@ async fn lag(
     let search_hist = searches.await?;
 
     let mut lag = Histogram::<u64>::new(3)?;
+    // Also per 5 s of the run: whether the tail is steady or bunched (merges, start-up).
+    let mut windows: Vec<Histogram<u64>> = Vec::new();
     let mut j = 0;
     for (position, seen) in &first_seen {
         while j < covered.len() && covered[j].0 < *position {
             j += 1;
         }
         if let Some((_, at)) = covered.get(j) {
-            lag.record(at.saturating_duration_since(*seen).as_micros() as u64)?;
+            let micros = at.saturating_duration_since(*seen).as_micros() as u64;
+            lag.record(micros)?;
+            let w = (seen.saturating_duration_since(started).as_secs() / 5) as usize;
+            while windows.len() <= w {
+                windows.push(Histogram::<u64>::new(3)?);
+            }
+            windows[w].record(micros)?;
         }
     }
     let secs = args.lag_seconds as f64;
@@ -468,6 +476,11 @@ async fn lag(
         ms(&lag, 0.99),
         lag.max() as f64 / 1000.0
     );
+    let per_window: Vec<String> = windows
+        .iter()
+        .map(|h| format!("{:.0}", ms(h, 0.99)))
+        .collect();
+    println!("  lag p99 per 5 s: {} ms", per_window.join(" / "));
     println!(
         "  searches meanwhile: {} at {}/s (p50 {:.1} ms, p95 {:.1} ms, p99 {:.1} ms)",
         search_hist.len(),

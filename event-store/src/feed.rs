@@ -132,14 +132,15 @@ impl Feed {
             .collect()
     }
 
-    /// The events of the given aggregate types among the next `window` positions after
-    /// `after` (up to the head), as domain events upcast to today's shapes, and the last
-    /// position this read covers: a follower that wants a few types moves past the others
-    /// without reading them.
+    /// At most `limit` events of the given aggregate types among the next `window` positions
+    /// after `after` (up to the head), as domain events upcast to today's shapes, and the
+    /// last position this read covers (the last event's when `limit` cut it short): a
+    /// follower that wants a few types moves past the others without reading them.
     pub async fn read_events_of(
         &self,
         after: i64,
         window: i64,
+        limit: i64,
         types: &[&str],
     ) -> Result<(Vec<Envelope<Event>>, i64), StoreError> {
         // Positions are dense and committed in order, so every one up to the head is visible.
@@ -154,12 +155,13 @@ impl Feed {
                     "SELECT ",
                     crate::pg_event_columns!(),
                     " FROM events WHERE feed_position > $1 AND feed_position <= $2",
-                    " AND aggregate_type = ANY($3) ORDER BY feed_position"
+                    " AND aggregate_type = ANY($3) ORDER BY feed_position LIMIT $4"
                 );
                 let rows = sqlx::query(PG)
                     .bind(after)
                     .bind(to)
                     .bind(&types)
+                    .bind(limit.max(1))
                     .fetch_all(pool)
                     .await?;
                 rows.iter().map(decode::row).collect::<Result<_, _>>()?
@@ -170,22 +172,27 @@ impl Feed {
                     crate::sqlite_event_columns!(),
                     " FROM events WHERE feed_position > ?1 AND feed_position <= ?2",
                     " AND aggregate_type IN (SELECT value FROM json_each(?3))",
-                    " ORDER BY feed_position"
+                    " ORDER BY feed_position LIMIT ?4"
                 );
                 let rows = sqlx::query(LITE)
                     .bind(after)
                     .bind(to)
                     .bind(serde_json::Value::from(types.clone()).to_string())
+                    .bind(limit.max(1))
                     .fetch_all(pool)
                     .await?;
                 rows.iter().map(decode::row).collect::<Result<_, _>>()?
             }
         };
+        let covered = match raw.last() {
+            Some(last) if raw.len() as i64 >= limit.max(1) => last.position,
+            _ => to,
+        };
         let events = raw
             .iter()
             .map(|e| self.upcasters.decode_any(e).map_err(StoreError::from))
             .collect::<Result<_, _>>()?;
-        Ok((events, to))
+        Ok((events, covered))
     }
 
     async fn read<P: StoredPayload>(

@@ -55,6 +55,9 @@ use crate::{ProjectionError, Result};
 
 /// Events applied per commit at most, so a long catch-up still commits (and shows progress).
 const BATCH: i64 = 5_000;
+/// Feed positions looked at per read: on a log of mostly orders and payments, one read
+/// steps over this many at once (10,000,000 events: 104.7 s to start, 45 s with 5,000).
+const SKIP_WINDOW: i64 = 500_000;
 /// Commits at most this often while following the feed: each commit makes a segment.
 const COMMIT_EVERY: Duration = Duration::from_millis(20);
 /// With nothing to apply, how often the feed is read again for events appended by other
@@ -1271,6 +1274,7 @@ async fn apply_next(store: &Store, generation: Arc<Generation>) -> Result<usize>
         .feed()
         .read_events_of(
             from,
+            SKIP_WINDOW,
             BATCH,
             &[emporium_domain::Product::TYPE, StockItem::TYPE],
         )

@@ -420,7 +420,7 @@ async fn a_typed_windowed_read_steps_over_other_events() {
         );
         let (mut seen, mut after) = (Vec::new(), 0);
         loop {
-            let (events, covered) = feed.read_events_of(after, 7, &types).await.unwrap();
+            let (events, covered) = feed.read_events_of(after, 7, 1000, &types).await.unwrap();
             assert!(covered - after <= 7 && covered >= after);
             assert!(events
                 .iter()
@@ -433,5 +433,10 @@ async fn a_typed_windowed_read_steps_over_other_events() {
         }
         assert_eq!(after, head, "{backend:?}");
         assert_eq!(seen, expected, "{backend:?}");
+        // A limit cuts the read short: it then covers up to its last event only.
+        let (events, covered) = feed.read_events_of(0, head, 3, &types).await.unwrap();
+        let positions: Vec<i64> = events.iter().map(|e| e.position).collect();
+        assert_eq!(positions, expected[..3], "{backend:?}");
+        assert_eq!(covered, expected[2], "{backend:?}");
     }
 }
