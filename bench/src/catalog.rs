@@ -171,8 +171,13 @@ fn cases(products: i64) -> Vec<Case> {
     ]
 }
 
-fn ms(h: &Histogram<u64>, q: f64) -> f64 {
+pub(crate) fn ms(h: &Histogram<u64>, q: f64) -> f64 {
     h.value_at_quantile(q) as f64 / 1000.0
+}
+
+/// How many times `slow` takes `fast`'s time at quantile `q`.
+pub(crate) fn ratio(slow: &Histogram<u64>, fast: &Histogram<u64>, q: f64) -> f64 {
+    ms(slow, q) / ms(fast, q).max(0.001)
 }
 
 async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
@@ -287,8 +292,8 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
                 ms(e, 0.95),
                 ms(b, 0.5),
                 ms(b, 0.95),
-                ms(b, 0.5) / ms(e, 0.5).max(0.001),
-                ms(b, 0.95) / ms(e, 0.95).max(0.001)
+                ratio(b, e, 0.5),
+                ratio(b, e, 0.95)
             );
         }
     }
@@ -314,8 +319,8 @@ async fn bench(args: &CatalogBenchArgs, url: &str) -> anyhow::Result<()> {
             ms(b, 0.5),
             ms(b, 0.95),
             ms(b, 0.99),
-            ms(b, 0.5) / ms(e, 0.5).max(0.001),
-            ms(b, 0.95) / ms(e, 0.95).max(0.001)
+            ratio(b, e, 0.5),
+            ratio(b, e, 0.95)
         );
     }
 

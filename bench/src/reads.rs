@@ -19,6 +19,8 @@ use clap::Args;
 use emporium_event_store::store::connect_postgres;
 use emporium_event_store::{seeding, Db, Store};
 use emporium_gateway::Engine;
+
+use crate::catalog::{ms, ratio};
 use hdrhistogram::Histogram;
 use indicatif::{ProgressBar, ProgressStyle};
 use rand::seq::{IndexedRandom, SliceRandom};
@@ -164,7 +166,6 @@ async fn bench(args: &ReadsBenchArgs, url: &str) -> anyhow::Result<()> {
     bar.finish_and_clear();
     engine.stop().await;
 
-    let ms = |h: &Histogram<u64>, q: f64| h.value_at_quantile(q) as f64 / 1000.0;
     println!(
         "{:<44} {:>8} {:>8} {:>8} {:>8}",
         "read (ms)", "p50", "p95", "p99", "max"
@@ -186,8 +187,8 @@ async fn bench(args: &ReadsBenchArgs, url: &str) -> anyhow::Result<()> {
     for (name, engine, plain) in [("order", &h[0], &h[1]), ("timeline", &h[2], &h[3])] {
         println!(
             "{name}: engine / plain SELECT p50 {:.2}x, p99 {:.2}x",
-            ms(engine, 0.5) / ms(plain, 0.5).max(0.001),
-            ms(engine, 0.99) / ms(plain, 0.99).max(0.001)
+            ratio(engine, plain, 0.5),
+            ratio(engine, plain, 0.99)
         );
     }
     Ok(())

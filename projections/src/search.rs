@@ -1195,23 +1195,17 @@ impl CatalogSearch {
             if wait.is_zero() {
                 continue;
             }
-            if idle {
+            let woken = tokio::select! {
+                () = &mut shutdown => return,
+                () = appended, if idle => true,
+                () = tokio::time::sleep(wait) => false,
+            };
+            if woken {
+                // Still at most one commit per COMMIT_EVERY.
+                let early = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
                 tokio::select! {
                     () = &mut shutdown => return,
-                    () = appended => {
-                        // Still at most one commit per COMMIT_EVERY.
-                        let early = COMMIT_EVERY.saturating_sub(last_commit.elapsed());
-                        tokio::select! {
-                            () = &mut shutdown => return,
-                            () = tokio::time::sleep(early) => {}
-                        }
-                    }
-                    () = tokio::time::sleep(wait) => {}
-                }
-            } else {
-                tokio::select! {
-                    () = &mut shutdown => return,
-                    () = tokio::time::sleep(wait) => {}
+                    () = tokio::time::sleep(early) => {}
                 }
             }
         }
