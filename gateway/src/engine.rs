@@ -137,6 +137,12 @@ impl Engine {
     /// Stops every task and waits for them (the relay saves its checkpoint, runners finish
     /// their step).
     pub async fn stop(mut self) {
+        self.halt().await;
+    }
+
+    /// [`Engine::stop`] for an engine still borrowed: its state (store, auditor) stays
+    /// usable while nothing in the background appends any more.
+    pub async fn halt(&mut self) {
         self.shutdown.cancel();
         if let Some(server) = self.server.take() {
             let _ = server.await;
