@@ -101,6 +101,9 @@ export NATS_URL
 # Python tools the tests run (DuckDB and pandas read the exports; schemathesis below).
 EMPORIUM_PY_VENV="$(bash scripts/python-env.sh)"
 export EMPORIUM_PY_VENV
+# Debian's Chromium for the console's browser tests.
+EMPORIUM_CHROMIUM="$(bash scripts/browser-env.sh)"
+export EMPORIUM_CHROMIUM
 echo "testing against PostgreSQL $PG_URL and NATS $NATS_URL" >&2
 
 if cargo nextest --version >/dev/null 2>&1; then

@@ -250,6 +250,7 @@ pub fn build(state: AppState) -> Built {
     let timeout = state.config.request_timeout;
     let router = router
         .merge(SwaggerUi::new("/docs").url("/openapi.json", openapi.clone()))
+        .merge(crate::console::router())
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .with_state(state)

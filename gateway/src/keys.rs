@@ -246,6 +246,12 @@ impl KeyStore {
         Ok(n == 1)
     }
 
+    /// Whether an in-memory bootstrap admin key (`EMPORIUM_ADMIN_KEY`) is configured: the
+    /// key id `admin` exists only then.
+    pub fn has_bootstrap(&self) -> bool {
+        self.bootstrap.is_some()
+    }
+
     /// Whether any unrevoked admin key exists in the database.
     pub async fn has_admin(&self) -> Result<bool, KeyError> {
         let sql = "SELECT COUNT(*) FROM api_keys WHERE role = 'admin' AND revoked_at IS NULL";

@@ -21,6 +21,7 @@
 pub mod app;
 pub mod auth;
 pub mod cli;
+pub mod console;
 pub mod demo;
 pub mod engine;
 pub mod error;

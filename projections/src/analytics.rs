@@ -61,6 +61,9 @@ impl Projection for Analytics {
                 )"
             ),
             format!("CREATE INDEX IF NOT EXISTS {o}_placed ON {o} (placed_at)"),
+            // The console's order list: newest first, by customer or by status.
+            format!("CREATE INDEX IF NOT EXISTS {o}_customer ON {o} (customer_id, placed_at)"),
+            format!("CREATE INDEX IF NOT EXISTS {o}_status ON {o} (status, placed_at)"),
             format!(
                 "CREATE TABLE IF NOT EXISTS {l} (
                     order_id text NOT NULL, sku text NOT NULL, qty bigint NOT NULL,
@@ -436,4 +439,128 @@ pub async fn funnel(db: &Db, gen: i64, r: Range) -> Result<Funnel> {
             0.0
         },
     })
+}
+
+/// What the console's overview shows at a glance, from one pass over the orders: orders by
+/// status, revenue of confirmed orders per currency, and how many were ever confirmed.
+#[derive(Debug, Clone, Default, Serialize, PartialEq)]
+pub struct Glance {
+    pub orders: i64,
+    pub by_status: BTreeMap<String, i64>,
+    pub revenue_by_currency: BTreeMap<String, i64>,
+    pub ever_confirmed: i64,
+}
+
+pub async fn glance(db: &Db, gen: i64) -> Result<Glance> {
+    let o = table(ORDERS, gen);
+    let sql = format!(
+        "SELECT status, currency, COUNT(*), CAST(SUM(total_minor) AS BIGINT), COUNT(confirmed_at)
+           FROM {o} GROUP BY status, currency"
+    );
+    let rows: Vec<(String, String, i64, i64, i64)> = on_db!(db, pool => {
+        sqlx::query_as(&sql).fetch_all(pool).await?
+    });
+    let mut g = Glance::default();
+    for (status, currency, n, total, confirmed) in rows {
+        g.orders += n;
+        g.ever_confirmed += confirmed;
+        *g.by_status.entry(status.clone()).or_default() += n;
+        if status == "confirmed" {
+            *g.revenue_by_currency.entry(currency).or_default() += total;
+        }
+    }
+    Ok(g)
+}
+
+/// Orders placed per minute from `since` (epoch ms) on, oldest first; minutes without
+/// orders are left out.
+pub async fn orders_per_minute(db: &Db, gen: i64, since: i64) -> Result<Vec<(i64, i64)>> {
+    let o = table(ORDERS, gen);
+    let sql = db
+        .sql(&format!(
+            "SELECT (placed_at / 60000) * 60000 AS m, COUNT(*) FROM {o}
+              WHERE placed_at >= $1 GROUP BY 1 ORDER BY 1"
+        ))
+        .into_owned();
+    Ok(on_db!(db, pool => {
+        sqlx::query_as(&sql).bind(since).fetch_all(pool).await?
+    }))
+}
+
+/// Stock on hand, reserved and available per warehouse (all SKUs summed).
+pub async fn stock_by_warehouse(db: &Db, gen: i64) -> Result<Vec<(String, i64, i64, i64)>> {
+    let st = table(STOCK, gen);
+    let sql = format!(
+        "SELECT warehouse_id, CAST(SUM(on_hand) AS BIGINT), CAST(SUM(reserved) AS BIGINT),
+                CAST(SUM(available) AS BIGINT)
+           FROM {st} GROUP BY warehouse_id ORDER BY warehouse_id"
+    );
+    Ok(on_db!(db, pool => {
+        sqlx::query_as(&sql).fetch_all(pool).await?
+    }))
+}
+
+/// One row of the console's order list.
+#[derive(Debug, Clone, Serialize, PartialEq, sqlx::FromRow)]
+pub struct OrderRow {
+    pub order_id: String,
+    pub customer_id: String,
+    pub status: String,
+    pub total_minor: i64,
+    pub currency: String,
+    pub line_count: i64,
+    pub placed_at: i64,
+}
+
+/// Which orders the console lists: all, one customer's, or one status; newest first, from
+/// before a keyset cursor `(placed_at, order_id)`.
+#[derive(Debug, Clone, Default)]
+pub struct OrderFilter {
+    pub customer_id: Option<String>,
+    pub status: Option<String>,
+    pub before: Option<(i64, String)>,
+    pub limit: i64,
+}
+
+pub async fn list_orders(db: &Db, gen: i64, f: &OrderFilter) -> Result<Vec<OrderRow>> {
+    let o = table(ORDERS, gen);
+    let mut sql = format!(
+        "SELECT order_id, customer_id, status, total_minor, currency, line_count, placed_at
+           FROM {o} WHERE 1 = 1"
+    );
+    let mut n = 0;
+    let mut next = || {
+        n += 1;
+        n
+    };
+    if f.customer_id.is_some() {
+        sql.push_str(&format!(" AND customer_id = ${}", next()));
+    }
+    if f.status.is_some() {
+        sql.push_str(&format!(" AND status = ${}", next()));
+    }
+    if f.before.is_some() {
+        let (a, b, c) = (next(), next(), next());
+        sql.push_str(&format!(
+            " AND (placed_at < ${a} OR (placed_at = ${b} AND order_id < ${c}))"
+        ));
+    }
+    sql.push_str(&format!(
+        " ORDER BY placed_at DESC, order_id DESC LIMIT ${}",
+        next()
+    ));
+    let sql = db.sql(&sql).into_owned();
+    Ok(on_db!(db, pool => {
+        let mut q = sqlx::query_as::<_, OrderRow>(&sql);
+        if let Some(c) = &f.customer_id {
+            q = q.bind(c);
+        }
+        if let Some(s) = &f.status {
+            q = q.bind(s);
+        }
+        if let Some((at, id)) = &f.before {
+            q = q.bind(*at).bind(*at).bind(id);
+        }
+        q.bind(f.limit).fetch_all(pool).await?
+    }))
 }

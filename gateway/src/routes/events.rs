@@ -149,7 +149,7 @@ pub async fn list(
 }
 
 /// Validates the query into an export filter (`limit` as each representation reads it).
-fn filter(q: &EventsQuery, format: EventsFormat) -> Result<EventFilter, ApiError> {
+pub(crate) fn filter(q: &EventsQuery, format: EventsFormat) -> Result<EventFilter, ApiError> {
     let mut errors = Vec::new();
     let cursor = q.cursor.as_deref().map(|c| {
         c.parse::<i64>().unwrap_or_else(|_| {
@@ -250,7 +250,10 @@ fn negotiate(accept: Option<&HeaderValue>) -> EventsFormat {
 }
 
 /// One JSON page, as before the export existed: the feed's own page read when unfiltered.
-async fn page(state: &AppState, filter: EventFilter) -> Result<Json<EventsPage>, ApiError> {
+pub(crate) async fn page(
+    state: &AppState,
+    filter: EventFilter,
+) -> Result<Json<EventsPage>, ApiError> {
     let limit = filter.limit.unwrap_or(100);
     let feed = state.store.feed();
     let unfiltered = filter.aggregate_type.is_none()

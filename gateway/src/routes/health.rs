@@ -20,6 +20,13 @@ pub async fn live() -> impl IntoResponse {
 #[utoipa::path(get, path = "/health/ready", tag = "operations",
     responses((status = 200, description = "Ready (or degraded: NATS down, relay catching up)"), (status = 503, description = "Not ready: the database does not answer")))]
 pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
+    let (status, body) = readiness(&state).await;
+    (status, Json(body))
+}
+
+/// The readiness report: database, bus and relay, and the overall word (the console's
+/// System page shows it too).
+pub(crate) async fn readiness(state: &AppState) -> (StatusCode, serde_json::Value) {
     use std::sync::atomic::Ordering;
     let db = state.store.db();
     // A database that does not answer within a second is not ready: the pool would
@@ -58,5 +65,5 @@ pub async fn ready(State(state): State<AppState>) -> impl IntoResponse {
         (true, false) => (StatusCode::OK, "ready"),
     };
     body["status"] = json!(word);
-    (status, Json(body))
+    (status, body)
 }

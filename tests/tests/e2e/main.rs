@@ -8,6 +8,7 @@ mod backbone;
 mod checkout;
 mod checkout_safety;
 mod concurrency;
+mod console;
 mod contract;
 mod deploy;
 mod events_export;
