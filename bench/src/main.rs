@@ -9,6 +9,7 @@
 mod catalog;
 mod checkout;
 mod commands;
+mod console;
 mod export;
 mod projections;
 mod reads;
@@ -41,6 +42,8 @@ enum Bench {
     Projections(projections::ProjectionBenchArgs),
     /// Order and timeline reads with millions of events in the store.
     Reads(reads::ReadsBenchArgs),
+    /// Server render time of the console's pages with many orders in the store.
+    Console(console::ConsoleBenchArgs),
 }
 
 /// The engine's allocator (see the `emporium` binary), so the engine runs here as it ships.
@@ -72,6 +75,7 @@ fn main() -> ExitCode {
             Bench::Catalog(a) => catalog::run(a).await,
             Bench::Projections(a) => projections::run(a).await,
             Bench::Reads(a) => reads::run(a).await,
+            Bench::Console(a) => console::run(a).await,
         }
     });
     match result {

@@ -50,7 +50,7 @@ pub(crate) struct ReadsBenchArgs {
     pub(crate) keep: bool,
 }
 
-const KEY: &str = "bench-key";
+pub(crate) const KEY: &str = "bench-key";
 /// Copies per `INSERT ... SELECT` (one progress step).
 const COPY_BATCH: usize = 5_000;
 
@@ -60,9 +60,18 @@ pub(crate) async fn run(args: ReadsBenchArgs) -> anyhow::Result<()> {
 }
 
 /// One order the bench reads: its id and the positions of its story.
-struct Sample {
-    id: String,
-    positions: Vec<i64>,
+pub(crate) struct Sample {
+    pub(crate) id: String,
+    pub(crate) positions: Vec<i64>,
+}
+
+/// Where copies also get analytics rows (`emporium-bench console`): the analytics
+/// generation, the newest copy's `placed_at` and the step back in time between copies.
+#[derive(Clone, Copy)]
+pub(crate) struct AnalyticsCopies {
+    pub(crate) gen: i64,
+    pub(crate) latest: i64,
+    pub(crate) step_ms: i64,
 }
 
 async fn bench(args: &ReadsBenchArgs, url: &str) -> anyhow::Result<()> {
@@ -90,7 +99,7 @@ async fn bench(args: &ReadsBenchArgs, url: &str) -> anyhow::Result<()> {
         per_story.iter().max().unwrap_or(&0)
     );
 
-    let samples = copy(&pool, &store, gen, &stories, args.events).await?;
+    let samples = copy(&pool, &store, gen, &stories, args.events, None).await?;
     let head = seeding::highest_position(&pool).await?;
     emporium_projections::runner::assume_applied_until(db, head).await?;
     seeding::vacuum_analyze(&pool).await?;
@@ -218,7 +227,7 @@ async fn plain_reads(pool: &PgPool, s: &Sample, h: &mut [Histogram<u64>; 4]) -> 
     Ok(())
 }
 
-async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
+pub(crate) async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::Value> {
     let r = client.get(url).bearer_auth(KEY).send().await?;
     let status = r.status();
     let body: serde_json::Value = r.json().await?;
@@ -228,7 +237,7 @@ async fn get(client: &reqwest::Client, url: &str) -> anyhow::Result<serde_json::
     Ok(body)
 }
 
-fn progress(len: u64, what: &str) -> ProgressBar {
+pub(crate) fn progress(len: u64, what: &str) -> ProgressBar {
     ProgressBar::new(len).with_style(
         ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} ({{eta}})"))
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -237,7 +246,7 @@ fn progress(len: u64, what: &str) -> ProgressBar {
 
 /// Runs `n` real checkouts (1 to 3 lines, with personal data) on an engine over HTTP and
 /// returns their order ids once all are confirmed and every read model has applied them.
-async fn checkouts(store: &Store, n: usize) -> anyhow::Result<Vec<String>> {
+pub(crate) async fn checkouts(store: &Store, n: usize) -> anyhow::Result<Vec<String>> {
     let engine = Engine::on_store(store.clone())
         .admin_key(Some(KEY.into()))
         .start()
@@ -334,12 +343,13 @@ async fn checkouts(store: &Store, n: usize) -> anyhow::Result<Vec<String>> {
 
 /// Copies the templates' stories, round-robin in batches, until the store holds `events`
 /// events; indexes the copies' timelines. Returns every copy.
-async fn copy(
+pub(crate) async fn copy(
     pool: &PgPool,
     store: &Store,
     gen: i64,
     stories: &[(String, Vec<i64>)],
     events: u64,
+    analytics: Option<AnalyticsCopies>,
 ) -> anyhow::Result<Vec<Sample>> {
     let mut head = seeding::highest_position(pool).await?;
     let bar = ProgressBar::new(events).with_style(
@@ -364,6 +374,18 @@ async fn copy(
         }
         emporium_projections::timeline::index_copies(store.db(), gen, &ids, first, per as i64)
             .await?;
+        if let Some(a) = analytics {
+            let latest = a.latest - samples.len() as i64 * a.step_ms;
+            emporium_projections::analytics::index_copies(
+                store.db(),
+                a.gen,
+                template,
+                &ids,
+                latest,
+                a.step_ms,
+            )
+            .await?;
+        }
         for (n, id) in ids.into_iter().enumerate() {
             let from = first + n as i64 * per as i64;
             samples.push(Sample {

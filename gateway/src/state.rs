@@ -67,6 +67,8 @@ pub struct AppState {
     /// Catalog search: this process's full-text index, kept current from the feed while the
     /// engine runs its projections (`None` outside a running engine).
     pub search: Option<Arc<emporium_projections::search::CatalogSearch>>,
+    /// The console overview's figures, shared by every viewer and live stream.
+    pub overview: Arc<crate::console::overview::FiguresCache>,
 }
 
 /// Fault points for tests; all off in a running engine.
@@ -109,6 +111,7 @@ impl AppState {
                 store.db().clone(),
             )),
             search: None,
+            overview: Arc::default(),
         }
     }
 

@@ -564,3 +564,62 @@ pub async fn list_orders(db: &Db, gen: i64, f: &OrderFilter) -> Result<Vec<Order
         q.bind(f.limit).fetch_all(pool).await?
     }))
 }
+
+/// Gives copies made by `emporium_event_store::seeding::copy_order_events` their analytics
+/// rows without replaying them: copy `n` (1-based) of `template` gets id `ids[n - 1]`, the
+/// template's lines and allocations, customer `<template's customer>-<n mod 1000>` and
+/// `placed_at = latest - n * step_ms`, so copies spread back in time. Benchmarks only.
+pub async fn index_copies(
+    db: &Db,
+    gen: i64,
+    template: &str,
+    ids: &[String],
+    latest: i64,
+    step_ms: i64,
+) -> Result<()> {
+    let Db::Postgres(pool) = db else {
+        return Err(crate::ProjectionError::Unknown(
+            "copies are indexed on Postgres only".into(),
+        ));
+    };
+    let (o, l, a) = (
+        table(ORDERS, gen),
+        table(LINES, gen),
+        table(ALLOCATIONS, gen),
+    );
+    let copies = "unnest($1::text[]) WITH ORDINALITY AS c(id, n)";
+    let mut tx = pool.begin().await?;
+    sqlx::query(&format!(
+        "INSERT INTO {o} (order_id, customer_id, status, total_minor, currency, line_count,
+                          placed_at, confirmed_at, rejected_at, cancelled_at)
+         SELECT c.id, t.customer_id || '-' || (c.n % 1000), t.status, t.total_minor, t.currency,
+                t.line_count, $3 - c.n * $4, t.confirmed_at, t.rejected_at, t.cancelled_at
+           FROM {copies} CROSS JOIN {o} t WHERE t.order_id = $2"
+    ))
+    .bind(ids)
+    .bind(template)
+    .bind(latest)
+    .bind(step_ms)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {l} (order_id, sku, qty, line_total_minor, currency)
+         SELECT c.id, t.sku, t.qty, t.line_total_minor, t.currency
+           FROM {copies} CROSS JOIN {l} t WHERE t.order_id = $2"
+    ))
+    .bind(ids)
+    .bind(template)
+    .execute(&mut *tx)
+    .await?;
+    sqlx::query(&format!(
+        "INSERT INTO {a} (order_id, sku, warehouse_id, qty)
+         SELECT c.id, t.sku, t.warehouse_id, t.qty
+           FROM {copies} CROSS JOIN {a} t WHERE t.order_id = $2"
+    ))
+    .bind(ids)
+    .bind(template)
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(())
+}

@@ -161,6 +161,10 @@ pub async fn show(
     } else {
         None
     };
+    let badge = match &timeline {
+        Some(t) => Some(verification(&state, t).await),
+        None => None,
+    };
     let m = |b: &crate::routes::MoneyBody| money(b.amount_minor, &b.currency);
     let body = html! {
         h1 { "Order " code { (view.order_id) } }
@@ -199,6 +203,7 @@ pub async fn show(
         }
         section.card {
             h2 { "Timeline" }
+            @if let Some((class, text)) = &badge { p #verification class={"badge " (class)} { (text) } }
             @match &timeline {
                 None => p.muted { "The timeline is for auditors (as in the API)." },
                 Some(t) => {
@@ -228,4 +233,54 @@ pub async fn show(
         }
     };
     Ok(layout(Some(&session), "Order", Some(Page::Orders), body).into_response())
+}
+
+/// The order's events checked against the latest signed digest: each event's canonical bytes
+/// and seal, and its Merkle path to the signed root (`verify_proof_document`, the check an
+/// auditor can run offline). Returns a CSS class and the badge's text.
+async fn verification(
+    state: &AppState,
+    t: &crate::routes::timeline::TimelineView,
+) -> (&'static str, String) {
+    use emporium_event_store::audit::{parse_public_key, verify_proof_document};
+    let positions: Vec<i64> = t.events.iter().map(|e| e.position).collect();
+    let doc = match state.auditor.proofs(&positions).await {
+        Ok(Some(doc)) => doc,
+        Ok(None) => {
+            return (
+                "pending",
+                "Not verifiable yet: no digest has been signed (an engine started with \
+                 --audit-key signs them)"
+                    .into(),
+            )
+        }
+        Err(e) => return ("failed", format!("Verification failed: {e}")),
+    };
+    // The engine's own key when it has one; otherwise the digest's, which proves the
+    // events are in what was signed, not who signed it.
+    let (key, pinned) = match state.audit_public_key {
+        Some(k) => (Ok(k), true),
+        None => (parse_public_key(&doc.digest.public_key), false),
+    };
+    let key = match key {
+        Ok(k) => k,
+        Err(e) => return ("failed", format!("Verification failed: {e}")),
+    };
+    match verify_proof_document(&doc, &key) {
+        Ok(n) => (
+            "verified",
+            format!(
+                "Verified: {n} of {} events are in the log signed at position {}{}; later \
+                 events are covered by the next digest",
+                positions.len(),
+                doc.digest.position,
+                if pinned {
+                    " with this engine's key"
+                } else {
+                    " (by the key in the digest)"
+                }
+            ),
+        ),
+        Err(e) => ("failed", format!("Verification failed: {e}")),
+    }
 }

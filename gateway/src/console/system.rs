@@ -92,7 +92,7 @@ async fn render(
             }
             form.filters method="post" action="/console/system/keys" {
                 input type="hidden" name="csrf" value=(session.csrf);
-                label { "Role " select name="role" { @for r in Role::ALL { option value=(r.as_str()) { (r.as_str()) } } } }
+                label { "Role " select name="role" { @for r in [Role::Operator, Role::Analyst, Role::Auditor, Role::Client, Role::Admin] { option value=(r.as_str()) { (r.as_str()) } } } }
                 label { "Customer (client keys) " input type="text" name="customer_id" maxlength="64"; }
                 label { "Label " input type="text" name="label" maxlength="200"; }
                 button type="submit" { "Create key" }

@@ -416,6 +416,34 @@ async fn an_inclusion_proof_verifies_offline_and_fails_when_anything_changes() {
         .as_str()
         .unwrap()
         .to_string();
+
+    // The console's order page shows the same check as a badge, for an auditor.
+    let console = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let signed_in = console
+        .post(format!("{}/console/login", app.base))
+        .form(&[("key", auditor_key.as_str())])
+        .send()
+        .await
+        .unwrap();
+    let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
+    let cookie = cookie.split(';').next().unwrap().to_string();
+    let page = console
+        .get(format!("{}/console/orders/{order_id}", app.base))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        page.contains("class=\"badge verified\"") && page.contains("with this engine's key"),
+        "{page}"
+    );
+
     let t = app
         .send_as(
             Some(&auditor_key),

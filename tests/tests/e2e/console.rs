@@ -475,6 +475,9 @@ async fn operators_analysts_and_auditors_use_the_console_in_a_real_browser() {
     )
     .await;
     assert_eq!(shown, expected);
+    // No digest is signed in this engine (no --audit-key): the badge says so.
+    let badge: String = js(&page, "document.getElementById('verification').className").await;
+    assert_eq!(badge, "badge pending");
     screenshot(&page, "order").await;
     sign_out(&page).await;
 
@@ -502,7 +505,6 @@ async fn operators_analysts_and_auditors_use_the_console_in_a_real_browser() {
         );
     }
     chrome.close().await;
-    let _ = ADMIN_KEY;
 }
 
 /// A client without redirects or a cookie store: each step says what the browser would do.
@@ -736,4 +738,48 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
     assert_eq!(out.status(), 303);
     let (s, _) = get_page(&app, &token, "/console/system").await;
     assert_eq!(s, 303);
+}
+
+/// Two engines on one database: a session started on one is honoured by the other (a load
+/// balancer may send the next request anywhere), and signing out on either ends it on both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_console_session_is_the_same_on_every_engine() {
+    let app = TestApp::start(Backend::Postgres, |b| b).await;
+    let other = emporium_gateway::Engine::on_store(app.store.clone())
+        .admin_key(Some(ADMIN_KEY.to_string()))
+        .run_checkout(false)
+        .run_projections(false)
+        .start()
+        .await
+        .expect("a second engine");
+    let auditor = app.key(Role::Auditor, None).await;
+    let (_, cookie) = http_sign_in(&app, &auditor).await;
+    let token = cookie.expect("a session").1;
+    let on = |base: String, path: &'static str| {
+        let token = token.clone();
+        async move {
+            let r = http()
+                .get(format!("{base}{path}"))
+                .header("cookie", format!("emporium_console={token}"))
+                .send()
+                .await
+                .unwrap();
+            (r.status().as_u16(), r.text().await.unwrap())
+        }
+    };
+    assert_eq!(on(app.base.clone(), "/console/events").await.0, 200);
+    let (status, page) = on(other.url(), "/console/events").await;
+    assert_eq!(status, 200);
+    assert_eq!(on(other.url(), "/console/system").await.0, 403);
+    // Sign out on the second engine; the first refuses the session from then on.
+    let out = http()
+        .post(format!("{}/console/logout", other.url()))
+        .header("cookie", format!("emporium_console={token}"))
+        .form(&[("csrf", csrf_of(&page))])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(out.status(), 303);
+    assert_eq!(on(app.base.clone(), "/console/events").await.0, 303);
+    other.stop().await;
 }
