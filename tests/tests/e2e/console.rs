@@ -515,6 +515,23 @@ fn http() -> reqwest::Client {
         .unwrap()
 }
 
+/// A form posted with the session `token`'s cookie (and an `Origin`, as a browser adds).
+async fn post_form(
+    base: &str,
+    token: &str,
+    path: &str,
+    origin: Option<&str>,
+    form: &[(&str, &str)],
+) -> reqwest::Response {
+    let mut r = http()
+        .post(format!("{base}{path}"))
+        .header("cookie", format!("emporium_console={token}"));
+    if let Some(o) = origin {
+        r = r.header("origin", o);
+    }
+    r.form(form).send().await.unwrap()
+}
+
 /// Signs in with `key` and returns the `Set-Cookie` header and the session token.
 async fn http_sign_in(app: &TestApp, key: &str) -> (reqwest::StatusCode, Option<(String, String)>) {
     let r = http()
@@ -593,27 +610,28 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
 
     // A cross-site POST without the CSRF token is refused and changes nothing.
     let before = key_count(&app).await;
-    let forged = http()
-        .post(format!("{}/console/system/keys", app.base))
-        .header("cookie", format!("emporium_console={token}"))
-        .header("origin", "http://evil.example")
-        .form(&[("role", "admin"), ("label", "forged")])
-        .send()
-        .await
-        .unwrap();
+    let forged = post_form(
+        &app.base,
+        &token,
+        "/console/system/keys",
+        Some("http://evil.example"),
+        &[("role", "admin"), ("label", "forged")],
+    )
+    .await;
     assert_eq!(forged.status(), 403);
     // Nor does a same-site one with a wrong token.
-    let wrong = http()
-        .post(format!("{}/console/system/keys", app.base))
-        .header("cookie", format!("emporium_console={token}"))
-        .form(&[
+    let wrong = post_form(
+        &app.base,
+        &token,
+        "/console/system/keys",
+        None,
+        &[
             ("role", "admin"),
             ("label", "forged"),
             ("csrf", &"0".repeat(64)),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(wrong.status(), 403);
     assert_eq!(key_count(&app).await, before);
     // A forged cross-site sign-in is refused too.
@@ -630,18 +648,18 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
     let (s, system) = get_page(&app, &token, "/console/system").await;
     assert_eq!(s, 200);
     let csrf = csrf_of(&system);
-    let created = http()
-        .post(format!("{}/console/system/keys", app.base))
-        .header("cookie", format!("emporium_console={token}"))
-        .header("origin", app.base.clone())
-        .form(&[
+    let created = post_form(
+        &app.base,
+        &token,
+        "/console/system/keys",
+        Some(&app.base),
+        &[
             ("role", "analyst"),
             ("label", "made in the console"),
             ("csrf", &csrf),
-        ])
-        .send()
-        .await
-        .unwrap();
+        ],
+    )
+    .await;
     assert_eq!(created.status(), 201);
     let html = created.text().await.unwrap();
     let marker = "id=\"new-key-secret\">";
@@ -689,13 +707,14 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
         .unwrap()
         .key_id;
     let (_, system) = get_page(&app, &token, "/console/system").await;
-    let revoke = http()
-        .post(format!("{}/console/system/keys/{key_id}/revoke", app.base))
-        .header("cookie", format!("emporium_console={token}"))
-        .form(&[("csrf", csrf_of(&system))])
-        .send()
-        .await
-        .unwrap();
+    let revoke = post_form(
+        &app.base,
+        &token,
+        &format!("/console/system/keys/{key_id}/revoke"),
+        None,
+        &[("csrf", &csrf_of(&system))],
+    )
+    .await;
     assert_eq!(revoke.status(), 200);
     let (s, _) = get_page(&app, &analyst_token, "/console/overview").await;
     assert_eq!(s, 303, "a revoked key's session still works");
@@ -728,13 +747,14 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
 
     // Sign-out ends the session on the server, not only in the browser.
     let (_, page) = get_page(&app, &token, "/console/system").await;
-    let out = http()
-        .post(format!("{}/console/logout", app.base))
-        .header("cookie", format!("emporium_console={token}"))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let out = post_form(
+        &app.base,
+        &token,
+        "/console/logout",
+        None,
+        &[("csrf", &csrf_of(&page))],
+    )
+    .await;
     assert_eq!(out.status(), 303);
     let (s, _) = get_page(&app, &token, "/console/system").await;
     assert_eq!(s, 303);
@@ -772,13 +792,14 @@ async fn a_console_session_is_the_same_on_every_engine() {
     assert_eq!(status, 200);
     assert_eq!(on(other.url(), "/console/system").await.0, 403);
     // Sign out on the second engine; the first refuses the session from then on.
-    let out = http()
-        .post(format!("{}/console/logout", other.url()))
-        .header("cookie", format!("emporium_console={token}"))
-        .form(&[("csrf", csrf_of(&page))])
-        .send()
-        .await
-        .unwrap();
+    let out = post_form(
+        &other.url(),
+        &token,
+        "/console/logout",
+        None,
+        &[("csrf", &csrf_of(&page))],
+    )
+    .await;
     assert_eq!(out.status(), 303);
     assert_eq!(on(app.base.clone(), "/console/events").await.0, 303);
     other.stop().await;
