@@ -254,7 +254,16 @@ async fn verification(
                     .into(),
             )
         }
-        Err(e) => return ("failed", format!("Verification failed: {e}")),
+        Err(emporium_event_store::StoreError::Tampered(why)) => {
+            return ("failed", format!("Verification failed: {why}"))
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "console: proofs could not be read");
+            return (
+                "pending",
+                "Not checked: the database did not answer; reload to try again".into(),
+            );
+        }
     };
     // The engine's own key when it has one; otherwise the digest's, which proves the
     // events are in what was signed, not who signed it.

@@ -220,12 +220,62 @@ pub fn same_origin(headers: &HeaderMap) -> bool {
     let Some(origin) = headers.get(header::ORIGIN).and_then(|v| v.to_str().ok()) else {
         return true;
     };
-    let host = headers
-        .get(header::HOST)
-        .and_then(|v| v.to_str().ok())
-        .unwrap_or_default();
-    let authority = origin
+    let Some(authority) = origin
         .strip_prefix("http://")
-        .or_else(|| origin.strip_prefix("https://"));
-    authority == Some(host)
+        .or_else(|| origin.strip_prefix("https://"))
+    else {
+        return false;
+    };
+    // Behind a proxy the browser's host may arrive as `X-Forwarded-Host`.
+    [header::HOST.as_str(), "x-forwarded-host"]
+        .iter()
+        .filter_map(|h| headers.get(*h).and_then(|v| v.to_str().ok()))
+        .any(|host| host.eq_ignore_ascii_case(authority))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn headers(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.insert(*k, v.parse().unwrap());
+        }
+        h
+    }
+
+    #[test]
+    fn only_our_own_host_may_post() {
+        // No Origin: not a cross-site browser request (curl, an old browser's same-site form).
+        assert!(same_origin(&headers(&[("host", "shop.example:8080")])));
+        assert!(same_origin(&headers(&[
+            ("host", "shop.example:8080"),
+            ("origin", "http://shop.example:8080")
+        ])));
+        assert!(same_origin(&headers(&[
+            ("host", "10.0.0.5:8080"),
+            ("x-forwarded-host", "console.shop.example"),
+            ("origin", "https://console.shop.example")
+        ])));
+        for origin in [
+            "http://evil.example",
+            "http://shop.example:8081",
+            "null",
+            "http://shop.example:8080.evil.example",
+        ] {
+            let h = headers(&[("host", "shop.example:8080"), ("origin", origin)]);
+            assert!(!same_origin(&h), "{origin}");
+        }
+    }
+
+    #[test]
+    fn the_cookie_is_http_only_strict_and_scoped() {
+        let c = cookie("t".into(), false, 60).to_string();
+        for part in ["HttpOnly", "SameSite=Strict", "Path=/console", "Max-Age=60"] {
+            assert!(c.contains(part), "{c}");
+        }
+        assert!(!c.contains("Secure"));
+        assert!(cookie("t".into(), true, 60).to_string().contains("Secure"));
+    }
 }
