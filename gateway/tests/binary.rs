@@ -630,6 +630,7 @@ async fn migrate_twice_creates_every_crates_tables(database_url: Option<&str>) -
         "sandbox_payments",
         "sandbox_settlements",
         "audit_digests",
+        "console_sessions",
     ] {
         let sql = format!("SELECT COUNT(*) FROM {table}");
         let n: i64 = emporium_event_store::on_db!(&db, pool => {
@@ -656,6 +657,7 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
         20261128000006,
         20261129000002,
         20261206000001,
+        20261207000001,
     ];
     assert_eq!(
         migrate_twice_creates_every_crates_tables(None).await,
@@ -663,9 +665,8 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
     );
     // Postgres only: appends stamp their feed position at insert (SQLite's trigger does),
     // and seal in a function of their own.
-    expected.insert(expected.len() - 2, 20261129000001);
-    expected.push(20261206000002);
-    expected.push(20261206000003);
+    expected.extend([20261129000001, 20261206000002, 20261206000003]);
+    expected.sort();
     let db = TestDatabase::create().await;
     assert_eq!(
         migrate_twice_creates_every_crates_tables(Some(db.url())).await,

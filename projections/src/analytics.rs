@@ -441,8 +441,9 @@ pub async fn funnel(db: &Db, gen: i64, r: Range) -> Result<Funnel> {
     })
 }
 
-/// What the console's overview shows at a glance, from one pass over the orders: orders by
-/// status, revenue of confirmed orders per currency, and how many were ever confirmed.
+/// What the console's overview shows at a glance, from one pass over the orders placed from
+/// `since` (epoch ms) on: orders by status, revenue of confirmed orders per currency, and how
+/// many were ever confirmed.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct Glance {
     pub orders: i64,
@@ -451,14 +452,17 @@ pub struct Glance {
     pub ever_confirmed: i64,
 }
 
-pub async fn glance(db: &Db, gen: i64) -> Result<Glance> {
+pub async fn glance(db: &Db, gen: i64, since: i64) -> Result<Glance> {
     let o = table(ORDERS, gen);
-    let sql = format!(
-        "SELECT status, currency, COUNT(*), CAST(SUM(total_minor) AS BIGINT), COUNT(confirmed_at)
-           FROM {o} GROUP BY status, currency"
-    );
+    let sql = db
+        .sql(&format!(
+            "SELECT status, currency, COUNT(*), CAST(SUM(total_minor) AS BIGINT),
+                    COUNT(confirmed_at)
+               FROM {o} WHERE placed_at >= $1 GROUP BY status, currency"
+        ))
+        .into_owned();
     let rows: Vec<(String, String, i64, i64, i64)> = on_db!(db, pool => {
-        sqlx::query_as(&sql).fetch_all(pool).await?
+        sqlx::query_as(&sql).bind(since).fetch_all(pool).await?
     });
     let mut g = Glance::default();
     for (status, currency, n, total, confirmed) in rows {

@@ -1,7 +1,7 @@
-//! The analysts' overview: orders per minute over the last hour, orders and revenue per
-//! currency, the checkout funnel, the last day's top products and stock by warehouse, from the analytics
-//! read model; kept current in the browser by a server-sent event stream of the same figures
-//! whenever the projection moves.
+//! The analysts' overview, from the analytics read model: orders per minute over the last
+//! hour; orders, revenue per currency, the checkout funnel and top products over the last
+//! 24 hours; stock by warehouse. Kept current in the browser by a server-sent event stream of
+//! the same figures whenever the projection moves.
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -75,13 +75,14 @@ impl FiguresCache {
 pub async fn figures(state: &AppState) -> Result<Value, ConsoleError> {
     let db = state.store.db();
     let (gen, position) = emporium_projections::runner::state(db, "analytics").await?;
-    let glance = analytics::glance(db, gen).await?;
+    // Orders, revenue, funnel and best sellers of the last 24 hours: what is happening now,
+    // read through the `placed_at` index, so the cost follows a day's orders rather than
+    // the whole history (the API's range routes answer for any period).
+    let day_ago = chrono::Utc::now() - chrono::Duration::hours(24);
+    let glance = analytics::glance(db, gen, day_ago.timestamp_millis()).await?;
     let now_minute = chrono::Utc::now().timestamp_millis() / 60_000 * 60_000;
     let since = now_minute - (CHART_MINUTES - 1) * 60_000;
     let per_minute = analytics::orders_per_minute(db, gen, since).await?;
-    // Today's best sellers (the last 24 hours, by the `placed_at` index): all-time figures
-    // are a scan of every order line, which the range routes of the API serve.
-    let day_ago = chrono::Utc::now() - chrono::Duration::hours(24);
     let top = analytics::top_products(db, gen, Range::new(Some(day_ago), None), false, 5).await?;
     let stock = analytics::stock_by_warehouse(db, gen).await?;
     // Every minute of the hour, with zeros, so the chart's time axis does not jump.
@@ -145,9 +146,9 @@ pub async fn page(
     let body = html! {
         h1 { "Overview" }
         section.cards {
-            div.card { h2 { "Orders" } p.big #orders-count { (text(&f["orders"])) } }
+            div.card { h2 { "Orders, last 24 h" } p.big #orders-count { (text(&f["orders"])) } }
             div.card {
-                h2 { "Revenue (confirmed)" }
+                h2 { "Revenue (confirmed), last 24 h" }
                 ul #revenue { @for r in rows("revenue") { li { (text(&r["text"])) } } }
             }
             div.card.wide {
@@ -157,7 +158,7 @@ pub async fn page(
         }
         section.cards {
             div.card {
-                h2 { "Checkout funnel" }
+                h2 { "Checkout funnel, last 24 h" }
                 table #funnel { tbody { @for s in rows("funnel") { tr { th { (text(&s["step"])) } td.num { (text(&s["count"])) } } } } }
             }
             div.card {
