@@ -91,6 +91,9 @@ async fn bench(args: &ConsoleBenchArgs, url: &str) -> anyhow::Result<()> {
     let head = seeding::highest_position(&pool).await?;
     emporium_projections::runner::assume_applied_until(db, head).await?;
     seeding::vacuum_analyze(&pool).await?;
+    // Planner statistics for the read models too, as autovacuum gathers them after a load of
+    // this size (without them Postgres guesses and scans whole tables for a day's orders).
+    sqlx::raw_sql("ANALYZE").execute(&pool).await?;
     let orders: i64 = sqlx::query_scalar(&format!(
         "SELECT COUNT(*) FROM {}",
         emporium_projections::table(emporium_projections::analytics::ORDERS, analytics_gen)

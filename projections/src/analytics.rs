@@ -476,6 +476,47 @@ pub async fn glance(db: &Db, gen: i64, since: i64) -> Result<Glance> {
     Ok(g)
 }
 
+/// The best sellers (by units) among confirmed orders placed from `since` (epoch ms) on: what
+/// [`top_products`] answers for that range, reading each recent order's lines by key rather
+/// than joining every line ever sold (Postgres would hash-join the whole lines table).
+pub async fn top_products_since(
+    db: &Db,
+    gen: i64,
+    since: i64,
+    limit: i64,
+) -> Result<Vec<TopProduct>> {
+    let (o, l) = (table(ORDERS, gen), table(LINES, gen));
+    let recent = format!("SELECT order_id FROM {o} WHERE placed_at >= $1 AND status = 'confirmed'");
+    let lines = match db {
+        Db::Postgres(_) => format!(
+            "({recent}) r CROSS JOIN LATERAL
+             (SELECT sku, currency, qty, line_total_minor FROM {l} WHERE order_id = r.order_id) x"
+        ),
+        // SQLite joins by looking up each order's lines anyway.
+        Db::Sqlite(_) => format!("({recent}) r JOIN {l} x ON x.order_id = r.order_id"),
+    };
+    let sql = db
+        .sql(&format!(
+            "SELECT x.sku, x.currency, CAST(SUM(x.qty) AS BIGINT),
+                    CAST(SUM(x.line_total_minor) AS BIGINT)
+               FROM {lines}
+              GROUP BY x.sku, x.currency ORDER BY 3 DESC, 4 DESC, 1 LIMIT $2"
+        ))
+        .into_owned();
+    let rows: Vec<(String, String, i64, i64)> = on_db!(db, pool => {
+        sqlx::query_as(&sql).bind(since).bind(limit).fetch_all(pool).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(|(sku, currency, units, revenue_minor)| TopProduct {
+            sku,
+            currency,
+            units,
+            revenue_minor,
+        })
+        .collect())
+}
+
 /// Orders placed per minute from `since` (epoch ms) on, oldest first; minutes without
 /// orders are left out.
 pub async fn orders_per_minute(db: &Db, gen: i64, since: i64) -> Result<Vec<(i64, i64)>> {

@@ -541,6 +541,42 @@ async fn analytics_of_a_scripted_day_match_the_raw_events(backend: Backend) {
         in_day.len() + 1,
         "the next day's order counts all-time"
     );
+
+    // The console overview's own reads answer what the range routes answer.
+    use emporium_projections::analytics;
+    let db = app.store.db();
+    let (gen, _) = emporium_projections::runner::state(db, "analytics")
+        .await
+        .unwrap();
+    let from: DateTime<Utc> = "2026-11-20T00:00:00Z".parse().unwrap();
+    let ranged =
+        analytics::top_products(db, gen, analytics::Range::new(Some(from), None), false, 100)
+            .await
+            .unwrap();
+    let since = analytics::top_products_since(db, gen, from.timestamp_millis(), 100)
+        .await
+        .unwrap();
+    assert!(!since.is_empty());
+    assert_eq!(since, ranged);
+    let glance = analytics::glance(db, gen, from.timestamp_millis())
+        .await
+        .unwrap();
+    let summary = app.get("/v1/analytics/summary").await.body;
+    assert_eq!(glance.orders, summary["orders"].as_i64().unwrap());
+    let revenue: BTreeMap<String, i64> =
+        serde_json::from_value(summary["revenue_by_currency"].clone()).unwrap();
+    assert_eq!(glance.revenue_by_currency, revenue);
+    let funnel = analytics::funnel(db, gen, analytics::Range::new(Some(from), None))
+        .await
+        .unwrap();
+    assert_eq!(
+        glance.ever_confirmed,
+        (funnel.confirmation_rate * funnel.placed as f64).round() as i64
+    );
+    assert_eq!(
+        glance.by_status.get("confirmed").copied().unwrap_or(0),
+        funnel.confirmed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
