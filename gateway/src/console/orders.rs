@@ -198,7 +198,29 @@ pub async fn show(
         @if !view.shipments.is_empty() || !view.returns.is_empty() {
             section.card {
                 h2 { "Shipments and returns" }
-                pre { (serde_json::to_string_pretty(&serde_json::json!({"shipments": view.shipments, "returns": view.returns})).unwrap_or_default()) }
+                table #shipments {
+                    thead { tr { th { "Shipment" } th { "Warehouse" } th { "Lines" } th { "Captured" } } }
+                    tbody {
+                        @for sh in &view.shipments {
+                            tr { td { code { (sh.shipment_id) } } td { (sh.warehouse_id) }
+                                 td { @for l in &sh.lines { span.stock { (l.sku) " × " (l.qty) } } }
+                                 td.num { (m(&sh.amount)) } }
+                        }
+                    }
+                }
+                @if !view.returns.is_empty() {
+                    table #returns {
+                        thead { tr { th { "Return" } th { "Reason" } th { "Lines (restocked to)" } th { "Refunded" } } }
+                        tbody {
+                            @for r in &view.returns {
+                                tr { td { code { (r.return_id) } } td { (r.reason) }
+                                     td { @for l in &r.lines { span.stock { (l.sku) " × " (l.qty)
+                                         @if l.restock { " → " (l.warehouse_id) } } } }
+                                     td.num { (m(&r.amount)) } }
+                            }
+                        }
+                    }
+                }
             }
         }
         section.card {

@@ -28,21 +28,27 @@ const SESSION_CHECK: Duration = Duration::from_secs(10);
 const CHART_MINUTES: i64 = 60;
 
 /// Longest the overview's figures are served after the analytics projection moved on: the
-/// figures take a few grouped scans over every order, so under a stream of orders they are
+/// figures cost tens of milliseconds of database work, so under a stream of orders they are
 /// computed at most this often per engine, however many people watch.
-const MAX_STALE: Duration = Duration::from_secs(1);
+const MAX_STALE: Duration = Duration::from_millis(500);
+/// Longest the projection's position is taken as known: viewers' pages and streams within
+/// this interval share one position check.
+const RECHECK: Duration = Duration::from_millis(200);
 
 /// The last computed figures, with the projection position and minute they are for.
 #[derive(Default)]
 pub struct FiguresCache {
-    // A tokio mutex: the first caller computes while the others wait for its answer
-    // instead of running the same scans at once.
+    // A tokio mutex, held while checking and computing: the first caller does the work while
+    // the others wait for its answer instead of running the same reads at once.
     last: tokio::sync::Mutex<Option<Cached>>,
 }
 
 struct Cached {
+    /// Generation, position and minute the figures are for.
     key: (i64, i64, i64),
-    at: tokio::time::Instant,
+    computed: tokio::time::Instant,
+    /// When the projection's position was last found unchanged (or computed).
+    checked: tokio::time::Instant,
     figures: Arc<Value>,
 }
 
@@ -50,20 +56,28 @@ impl FiguresCache {
     /// The figures for the projection as it is now, or computed less than [`MAX_STALE`] ago
     /// for an earlier position (never for another generation or minute).
     pub async fn get(&self, state: &AppState) -> Result<Arc<Value>, ConsoleError> {
-        let (gen, position) =
-            emporium_projections::runner::state(state.store.db(), "analytics").await?;
         let minute = chrono::Utc::now().timestamp_millis() / 60_000;
         let mut last = self.last.lock().await;
         if let Some(c) = last.as_ref() {
+            if c.key.2 == minute && c.checked.elapsed() < RECHECK {
+                return Ok(c.figures.clone());
+            }
+        }
+        let (gen, position) =
+            emporium_projections::runner::state(state.store.db(), "analytics").await?;
+        if let Some(c) = last.as_mut() {
             let (g, p, m) = c.key;
-            if g == gen && m == minute && (p == position || c.at.elapsed() < MAX_STALE) {
+            if g == gen && m == minute && (p == position || c.computed.elapsed() < MAX_STALE) {
+                c.checked = tokio::time::Instant::now();
                 return Ok(c.figures.clone());
             }
         }
         let figures = Arc::new(figures(state).await?);
+        let now = tokio::time::Instant::now();
         *last = Some(Cached {
             key: (gen, position, minute),
-            at: tokio::time::Instant::now(),
+            computed: now,
+            checked: now,
             figures: figures.clone(),
         });
         Ok(figures)

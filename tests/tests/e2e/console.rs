@@ -437,8 +437,30 @@ async fn operators_analysts_and_auditors_use_the_console_in_a_real_browser() {
         "a client key got a session"
     );
 
+    // The order is shipped from where it was allocated, and the lamp comes back.
+    let order = app.get(&format!("/v1/orders/{order_id}")).await.body;
+    let wh = order["allocation"][0]["warehouse_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let shipped = app
+        .post(
+            &format!("/v1/orders/{order_id}/shipments"),
+            serde_json::json!({"warehouse_id": wh, "lines": [{"sku": "LAMP-1", "qty": 1}]}),
+        )
+        .await;
+    assert!(shipped.status < 300, "{:?}", shipped.body);
+    let returned = app
+        .post(
+            &format!("/v1/orders/{order_id}/returns"),
+            serde_json::json!({"reason": "changed my mind",
+                "lines": [{"sku": "LAMP-1", "qty": 1, "restock": true, "warehouse_id": wh}]}),
+        )
+        .await;
+    assert!(returned.status < 300, "{:?}", returned.body);
+
     // An auditor opens the order and sees every timeline event in feed order with its
-    // correlation id, as the API's timeline has them.
+    // correlation id, as the API's timeline has them, and its shipment and return.
     sign_in(&page, &base, &auditor).await;
     goto(&page, &format!("{base}/console/orders")).await;
     screenshot(&page, "orders").await;
@@ -475,6 +497,13 @@ async fn operators_analysts_and_auditors_use_the_console_in_a_real_browser() {
     )
     .await;
     assert_eq!(shown, expected);
+    let moved: Vec<usize> = js(
+        &page,
+        "[document.querySelectorAll('#shipments tbody tr').length, \
+          document.querySelectorAll('#returns tbody tr').length]",
+    )
+    .await;
+    assert_eq!(moved, vec![1, 1]);
     // No digest is signed in this engine (no --audit-key): the badge says so.
     let badge: String = js(&page, "document.getElementById('verification').className").await;
     assert_eq!(badge, "badge pending");
