@@ -150,6 +150,10 @@ pub async fn dump(db: &Db, projection: &dyn Projection, gen: i64) -> Result<Vec<
             };
             sqlx::query_scalar(&sql).fetch_all(pool).await?
         });
+        if cols.is_empty() {
+            // Not created yet (an engine starting its runners right now): no rows.
+            continue;
+        }
         let expr = cols
             .iter()
             .map(|c| format!("COALESCE(CAST({c} AS TEXT), '-')"))

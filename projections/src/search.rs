@@ -1069,6 +1069,8 @@ pub struct CatalogSearch {
     /// 1 for the index opened at start, one more per rebuild swapped in.
     generation: AtomicI64,
     rebuilding: AtomicBool,
+    /// How far the generation being rebuilt has read the feed.
+    rebuilt_to: AtomicI64,
 }
 
 impl CatalogSearch {
@@ -1089,6 +1091,7 @@ impl CatalogSearch {
             ready: AtomicBool::new(false),
             generation: AtomicI64::new(number as i64),
             rebuilding: AtomicBool::new(false),
+            rebuilt_to: AtomicI64::new(0),
         }))
     }
 
@@ -1109,16 +1112,24 @@ impl CatalogSearch {
         self.rebuilding.load(Ordering::Acquire)
     }
 
+    /// While a rebuild is under way, the feed position its new generation has reached.
+    pub fn rebuild_position(&self) -> Option<i64> {
+        self.is_rebuilding()
+            .then(|| self.rebuilt_to.load(Ordering::Acquire))
+    }
+
     /// Starts [`CatalogSearch::rebuild`] in the background unless one is running; returns
     /// whether it started.
     pub fn start_rebuild(self: &Arc<Self>, store: Store) -> bool {
         if self.rebuilding.swap(true, Ordering::AcqRel) {
             return false;
         }
+        self.rebuilt_to.store(0, Ordering::Release);
         let me = self.clone();
         tokio::spawn(async move {
             let started = Instant::now();
-            match me.rebuild(&store, |_, _| {}).await {
+            let progress = |done: i64, _head: i64| me.rebuilt_to.store(done, Ordering::Release);
+            match me.rebuild(&store, progress).await {
                 Ok(position) => tracing::info!(
                     position,
                     generation = me.generation(),

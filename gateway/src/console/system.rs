@@ -25,7 +25,8 @@ async fn render(
     let projections = crate::routes::projections::views(state).await?;
     let (_, health) = crate::routes::health::readiness(state).await;
     let keys = state.keys.list().await.map_err(ApiError::from)?;
-    let rebuilding = state.search.as_ref().is_some_and(|s| s.is_rebuilding());
+    let rebuilding = state.search.as_ref().and_then(|s| s.rebuild_position());
+    let head = projections.first().map_or(0, |p| p.head);
     let body = html! {
         h1 { "System" }
         @if let Some(n) = notice { p.notice role="status" { (n) } }
@@ -58,8 +59,13 @@ async fn render(
             @if state.search.is_some() {
                 form method="post" action="/console/system/rebuild-search" {
                     input type="hidden" name="csrf" value=(session.csrf);
-                    @if rebuilding { p.notice #rebuild-progress { "Rebuilding the search index: the new generation swaps in when it has caught up." } }
-                    button type="submit" disabled[rebuilding] { "Rebuild the search index" }
+                    @if let Some(at) = rebuilding {
+                        p.notice #rebuild-progress {
+                            "Rebuilding the search index: the new generation has read the feed to "
+                            (at) " of " (head) "; it swaps in when it has caught up."
+                        }
+                    }
+                    button type="submit" disabled[rebuilding.is_some()] { "Rebuild the search index" }
                 }
             }
         }

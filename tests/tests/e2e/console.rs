@@ -724,6 +724,39 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
         }
     }
 
+    // A rebuild of the search index started from the System page swaps in a new generation,
+    // the page showing its progress meanwhile or the new generation after.
+    let (_, system) = get_page(&app, &token, "/console/system").await;
+    assert!(
+        system.contains("<td>search</td><td class=\"num\">1</td>"),
+        "{system}"
+    );
+    let rebuild = post_form(
+        &app.base,
+        &token,
+        "/console/system/rebuild-search",
+        None,
+        &[("csrf", &csrf_of(&system))],
+    )
+    .await;
+    assert_eq!(rebuild.status(), 303);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let (_, page) = get_page(&app, &token, "/console/system").await;
+        if page.contains("<td>search</td><td class=\"num\">2</td>") {
+            break;
+        }
+        assert!(
+            page.contains("id=\"rebuild-progress\""),
+            "neither progress nor the new generation: {page}"
+        );
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rebuild did not finish"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+
     // Revoking the key ends its console session at once.
     let key_id = app
         .state
