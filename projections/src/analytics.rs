@@ -293,6 +293,18 @@ pub struct TopProduct {
     pub revenue_minor: i64,
 }
 
+impl From<(String, String, i64, i64)> for TopProduct {
+    /// A row of `(sku, currency, units, revenue_minor)`.
+    fn from((sku, currency, units, revenue_minor): (String, String, i64, i64)) -> Self {
+        TopProduct {
+            sku,
+            currency,
+            units,
+            revenue_minor,
+        }
+    }
+}
+
 /// Best sellers among confirmed orders placed in the range, by units or by revenue.
 pub async fn top_products(
     db: &Db,
@@ -318,15 +330,7 @@ pub async fn top_products(
     let rows: Vec<(String, String, i64, i64)> = on_db!(db, pool => {
         sqlx::query_as(&sql).bind(r.from).bind(r.to).bind(limit).fetch_all(pool).await?
     });
-    Ok(rows
-        .into_iter()
-        .map(|(sku, currency, units, revenue_minor)| TopProduct {
-            sku,
-            currency,
-            units,
-            revenue_minor,
-        })
-        .collect())
+    Ok(rows.into_iter().map(TopProduct::from).collect())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]
@@ -504,15 +508,7 @@ pub async fn top_products_since(
     let rows: Vec<(String, String, i64, i64)> = on_db!(db, pool => {
         sqlx::query_as(&sql).bind(since).bind(limit).persistent(false).fetch_all(pool).await?
     });
-    Ok(rows
-        .into_iter()
-        .map(|(sku, currency, units, revenue_minor)| TopProduct {
-            sku,
-            currency,
-            units,
-            revenue_minor,
-        })
-        .collect())
+    Ok(rows.into_iter().map(TopProduct::from).collect())
 }
 
 /// Orders placed per minute from `since` (epoch ms) on, oldest first; minutes without

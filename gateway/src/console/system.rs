@@ -22,10 +22,12 @@ async fn render(
     created: Option<&CreatedKey>,
     notice: Option<&str>,
 ) -> Result<Markup, ConsoleError> {
+    // Read before the generations: a rebuild that ends in between has then already
+    // published its new generation, so the page never shows neither.
+    let rebuilding = state.search.as_ref().and_then(|s| s.rebuild_position());
     let projections = crate::routes::projections::views(state).await?;
     let (_, health) = crate::routes::health::readiness(state).await;
     let keys = state.keys.list().await.map_err(ApiError::from)?;
-    let rebuilding = state.search.as_ref().and_then(|s| s.rebuild_position());
     let head = projections.first().map_or(0, |p| p.head);
     let body = html! {
         h1 { "System" }

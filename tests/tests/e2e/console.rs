@@ -561,6 +561,13 @@ async fn post_form(
     r.form(form).send().await.unwrap()
 }
 
+/// Opens `page` with the session, then posts to `action` with the CSRF token of its forms,
+/// as a browser submitting one of them does.
+async fn submit(app: &TestApp, token: &str, page: &str, action: &str) -> reqwest::Response {
+    let (_, html) = get_page(app, token, page).await;
+    post_form(&app.base, token, action, None, &[("csrf", &csrf_of(&html))]).await
+}
+
 /// Signs in with `key` and returns the `Set-Cookie` header and the session token.
 async fn http_sign_in(app: &TestApp, key: &str) -> (reqwest::StatusCode, Option<(String, String)>) {
     let r = http()
@@ -731,12 +738,11 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
         system.contains("<td>search</td><td class=\"num\">1</td>"),
         "{system}"
     );
-    let rebuild = post_form(
-        &app.base,
+    let rebuild = submit(
+        &app,
         &token,
+        "/console/system",
         "/console/system/rebuild-search",
-        None,
-        &[("csrf", &csrf_of(&system))],
     )
     .await;
     assert_eq!(rebuild.status(), 303);
@@ -768,13 +774,11 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
         .find(|k| k.label == "made in the console")
         .unwrap()
         .key_id;
-    let (_, system) = get_page(&app, &token, "/console/system").await;
-    let revoke = post_form(
-        &app.base,
+    let revoke = submit(
+        &app,
         &token,
+        "/console/system",
         &format!("/console/system/keys/{key_id}/revoke"),
-        None,
-        &[("csrf", &csrf_of(&system))],
     )
     .await;
     assert_eq!(revoke.status(), 200);
@@ -808,15 +812,7 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
     }
 
     // Sign-out ends the session on the server, not only in the browser.
-    let (_, page) = get_page(&app, &token, "/console/system").await;
-    let out = post_form(
-        &app.base,
-        &token,
-        "/console/logout",
-        None,
-        &[("csrf", &csrf_of(&page))],
-    )
-    .await;
+    let out = submit(&app, &token, "/console/system", "/console/logout").await;
     assert_eq!(out.status(), 303);
     let (s, _) = get_page(&app, &token, "/console/system").await;
     assert_eq!(s, 303);
