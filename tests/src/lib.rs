@@ -153,6 +153,28 @@ impl TestApp {
             .key
     }
 
+    /// Posts the console's sign-in form with `key` (and `header`, such as an `Origin`), as a
+    /// browser does; the answer is not followed, so its `Set-Cookie` can be read.
+    pub async fn console_sign_in(
+        &self,
+        key: &str,
+        header: Option<(&str, &str)>,
+    ) -> reqwest::Response {
+        let client = reqwest::Client::builder()
+            .redirect(reqwest::redirect::Policy::none())
+            .build()
+            .expect("an HTTP client");
+        let mut request = client.post(format!("{}/console/login", self.base));
+        if let Some((name, value)) = header {
+            request = request.header(name, value);
+        }
+        request
+            .form(&[("key", key)])
+            .send()
+            .await
+            .expect("the sign-in answers")
+    }
+
     pub async fn send(&self, method: reqwest::Method, path: &str, body: Option<Value>) -> Reply {
         self.send_as(Some(ADMIN_KEY), method, path, body).await
     }

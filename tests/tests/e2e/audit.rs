@@ -418,19 +418,11 @@ async fn an_inclusion_proof_verifies_offline_and_fails_when_anything_changes() {
         .to_string();
 
     // The console's order page shows the same check as a badge, for an auditor.
-    let console = reqwest::Client::builder()
-        .redirect(reqwest::redirect::Policy::none())
-        .build()
-        .unwrap();
-    let signed_in = console
-        .post(format!("{}/console/login", app.base))
-        .form(&[("key", auditor_key.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let signed_in = app.console_sign_in(&auditor_key, None).await;
     let cookie = signed_in.headers()["set-cookie"].to_str().unwrap();
     let cookie = cookie.split(';').next().unwrap().to_string();
-    let page = console
+    let page = app
+        .client
         .get(format!("{}/console/orders/{order_id}", app.base))
         .header("cookie", cookie)
         .send()

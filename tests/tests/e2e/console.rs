@@ -570,12 +570,7 @@ async fn submit(app: &TestApp, token: &str, page: &str, action: &str) -> reqwest
 
 /// Signs in with `key` and returns the `Set-Cookie` header and the session token.
 async fn http_sign_in(app: &TestApp, key: &str) -> (reqwest::StatusCode, Option<(String, String)>) {
-    let r = http()
-        .post(format!("{}/console/login", app.base))
-        .form(&[("key", key)])
-        .send()
-        .await
-        .unwrap();
+    let r = app.console_sign_in(key, None).await;
     let status = r.status();
     let cookie = r
         .headers()
@@ -631,13 +626,9 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
         assert!(header.contains(attribute), "{header}");
     }
     assert!(!header.contains("Secure"), "plain HTTP: {header}");
-    let behind_tls = http()
-        .post(format!("{}/console/login", app.base))
-        .header("x-forwarded-proto", "https")
-        .form(&[("key", admin.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let behind_tls = app
+        .console_sign_in(&admin, Some(("x-forwarded-proto", "https")))
+        .await;
     let tls_cookie = behind_tls.headers()["set-cookie"]
         .to_str()
         .unwrap()
@@ -671,13 +662,9 @@ async fn console_sessions_refuse_forged_posts_and_follow_the_api_roles() {
     assert_eq!(wrong.status(), 403);
     assert_eq!(key_count(&app).await, before);
     // A forged cross-site sign-in is refused too.
-    let login = http()
-        .post(format!("{}/console/login", app.base))
-        .header("origin", "http://evil.example")
-        .form(&[("key", admin.as_str())])
-        .send()
-        .await
-        .unwrap();
+    let login = app
+        .console_sign_in(&admin, Some(("origin", "http://evil.example")))
+        .await;
     assert_eq!(login.status(), 403);
 
     // With the page's token, the same form creates the key and shows its secret once.
