@@ -198,6 +198,7 @@ async fn plain_cqrs(url: &str, clients: usize, duration: u64) -> anyhow::Result<
                         shipping_region: Region::parse("eu-west")?,
                         payment_token: "tok_ok".into(),
                         personal: None,
+                        promotions: vec![],
                     };
                     until_not_conflicting::<Order, _>(|| orders.execute(&oid, place.clone()))
                         .await?;

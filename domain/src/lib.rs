@@ -18,6 +18,8 @@
 //!     ([`StockItem`], type `"StockItem"`, id from [`stock_item_id`]).
 //!   - [`order`]: a customer order and its life cycle ([`Order`], type `"Order"`).
 //!   - [`payment`]: the payment of one order ([`Payment`], type `"Payment"`, id = order id).
+//!   - [`promotion`]: a promotion code, its terms and its redemptions ([`Promotion`], type
+//!     `"Promotion"`, id = the code upper case).
 //!   - [`checkout`]: the checkout saga's memory of one order ([`Checkout`], type
 //!     `"Checkout"`, id = order id).
 //! - [`schema`]: every event type's name and current version ([`EventSchema`]) and the union
@@ -32,6 +34,7 @@ pub mod inventory;
 pub mod order;
 pub mod payment;
 pub mod product;
+pub mod promotion;
 pub mod schema;
 pub mod values;
 pub mod warehouse;
@@ -49,6 +52,7 @@ pub use order::{
 };
 pub use payment::{Payment, PaymentCommand, PaymentError, PaymentEvent, PaymentStatus};
 pub use product::{Product, ProductCommand, ProductError, ProductEvent};
+pub use promotion::{Promotion, PromotionCommand, PromotionError, PromotionEvent};
 pub use schema::{Event, EventSchema};
 pub use values::{
     Category, Currency, CustomerId, Description, Money, OrderId, Priority, Quantity, Reason,

@@ -10,6 +10,7 @@ use crate::inventory::StockItemEvent;
 use crate::order::OrderEvent;
 use crate::payment::PaymentEvent;
 use crate::product::ProductEvent;
+use crate::promotion::PromotionEvent;
 use crate::values::OrderId;
 use crate::warehouse::WarehouseEvent;
 
@@ -42,6 +43,7 @@ pub enum Event {
     Order(OrderEvent),
     Payment(PaymentEvent),
     Checkout(CheckoutEvent),
+    Promotion(PromotionEvent),
 }
 
 impl Event {
@@ -54,6 +56,7 @@ impl Event {
             Event::Payment(e) => Some(e.order_id()),
             Event::Checkout(e) => Some(e.order_id()),
             Event::StockItem(e) => e.order_id(),
+            Event::Promotion(e) => e.order_id(),
             Event::Product(_) | Event::Warehouse(_) => None,
         }
     }

@@ -24,7 +24,7 @@ use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use emporium_domain::{
-    Checkout, Event, EventSchema, Order, Payment, Product, StockItem, Warehouse,
+    Checkout, Event, EventSchema, Order, Payment, Product, Promotion, StockItem, Warehouse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -221,6 +221,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         t if t == Order::TYPE => of::<Order>(event_type),
         t if t == Payment::TYPE => of::<Payment>(event_type),
         t if t == Checkout::TYPE => of::<Checkout>(event_type),
+        t if t == Promotion::TYPE => of::<Promotion>(event_type),
         _ => None,
     }
 }
@@ -340,6 +341,8 @@ impl Upcasters {
             Ok(self.decode::<Payment, P>(e)?.map(Event::Payment))
         } else if t == Checkout::TYPE {
             Ok(self.decode::<Checkout, P>(e)?.map(Event::Checkout))
+        } else if t == Promotion::TYPE {
+            Ok(self.decode::<Promotion, P>(e)?.map(Event::Promotion))
         } else {
             Err(DecodeError::UnknownAggregate {
                 event: e.describe(),
@@ -412,6 +415,7 @@ fn event_json(e: &Event) -> serde_json::Result<String> {
         Event::Order(e) => serde_json::to_string(e),
         Event::Payment(e) => serde_json::to_string(e),
         Event::Checkout(e) => serde_json::to_string(e),
+        Event::Promotion(e) => serde_json::to_string(e),
     }
 }
 
@@ -423,6 +427,7 @@ fn event_value(e: &Event) -> serde_json::Result<Value> {
         Event::Order(e) => serde_json::to_value(e),
         Event::Payment(e) => serde_json::to_value(e),
         Event::Checkout(e) => serde_json::to_value(e),
+        Event::Promotion(e) => serde_json::to_value(e),
     }
 }
 

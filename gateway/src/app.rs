@@ -29,7 +29,7 @@ use crate::auth::{authorize, Access, Role};
 use crate::error::{ApiError, InternalDetail};
 use crate::routes::{
     analytics, audit, catalog, customers, events, fulfilment, health, inventory, keys, orders,
-    products, projections, timeline, warehouses,
+    products, projections, promotions, timeline, warehouses,
 };
 use crate::state::AppState;
 
@@ -64,6 +64,7 @@ pub struct RouteSpec {
         (name = "warehouses", description = "Warehouses"),
         (name = "inventory", description = "Stock per warehouse and SKU"),
         (name = "orders", description = "Placing, reading and cancelling orders"),
+        (name = "promotions", description = "Promotion codes and their usage limits"),
         (name = "events", description = "The global event feed"),
         (name = "analytics", description = "Figures over time ranges, and a live stream"),
         (name = "keys", description = "API keys (admin)"),
@@ -183,6 +184,9 @@ pub fn build(state: AppState) -> Built {
         .add(CLIENT, routes!(orders::place))
         .add(CLIENT, routes!(orders::get))
         .add(CLIENT, routes!(orders::cancel))
+        .add(OPERATOR, routes!(orders::review))
+        .add(OPERATOR, routes!(promotions::create))
+        .add(OPERATOR, routes!(promotions::get))
         .add(CLIENT, routes!(orders::payment))
         .add(OPERATOR, routes!(fulfilment::ship))
         .add(OPERATOR, routes!(fulfilment::take_back))

@@ -266,9 +266,30 @@ pub struct ServeArgs {
     /// Seconds a checkout may wait for the payment authorization before rejecting.
     #[arg(long, env = "EMPORIUM_PAYMENT_TIMEOUT_SECS", default_value_t = 30)]
     pub payment_timeout_secs: u64,
+    /// Fraud score (0-100) at or above which an order waits `under_review` for
+    /// `POST /v1/orders/{id}/review`; `off` screens nothing.
+    #[arg(long, env = "EMPORIUM_REVIEW_THRESHOLD", default_value = "80", value_parser = parse_threshold)]
+    pub review_threshold: Threshold,
+    /// Seconds a held order waits for a reviewer before it is rejected.
+    #[arg(long, env = "EMPORIUM_REVIEW_TIMEOUT_SECS", default_value_t = 86_400)]
+    pub review_timeout_secs: u64,
     /// Serve /metrics to non-loopback clients too.
     #[arg(long, env = "EMPORIUM_METRICS_PUBLIC")]
     pub metrics_public: bool,
+}
+
+/// `--review-threshold`: a score, or `off`.
+#[derive(Debug, Clone, Copy)]
+pub struct Threshold(pub Option<u8>);
+
+fn parse_threshold(raw: &str) -> Result<Threshold, String> {
+    if raw.eq_ignore_ascii_case("off") {
+        return Ok(Threshold(None));
+    }
+    match raw.parse::<u8>() {
+        Ok(n) if n <= 100 => Ok(Threshold(Some(n))),
+        _ => Err("a score from 0 to 100, or `off`".into()),
+    }
 }
 
 /// Entry point of the binary.
@@ -762,6 +783,11 @@ async fn serve(args: ServeArgs) -> anyhow::Result<()> {
         })
         .checkout(emporium_sagas::CheckoutConfig {
             payment_timeout: std::time::Duration::from_secs(args.payment_timeout_secs.max(1)),
+            fraud: emporium_sagas::FraudConfig {
+                threshold: args.review_threshold.0,
+                review_timeout: std::time::Duration::from_secs(args.review_timeout_secs.max(1)),
+                ..Default::default()
+            },
             ..Default::default()
         });
     if let Some(url) = args.nats_url.clone().filter(|u| !u.is_empty()) {

@@ -56,6 +56,16 @@ pub fn sku() -> Object {
     string(1, 64, IDENT_PATTERN, "Product SKU")
 }
 
+/// `PromoCode`: 2 to 32 of `[A-Za-z0-9_-]`, starting alphanumeric (any case; kept upper case).
+pub fn promo_code() -> Object {
+    string(
+        2,
+        emporium_domain::values::PROMO_CODE_MAX,
+        "^[A-Za-z0-9][A-Za-z0-9_-]{1,31}$",
+        "Promotion code (case-insensitive)",
+    )
+}
+
 /// `WarehouseId`.
 pub fn warehouse_id() -> Object {
     string(1, 64, IDENT_PATTERN, "Warehouse id")

@@ -118,9 +118,12 @@ impl Projection for Analytics {
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, sku) DO NOTHING"
                 ));
                 for line in lines {
+                    // Revenue per product is what was charged for it: the line less its discount.
+                    let net = line.line_total.amount_minor()
+                        - line.discount.map_or(0, |d| d.amount_minor());
                     crate::on_tx!(tx, c => {
                         sqlx::query(&sql).bind(id).bind(line.sku.as_str()).bind(i64::from(line.qty.get()))
-                            .bind(line.line_total.amount_minor()).bind(line.line_total.currency().as_str())
+                            .bind(net).bind(line.line_total.currency().as_str())
                             .execute(&mut **c).await?.rows_affected()
                     });
                 }
@@ -158,6 +161,22 @@ impl Projection for Analytics {
                     sqlx::query(&sql).bind(at).bind(id).execute(&mut **c).await?.rows_affected()
                 });
             }
+            Event::Order(
+                e @ (OrderEvent::OrderHeldForReview { .. }
+                | OrderEvent::OrderReviewApproved { .. }),
+            ) => {
+                let status = if matches!(e, OrderEvent::OrderHeldForReview { .. }) {
+                    "under_review"
+                } else {
+                    "pending"
+                };
+                let sql = tx.sql(&format!(
+                    "UPDATE {o} SET status = '{status}' WHERE order_id = $1"
+                ));
+                crate::on_tx!(tx, c => {
+                    sqlx::query(&sql).bind(id).execute(&mut **c).await?.rows_affected()
+                });
+            }
             Event::StockItem(e) => {
                 let (warehouse_id, sku, levels) = e.levels();
                 let sql = tx.sql(&format!(
@@ -178,7 +197,8 @@ impl Projection for Analytics {
             | Event::Product(_)
             | Event::Warehouse(_)
             | Event::Payment(_)
-            | Event::Checkout(_) => {}
+            | Event::Checkout(_)
+            | Event::Promotion(_) => {}
         }
         Ok(())
     }

@@ -181,7 +181,11 @@ async fn apply_one(
             });
             touched.insert(sku.to_string());
         }
-        Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
+        Event::Warehouse(_)
+            | Event::Order(_)
+            | Event::Payment(_)
+            | Event::Checkout(_)
+            | Event::Promotion(_) => {}
     }
     Ok(())
 }

@@ -439,7 +439,11 @@ impl Generation {
                         );
                     }
                 }
-                Event::Warehouse(_) | Event::Order(_) | Event::Payment(_) | Event::Checkout(_) => {}
+                Event::Warehouse(_)
+            | Event::Order(_)
+            | Event::Payment(_)
+            | Event::Checkout(_)
+            | Event::Promotion(_) => {}
             }
         }
         let mut writer = self

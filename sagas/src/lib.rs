@@ -6,6 +6,7 @@
 //! - the saga's durable state is the domain's `Checkout` aggregate (one per order).
 //! - [`lease`]: one run per checkout at a time across engine processes.
 //! - [`payment`]: the `PaymentProvider` port and the built-in sandbox provider.
+//! - [`fraud`]: the `FraudScreen` port and the built-in rules screen.
 //! - [`worker`]: the saga itself, consuming `OrderPlaced` through the bus.
 //! - [`fulfilment`]: settling shipments and returns (stock out or back, capture, refund).
 //!
@@ -14,6 +15,7 @@
 //! redelivery or resume can never reserve or authorize twice.
 
 pub mod allocation;
+pub mod fraud;
 pub mod fulfilment;
 pub mod lease;
 pub mod payment;
@@ -21,7 +23,8 @@ pub mod worker;
 
 pub use emporium_domain::Checkout;
 pub use payment::{PaymentProvider, Sandbox};
-pub use worker::{CheckoutConfig, CheckoutSaga, Outcome};
+pub use fraud::{FraudRules, FraudScreen, RulesScreen};
+pub use worker::{CheckoutConfig, CheckoutSaga, FraudConfig, Outcome};
 
 /// Creates this crate's tables (the sandbox payment provider's log) on `db`.
 pub async fn migrate(

@@ -34,6 +34,7 @@ use emporium_event_store::{CommandError, Envelope, EventMetadata, Store, StoreEr
 use tokio::sync::Semaphore;
 
 use crate::allocation::{allocate, Candidate};
+use crate::fraud::{FraudRules, FraudScreen, RulesScreen, ScreenFacts};
 use crate::lease::Leases;
 use crate::payment::{Authorization, PaymentProvider};
 
@@ -52,6 +53,31 @@ pub struct CheckoutConfig {
     /// How often the sweeper looks for work nobody is doing (checkouts idle past their
     /// deadline, placed orders without a checkout, cancels not yet compensated).
     pub sweep_interval: Duration,
+    /// Fraud review before payment.
+    pub fraud: FraudConfig,
+}
+
+/// When the checkout holds an order for a person's review.
+#[derive(Debug, Clone)]
+pub struct FraudConfig {
+    /// Orders scored at or above this wait `under_review`; `None` screens nothing.
+    pub threshold: Option<u8>,
+    /// A review not decided within this rejects the order.
+    pub review_timeout: Duration,
+    /// The built-in screen's rules (used unless another screen is plugged in).
+    pub rules: FraudRules,
+}
+
+impl Default for FraudConfig {
+    fn default() -> Self {
+        Self {
+            // Only all of a high value, many recent orders and a new shipping region together
+            // (40 + 30 + 25 points) hold an order by default.
+            threshold: Some(80),
+            review_timeout: Duration::from_secs(24 * 3600),
+            rules: FraudRules::default(),
+        }
+    }
 }
 
 impl Default for CheckoutConfig {
@@ -62,6 +88,7 @@ impl Default for CheckoutConfig {
             concurrency: 64,
             lease_ttl: Duration::from_secs(5),
             sweep_interval: Duration::from_secs(5),
+            fraud: FraudConfig::default(),
         }
     }
 }
@@ -92,6 +119,8 @@ pub struct Orphans {
 pub enum Outcome {
     Confirmed,
     Rejected(String),
+    /// Waiting for a fraud review (stock reserved, payment not yet asked for).
+    Held,
     /// Nothing to do: finished before, not an order, or not pending.
     Nothing,
 }
@@ -120,6 +149,8 @@ pub struct CheckoutSaga {
     warehouses: Mutex<Option<(std::time::Instant, Arc<Vec<String>>)>>,
     /// Opens the sealed payment token of an order (docs/audit.md, erasure).
     keys: emporium_event_store::personal::KeyRing,
+    /// Scores orders before payment (fraud review).
+    screen: Arc<dyn FraudScreen>,
 }
 
 /// How long the list of warehouse ids is reused: a new warehouse is a candidate for
@@ -139,13 +170,26 @@ impl CheckoutSaga {
         self.provider.as_ref()
     }
 
+    /// A saga with the built-in rules screen.
     pub fn new(
         store: Store,
         provider: Arc<dyn PaymentProvider>,
         config: CheckoutConfig,
     ) -> Arc<Self> {
+        let screen = Arc::new(RulesScreen::new(store.db().clone(), config.fraud.rules.clone()));
+        Self::with_screen(store, provider, config, screen)
+    }
+
+    /// A saga with another fraud screen plugged in.
+    pub fn with_screen(
+        store: Store,
+        provider: Arc<dyn PaymentProvider>,
+        config: CheckoutConfig,
+        screen: Arc<dyn FraudScreen>,
+    ) -> Arc<Self> {
         let leases = Leases::new(store.db().clone(), config.lease_ttl);
         Arc::new(Self {
+            screen,
             provider,
             config,
             active: Mutex::new(HashSet::new()),
@@ -222,6 +266,48 @@ impl CheckoutSaga {
         }
         match order.status() {
             Some(OrderStatus::Pending) => {}
+            Some(OrderStatus::UnderReview) => {
+                let deadline = order.review().map_or(i64::MAX, |r| r.review_deadline_ms);
+                if now_ms() <= deadline {
+                    // A person decides; the approval's delivery (or the sweep) resumes it.
+                    return Ok(Outcome::Nothing);
+                }
+                let timeout = EventMetadata::system("fraud-review")
+                    .correlated_with(placed.metadata.correlation_id.clone())
+                    .caused_by(placed.event_id.to_string());
+                match self
+                    .exec::<Order>(
+                        &oid,
+                        OrderCommand::ReviewOrder {
+                            approve: false,
+                            note: Reason::parse("the review was not decided in time").ok(),
+                        },
+                        &timeout,
+                    )
+                    .await
+                {
+                    // Decided meanwhile: the next run follows that decision.
+                    Ok(()) | Err(CommandError::Rejected(OrderError::IllegalTransition { .. })) => {}
+                    Err(e) => return Err(command_error(e)),
+                }
+                let (order, _) = self.store.load::<Order>(&oid).await?;
+                if order.status() == Some(OrderStatus::Rejected) {
+                    self.compensate(&order, &oid, meta).await?;
+                    self.exec::<Checkout>(
+                        &oid,
+                        CheckoutCommand::Fail {
+                            reason: "the fraud review was not decided in time".into(),
+                        },
+                        meta,
+                    )
+                    .await
+                    .map_err(command_error)?;
+                    metrics::counter!("emporium_checkouts_total", "outcome" => "rejected")
+                        .increment(1);
+                    return Ok(Outcome::Rejected("review timed out".into()));
+                }
+                return Ok(Outcome::Nothing);
+            }
             Some(OrderStatus::Confirmed) => {
                 self.exec::<Checkout>(&oid, CheckoutCommand::Complete, meta)
                     .await
@@ -277,8 +363,24 @@ impl CheckoutSaga {
             },
         };
 
+        let mut deadline_ms = checkout.deadline_ms();
         if !checkout.is_authorized() {
-            match self.pay(&order, &oid, checkout.deadline_ms()).await {
+            match order.review().map(|r| r.approved) {
+                // Approved by a reviewer: the payment gets its full time from now.
+                Some(Some(true)) if !checkout.is_resumed() => {
+                    deadline_ms = now_ms() + self.config.payment_timeout.as_millis() as i64;
+                    self.exec::<Checkout>(&oid, CheckoutCommand::Resume { deadline_ms }, meta)
+                        .await
+                        .map_err(command_error)?;
+                }
+                Some(_) => {}
+                None => {
+                    if self.hold_for_review(&order, &oid, meta).await? {
+                        return Ok(Outcome::Held);
+                    }
+                }
+            }
+            match self.pay(&order, &oid, deadline_ms).await {
                 Paid::Yes => {
                     let Some(total) = order.total().copied() else {
                         return Err(SagaError::Command("placed order without a total".into()));
@@ -362,6 +464,66 @@ impl CheckoutSaga {
                 }
                 Ok(Outcome::Nothing)
             }
+            Err(e) => Err(command_error(e)),
+        }
+    }
+
+    /// Asks the fraud screen about the order; at or above the threshold the order waits
+    /// `under_review` (its stock stays reserved). `Ok(true)` when held.
+    async fn hold_for_review(
+        &self,
+        order: &Order,
+        oid: &str,
+        meta: &EventMetadata,
+    ) -> Result<bool, SagaError> {
+        let Some(threshold) = self.config.fraud.threshold else {
+            return Ok(false);
+        };
+        let (Some(order_id), Some(customer_id), Some(total), Some(region)) = (
+            order.order_id(),
+            order.customer_id(),
+            order.total(),
+            order.shipping_region(),
+        ) else {
+            return Ok(false);
+        };
+        let screening = self
+            .screen
+            .screen(&ScreenFacts {
+                order_id,
+                customer_id: customer_id.clone(),
+                total: *total,
+                shipping_region: region.clone(),
+            })
+            .await
+            .map_err(|e| SagaError::Command(e.to_string()))?;
+        if screening.score < threshold {
+            return Ok(false);
+        }
+        let reasons = screening
+            .reasons
+            .iter()
+            .filter_map(|r| Reason::parse(&r.chars().take(500).collect::<String>()).ok())
+            .collect();
+        let review_deadline_ms = now_ms() + self.config.fraud.review_timeout.as_millis() as i64;
+        match self
+            .exec::<Order>(
+                oid,
+                OrderCommand::HoldForReview {
+                    score: screening.score,
+                    reasons,
+                    review_deadline_ms,
+                },
+                meta,
+            )
+            .await
+        {
+            Ok(()) => {
+                metrics::counter!("emporium_checkouts_total", "outcome" => "held").increment(1);
+                Ok(true)
+            }
+            // Cancelled meanwhile: the confirmation finds out and gives everything back.
+            Err(CommandError::Rejected(OrderError::IllegalTransition { .. })) => Ok(false),
             Err(e) => Err(command_error(e)),
         }
     }
@@ -661,6 +823,24 @@ impl CheckoutSaga {
             .void(oid)
             .await
             .map_err(|e| SagaError::Command(e.to_string()))?;
+        // Codes of an order that never shipped anything are given back (idempotent).
+        if order.shipments().is_empty() {
+            if let Some(order_id) = order.order_id() {
+                for p in order.promotions() {
+                    match self
+                        .exec::<emporium_domain::Promotion>(
+                            p.code.as_str(),
+                            emporium_domain::PromotionCommand::Release { order_id },
+                            meta,
+                        )
+                        .await
+                    {
+                        Ok(()) | Err(CommandError::Rejected(_)) => {}
+                        Err(e) => return Err(command_error(e)),
+                    }
+                }
+            }
+        }
         Ok(())
     }
 
@@ -914,6 +1094,14 @@ impl CheckoutSaga {
                     };
                     match &placed.payload {
                         OrderEvent::OrderPlaced { .. } => {}
+                        OrderEvent::OrderReviewApproved { .. } | OrderEvent::OrderRejected { .. } => {
+                            // A reviewer's decision: go on with the checkout, or give back
+                            // what it holds. A rejection by the saga itself finds its
+                            // checkout finished and does nothing.
+                            let _ = subscriber.ack(delivery).await;
+                            self.spawn_process(placed.aggregate_id.clone(), permits.clone(), None);
+                            continue;
+                        }
                         OrderEvent::OrderCancelled { .. } => {
                             // The cancel is durable in the log: compensate now, and should
                             // that fail (or another engine hold the checkout), the sweep

@@ -24,6 +24,11 @@ pub enum CheckoutCommand {
         amount_minor: i64,
         currency: String,
     },
+    /// A held order was approved after its review: the payment gets a fresh deadline from
+    /// now. Recorded once.
+    Resume {
+        deadline_ms: i64,
+    },
     Complete,
     Fail {
         reason: String,
@@ -49,6 +54,9 @@ pub enum CheckoutEvent {
         amount_minor: i64,
         currency: String,
     },
+    /// The order's fraud review approved it; the payment must be authorized before
+    /// `deadline_ms`.
+    CheckoutResumed { order_id: OrderId, deadline_ms: i64 },
     /// The order is confirmed.
     CheckoutCompleted { order_id: OrderId },
     /// The order was rejected (or cancelled) and everything held for it released.
@@ -63,6 +71,7 @@ impl DomainEvent for CheckoutEvent {
             Self::CheckoutStarted { .. } => "CheckoutStarted",
             Self::CheckoutStockReserved { .. } => "CheckoutStockReserved",
             Self::CheckoutPaymentAuthorized { .. } => "CheckoutPaymentAuthorized",
+            Self::CheckoutResumed { .. } => "CheckoutResumed",
             Self::CheckoutCompleted { .. } => "CheckoutCompleted",
             Self::CheckoutFailed { .. } => "CheckoutFailed",
             Self::CheckoutCompensated { .. } => "CheckoutCompensated",
@@ -90,6 +99,8 @@ pub struct Checkout {
     finished: Option<bool>,
     #[serde(default)]
     compensated: bool,
+    #[serde(default)]
+    resumed: bool,
 }
 
 impl Checkout {
@@ -111,6 +122,10 @@ impl Checkout {
     /// `Some(true)` completed, `Some(false)` failed, `None` still running.
     pub fn finished(&self) -> Option<bool> {
         self.finished
+    }
+    /// Whether the checkout went on after a fraud review approved the order.
+    pub fn is_resumed(&self) -> bool {
+        self.resumed
     }
     /// Whether a cancellation's compensation was recorded.
     pub fn is_compensated(&self) -> bool {
@@ -175,6 +190,16 @@ impl Aggregate for Checkout {
                     currency,
                 }
             }
+            CheckoutCommand::Resume { deadline_ms } => {
+                let order_id = self.order_id.ok_or(CheckoutError::NotStarted)?;
+                if self.resumed {
+                    return Ok(());
+                }
+                CheckoutEvent::CheckoutResumed {
+                    order_id,
+                    deadline_ms,
+                }
+            }
             CheckoutCommand::Complete => CheckoutEvent::CheckoutCompleted {
                 order_id: self.order_id.ok_or(CheckoutError::NotStarted)?,
             },
@@ -200,6 +225,10 @@ impl Aggregate for Checkout {
                 self.allocation = Some(allocation)
             }
             CheckoutEvent::CheckoutPaymentAuthorized { .. } => self.authorized = true,
+            CheckoutEvent::CheckoutResumed { deadline_ms, .. } => {
+                self.resumed = true;
+                self.deadline_ms = deadline_ms;
+            }
             CheckoutEvent::CheckoutCompleted { .. } => self.finished = Some(true),
             CheckoutEvent::CheckoutFailed { .. } => self.finished = Some(false),
             CheckoutEvent::CheckoutCompensated { order_id } => {
@@ -216,6 +245,7 @@ impl crate::schema::EventSchema for CheckoutEvent {
         ("CheckoutStarted", "1.0"),
         ("CheckoutStockReserved", "1.0"),
         ("CheckoutPaymentAuthorized", "1.0"),
+        ("CheckoutResumed", "1.0"),
         ("CheckoutCompleted", "1.0"),
         ("CheckoutFailed", "1.0"),
         ("CheckoutCompensated", "1.0"),
@@ -230,6 +260,7 @@ impl CheckoutEvent {
             Self::CheckoutStarted { order_id, .. }
             | Self::CheckoutStockReserved { order_id, .. }
             | Self::CheckoutPaymentAuthorized { order_id, .. }
+            | Self::CheckoutResumed { order_id, .. }
             | Self::CheckoutCompleted { order_id }
             | Self::CheckoutFailed { order_id, .. }
             | Self::CheckoutCompensated { order_id } => *order_id,

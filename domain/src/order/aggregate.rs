@@ -10,10 +10,21 @@ use super::{
     Allocation, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
     PlacedLine, ReturnLine, ReturnedLine, ShipmentLine, ShippedLine,
 };
+use crate::promotion::{Redemption, MAX_CODES_PER_ORDER};
 use crate::values::{
     CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
 };
 use uuid::Uuid;
+
+/// Why and until when an order waits for a fraud review.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Review {
+    pub score: u8,
+    pub reasons: Vec<Reason>,
+    pub review_deadline_ms: i64,
+    /// `Some(true)` approved, `Some(false)` rejected, `None` waiting.
+    pub approved: Option<bool>,
+}
 
 /// A recorded shipment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -58,6 +69,12 @@ pub struct Order {
     shipments: Vec<Shipment>,
     #[serde(default)]
     returns: Vec<Return>,
+    #[serde(default)]
+    discount: Option<Money>,
+    #[serde(default)]
+    promotions: Vec<Redemption>,
+    #[serde(default)]
+    review: Option<Review>,
 }
 
 impl Order {
@@ -135,6 +152,24 @@ impl Order {
         &self.returns
     }
 
+    /// What the order's codes took off (`None`: no code used).
+    #[must_use]
+    pub fn discount(&self) -> Option<&Money> {
+        self.discount.as_ref()
+    }
+
+    /// The codes redeemed for this order.
+    #[must_use]
+    pub fn promotions(&self) -> &[Redemption] {
+        &self.promotions
+    }
+
+    /// The fraud review, if the screen held the order.
+    #[must_use]
+    pub fn review(&self) -> Option<&Review> {
+        self.review.as_ref()
+    }
+
     /// Units of `sku` shipped from `warehouse_id`.
     #[must_use]
     pub fn shipped_from(&self, sku: &Sku, warehouse_id: &WarehouseId) -> u32 {
@@ -156,16 +191,39 @@ impl Order {
             .sum()
     }
 
-    /// `qty` units of `sku` at the price they were ordered at; `unknown` if not ordered.
+    /// `qty` units of `sku` at the price they were ordered at, less their share of the
+    /// line's discount, when `before` units of it were counted already (shipped, or returned);
+    /// `unknown` if not ordered. The line's discount `D` over its `Q` units is spread so
+    /// that the first `k` units carry `⌊D·k/Q⌋` of it: every shipment (or return) of a line
+    /// adds up to its discounted total exactly.
     fn amount_of(
         &self,
         sku: &Sku,
         qty: Quantity,
+        before: u32,
         unknown: OrderError,
     ) -> Result<Money, OrderError> {
-        self.unit_price(sku)
-            .ok_or(unknown)?
+        let line = self.lines.iter().find(|l| &l.sku == sku).ok_or(unknown)?;
+        let gross = line
+            .unit_price
             .checked_mul_qty(qty)
+            .map_err(|_| OrderError::AmountOverflow)?;
+        let Some(discount) = line.discount.filter(|d| !d.is_zero()) else {
+            return Ok(gross);
+        };
+        let (d, units) = (
+            i128::from(discount.amount_minor()),
+            i128::from(line.qty.get()),
+        );
+        let upto = |k: u32| d * i128::from(k.min(line.qty.get())) / units;
+        let share = upto(before + qty.get()) - upto(before);
+        let share = Money::new(
+            i64::try_from(share).map_err(|_| OrderError::AmountOverflow)?,
+            gross.currency(),
+        )
+        .map_err(|_| OrderError::AmountOverflow)?;
+        gross
+            .checked_sub(&share)
             .map_err(|_| OrderError::AmountOverflow)
     }
 
@@ -190,13 +248,6 @@ impl Order {
             })
             .filter(|(_, _, left)| *left > 0)
             .collect()
-    }
-
-    fn unit_price(&self, sku: &Sku) -> Option<Money> {
-        self.lines
-            .iter()
-            .find(|l| &l.sku == sku)
-            .map(|l| l.unit_price)
     }
 
     /// The status after shipments and returns: returns first (they only follow shipping),
@@ -251,6 +302,7 @@ impl Order {
             let line_amount = self.amount_of(
                 &sku,
                 qty,
+                self.shipped(&sku),
                 OrderError::NotAllocated {
                     sku: sku.clone(),
                     warehouse_id: warehouse_id.clone(),
@@ -316,6 +368,7 @@ impl Order {
             let line_amount = self.amount_of(
                 &sku,
                 qty,
+                self.returned(&sku),
                 OrderError::ExceedsShipped {
                     sku: sku.clone(),
                     requested: qty.get(),
@@ -375,12 +428,20 @@ impl Order {
                 shipping_region,
                 payment_token,
                 personal,
+                promotions,
             } => {
                 if self.is_placed() {
                     return Err(OrderError::AlreadyPlaced);
                 }
                 check_payment_token(&payment_token)?;
-                let (lines, total) = price_lines(lines)?;
+                let (mut lines, subtotal) = price_lines(lines)?;
+                let discount = apply_discounts(&mut lines, &promotions)?;
+                let total = match &discount {
+                    Some(d) => subtotal
+                        .checked_sub(d)
+                        .map_err(|_| OrderError::InvalidDiscount("more than the order".into()))?,
+                    None => subtotal,
+                };
                 Ok(OrderEvent::OrderPlaced {
                     order_id,
                     customer_id,
@@ -389,7 +450,43 @@ impl Order {
                     total,
                     payment_token,
                     personal,
+                    discount,
+                    promotions,
                 })
+            }
+            OrderCommand::HoldForReview {
+                score,
+                reasons,
+                review_deadline_ms,
+            } => {
+                let (order_id, _) = self.transition(OrderAction::Hold)?;
+                if self.review.is_some() {
+                    // Screened once: a resumed checkout does not hold it again.
+                    return Err(OrderError::IllegalTransition {
+                        from: OrderStatus::Pending,
+                        action: OrderAction::Hold,
+                    });
+                }
+                Ok(OrderEvent::OrderHeldForReview {
+                    order_id,
+                    score,
+                    reasons,
+                    review_deadline_ms,
+                })
+            }
+            OrderCommand::ReviewOrder { approve, note } => {
+                let (order_id, _) = self.transition(OrderAction::Review)?;
+                if approve {
+                    Ok(OrderEvent::OrderReviewApproved { order_id, note })
+                } else {
+                    let text = match &note {
+                        Some(n) => format!("rejected in fraud review: {n}"),
+                        None => "rejected in fraud review".to_string(),
+                    };
+                    let reason = Reason::parse(&text.chars().take(500).collect::<String>())
+                        .map_err(|_| OrderError::InvalidDiscount("reason".into()))?;
+                    Ok(OrderEvent::OrderRejected { order_id, reason })
+                }
             }
             OrderCommand::ConfirmOrder { allocation } => {
                 let (order_id, _) = self.transition(OrderAction::Confirm)?;
@@ -499,9 +596,58 @@ fn price_lines(lines: Vec<OrderLine>) -> Result<(Vec<PlacedLine>, Money), OrderE
             qty,
             unit_price,
             line_total,
+            discount: None,
         });
     }
     Ok((placed, total))
+}
+
+/// Puts each redemption's line discounts on the lines; checks that every code appears once,
+/// that each redemption adds up to its discount, and that no line goes below zero. The
+/// order's discount, or `None` without codes.
+fn apply_discounts(
+    lines: &mut [PlacedLine],
+    promotions: &[Redemption],
+) -> Result<Option<Money>, OrderError> {
+    if promotions.is_empty() {
+        return Ok(None);
+    }
+    if promotions.len() > MAX_CODES_PER_ORDER {
+        return Err(OrderError::InvalidDiscount(format!(
+            "at most {MAX_CODES_PER_ORDER} promotion codes per order"
+        )));
+    }
+    let bad = |why: &str| OrderError::InvalidDiscount(why.to_string());
+    let currency = lines.first().ok_or(OrderError::EmptyOrder)?.unit_price.currency();
+    let mut codes = BTreeSet::new();
+    let mut total = Money::zero(currency);
+    for r in promotions {
+        if !codes.insert(&r.code) {
+            return Err(bad("a promotion code appears twice"));
+        }
+        let mut sum = Money::zero(currency);
+        for ld in &r.lines {
+            let line = lines
+                .iter_mut()
+                .find(|l| l.sku == ld.sku)
+                .ok_or_else(|| bad("a discount names a SKU the order does not have"))?;
+            sum = sum.checked_add(&ld.amount).map_err(|_| bad("currency"))?;
+            let now = line
+                .discount
+                .unwrap_or(Money::zero(currency))
+                .checked_add(&ld.amount)
+                .map_err(|_| bad("currency"))?;
+            if now.amount_minor() > line.line_total.amount_minor() {
+                return Err(bad("a line's discount exceeds the line"));
+            }
+            line.discount = Some(now);
+        }
+        if sum != r.discount {
+            return Err(bad("a code's line discounts do not add up to its discount"));
+        }
+        total = total.checked_add(&sum).map_err(|_| bad("currency"))?;
+    }
+    Ok(Some(total))
 }
 
 /// The allocation must cover every ordered unit exactly once: per SKU the allocated
@@ -568,7 +714,11 @@ impl Aggregate for Order {
                 total,
                 payment_token,
                 personal,
+                discount,
+                promotions,
             } => {
+                self.discount = discount;
+                self.promotions = promotions;
                 self.order_id = Some(order_id);
                 self.customer_id = Some(customer_id);
                 self.lines = lines;
@@ -578,11 +728,34 @@ impl Aggregate for Order {
                 self.personal = personal;
                 self.status = Some(OrderStatus::Pending);
             }
+            OrderEvent::OrderHeldForReview {
+                score,
+                reasons,
+                review_deadline_ms,
+                ..
+            } => {
+                self.review = Some(Review {
+                    score,
+                    reasons,
+                    review_deadline_ms,
+                    approved: None,
+                });
+                self.status = Some(OrderStatus::UnderReview);
+            }
+            OrderEvent::OrderReviewApproved { .. } => {
+                if let Some(r) = self.review.as_mut() {
+                    r.approved = Some(true);
+                }
+                self.status = Some(OrderStatus::Pending);
+            }
             OrderEvent::OrderConfirmed { allocation, .. } => {
                 self.allocation = allocation;
                 self.status = Some(OrderStatus::Confirmed);
             }
             OrderEvent::OrderRejected { reason, .. } => {
+                if let Some(r) = self.review.as_mut().filter(|r| r.approved.is_none()) {
+                    r.approved = Some(false);
+                }
                 self.reject_reason = Some(reason);
                 self.status = Some(OrderStatus::Rejected);
             }
@@ -655,6 +828,7 @@ mod tests {
             shipping_region: region("eu-west"),
             payment_token: "tok_visa".to_owned(),
             personal: None,
+            promotions: vec![],
         }
     }
 
@@ -672,18 +846,22 @@ mod tests {
                     qty: qty(2),
                     unit_price: eur(1999),
                     line_total: eur(3998),
+                    discount: None,
                 },
                 PlacedLine {
                     sku: sku("BULB-7"),
                     qty: qty(3),
                     unit_price: eur(250),
                     line_total: eur(750),
+                    discount: None,
                 },
             ],
             shipping_region: region("eu-west"),
             total: eur(4748),
             payment_token: "tok_visa".to_owned(),
             personal: None,
+            discount: None,
+            promotions: vec![],
         }
     }
 
@@ -851,6 +1029,7 @@ mod tests {
                     shipping_region: region("eu-west"),
                     payment_token: token.to_owned(),
                     personal: None,
+                    promotions: vec![],
                 })
                 .then_expect_error(OrderError::InvalidPaymentToken);
         }
@@ -1194,6 +1373,8 @@ mod tests {
                 total,
                 payment_token: "tok_ok".into(),
                 personal: None,
+                discount: None,
+                promotions: vec![],
             },
             OrderEvent::OrderConfirmed {
                 order_id: order_id(1),
@@ -1353,5 +1534,263 @@ mod tests {
                 remaining: 0,
             })
         );
+    }
+
+    // --- promotions ---
+
+    fn redemption(code: &str, lines: &[(&str, i64)]) -> Redemption {
+        let lines: Vec<crate::promotion::LineDiscount> = lines
+            .iter()
+            .map(|(s, a)| crate::promotion::LineDiscount {
+                sku: sku(s),
+                amount: eur(*a),
+            })
+            .collect();
+        Redemption {
+            code: crate::values::PromoCode::parse(code).unwrap(),
+            discount: eur(lines.iter().map(|l| l.amount.amount_minor()).sum()),
+            lines,
+        }
+    }
+
+    fn place_with(promotions: Vec<Redemption>) -> OrderCommand {
+        let OrderCommand::PlaceOrder {
+            order_id,
+            customer_id,
+            lines,
+            shipping_region,
+            payment_token,
+            personal,
+            ..
+        } = place(standard_lines())
+        else {
+            unreachable!()
+        };
+        OrderCommand::PlaceOrder {
+            order_id,
+            customer_id,
+            lines,
+            shipping_region,
+            payment_token,
+            personal,
+            promotions,
+        }
+    }
+
+    #[test]
+    fn codes_discount_their_lines_and_the_total_is_what_is_left() {
+        let promotions = vec![
+            redemption("TEN", &[("LAMP-1", 400), ("BULB-7", 75)]),
+            redemption("FIVER", &[("BULB-7", 500)]),
+        ];
+        let OrderEvent::OrderPlaced {
+            lines,
+            total,
+            discount,
+            ..
+        } = placed()
+        else {
+            unreachable!()
+        };
+        let mut lines = lines;
+        lines[0].discount = Some(eur(400));
+        lines[1].discount = Some(eur(575));
+        let OrderEvent::OrderPlaced {
+            order_id,
+            customer_id,
+            shipping_region,
+            payment_token,
+            personal,
+            ..
+        } = placed()
+        else {
+            unreachable!()
+        };
+        assert_eq!((total, discount), (eur(4748), None));
+        OrderTest::with(())
+            .given_no_previous_events()
+            .when(place_with(promotions.clone()))
+            .then_expect_events(vec![OrderEvent::OrderPlaced {
+                order_id,
+                customer_id,
+                lines,
+                shipping_region,
+                total: eur(4748 - 975),
+                payment_token,
+                personal,
+                discount: Some(eur(975)),
+                promotions,
+            }]);
+    }
+
+    #[test]
+    fn a_discount_beyond_its_line_or_on_an_unknown_line_is_refused() {
+        for bad in [
+            vec![redemption("BIG", &[("BULB-7", 751)])],
+            vec![redemption("AA", &[("BULB-7", 700)]), redemption("BB", &[("BULB-7", 51)])],
+            vec![redemption("XX", &[("NOPE-1", 1)])],
+            vec![redemption("XX", &[("BULB-7", 1)]), redemption("XX", &[("LAMP-1", 1)])],
+        ] {
+            let result = OrderTest::with(())
+                .given_no_previous_events()
+                .when(place_with(bad))
+                .inspect_result();
+            assert!(
+                matches!(result, Err(OrderError::InvalidDiscount(_))),
+                "{result:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn shipments_and_returns_of_a_discounted_line_add_up_to_its_net_total() {
+        // 3 units at 2.50 with 1.00 off: captures 2.17 (⌊100·1/3⌋ = 33 off), 2.17, 2.16.
+        let lines = vec![line("LAMP-1", 3, eur(250))];
+        let (mut placed_lines, subtotal) = price_lines(lines).unwrap();
+        placed_lines[0].discount = Some(eur(100));
+        let events = vec![
+            OrderEvent::OrderPlaced {
+                order_id: order_id(1),
+                customer_id: customer_id("c-1"),
+                lines: placed_lines,
+                shipping_region: region("eu-west"),
+                total: subtotal.checked_sub(&eur(100)).unwrap(),
+                payment_token: "tok_ok".into(),
+                personal: None,
+                discount: Some(eur(100)),
+                promotions: vec![redemption("CC", &[("LAMP-1", 100)])],
+            },
+            OrderEvent::OrderConfirmed {
+                order_id: order_id(1),
+                allocation: vec![alloc("LAMP-1", "wh-a", 3)],
+                total: eur(650),
+            },
+        ];
+        let mut order = Order::default();
+        for e in events {
+            order.apply(e);
+        }
+        let mut captured = 0;
+        for _ in 0..3 {
+            let e = order
+                .decide(OrderCommand::ShipOrder {
+                    shipment_id: Uuid::now_v7(),
+                    warehouse_id: warehouse_id("wh-a"),
+                    lines: vec![ShipmentLine {
+                        sku: sku("LAMP-1"),
+                        qty: qty(1),
+                    }],
+                })
+                .unwrap();
+            if let OrderEvent::OrderShipped { amount, .. } = &e {
+                captured += amount.amount_minor();
+            }
+            order.apply(e);
+        }
+        assert_eq!(captured, 650);
+        let e = order
+            .decide(OrderCommand::ReturnItems {
+                return_id: Uuid::now_v7(),
+                reason: reason("broken"),
+                lines: vec![ReturnLine {
+                    sku: sku("LAMP-1"),
+                    qty: qty(3),
+                    restock: true,
+                    warehouse_id: warehouse_id("wh-a"),
+                }],
+            })
+            .unwrap();
+        let OrderEvent::ItemsReturned { amount, .. } = e else {
+            panic!("{e:?}")
+        };
+        assert_eq!(amount, eur(650));
+    }
+
+    // --- fraud review ---
+
+    fn held() -> OrderEvent {
+        OrderEvent::OrderHeldForReview {
+            order_id: order_id(1),
+            score: 80,
+            reasons: vec![reason("order value 4748 at or above 1000")],
+            review_deadline_ms: 5_000,
+        }
+    }
+
+    #[test]
+    fn a_held_order_waits_for_review_and_can_be_approved_once() {
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(OrderCommand::HoldForReview {
+                score: 80,
+                reasons: vec![reason("order value 4748 at or above 1000")],
+                review_deadline_ms: 5_000,
+            })
+            .then_expect_events(vec![held()]);
+        OrderTest::with(())
+            .given(vec![placed(), held()])
+            .when(confirm(standard_allocation()))
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::UnderReview,
+                action: OrderAction::Confirm,
+            });
+        OrderTest::with(())
+            .given(vec![placed(), held()])
+            .when(OrderCommand::ReviewOrder {
+                approve: true,
+                note: None,
+            })
+            .then_expect_events(vec![OrderEvent::OrderReviewApproved {
+                order_id: order_id(1),
+                note: None,
+            }]);
+        // Approved: pending again, confirmable, and never held a second time.
+        let approved = OrderEvent::OrderReviewApproved {
+            order_id: order_id(1),
+            note: None,
+        };
+        OrderTest::with(())
+            .given(vec![placed(), held(), approved.clone()])
+            .when(confirm(standard_allocation()))
+            .then_expect_events(vec![confirmed()]);
+        OrderTest::with(())
+            .given(vec![placed(), held(), approved])
+            .when(OrderCommand::HoldForReview {
+                score: 90,
+                reasons: vec![],
+                review_deadline_ms: 9_000,
+            })
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Pending,
+                action: OrderAction::Hold,
+            });
+    }
+
+    #[test]
+    fn a_rejected_review_rejects_the_order_and_a_held_order_can_be_cancelled() {
+        OrderTest::with(())
+            .given(vec![placed(), held()])
+            .when(OrderCommand::ReviewOrder {
+                approve: false,
+                note: Some(reason("stolen card")),
+            })
+            .then_expect_events(vec![OrderEvent::OrderRejected {
+                order_id: order_id(1),
+                reason: reason("rejected in fraud review: stolen card"),
+            }]);
+        OrderTest::with(())
+            .given(vec![placed()])
+            .when(OrderCommand::ReviewOrder {
+                approve: true,
+                note: None,
+            })
+            .then_expect_error(OrderError::IllegalTransition {
+                from: OrderStatus::Pending,
+                action: OrderAction::Review,
+            });
+        OrderTest::with(())
+            .given(vec![placed(), held()])
+            .when(OrderCommand::CancelOrder { reason: None })
+            .then_expect_events(vec![cancelled(OrderStatus::UnderReview)]);
     }
 }

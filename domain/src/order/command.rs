@@ -3,6 +3,7 @@
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::promotion::Redemption;
 use crate::values::{
     CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
 };
@@ -39,6 +40,22 @@ pub enum OrderCommand {
         /// key (absent for orders placed without them, as by older clients of the domain).
         #[serde(default)]
         personal: Option<SealedData>,
+        /// The codes redeemed for this order, with the discount each decided per line
+        /// (`Promotion`'s `Redeem`); the order checks they fit its lines.
+        #[serde(default)]
+        promotions: Vec<Redemption>,
+    },
+    /// The fraud screen scored the order above the threshold: it waits for a person's
+    /// decision, with its stock still reserved, until `review_deadline_ms`.
+    HoldForReview {
+        score: u8,
+        reasons: Vec<Reason>,
+        review_deadline_ms: i64,
+    },
+    /// A reviewer's decision on a held order: approve (checkout goes on) or reject.
+    ReviewOrder {
+        approve: bool,
+        note: Option<Reason>,
     },
     /// Stock is reserved as `allocation` and payment is authorised.
     ConfirmOrder {

@@ -70,4 +70,6 @@ pub enum OrderError {
     DuplicateReturn(uuid::Uuid),
     #[error("nothing of this order is left to cancel: every unit has shipped")]
     NothingToCancel,
+    #[error("the promotions do not fit this order: {0}")]
+    InvalidDiscount(String),
 }

@@ -6,6 +6,7 @@ use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
 use super::{Allocation, OrderStatus};
+use crate::promotion::Redemption;
 use crate::values::{
     CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
 };
@@ -17,7 +18,11 @@ pub struct PlacedLine {
     pub sku: Sku,
     pub qty: Quantity,
     pub unit_price: Money,
+    /// `unit_price × qty`, before any discount.
     pub line_total: Money,
+    /// What the order's promotion codes take off this line (absent: nothing).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub discount: Option<Money>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,12 +32,32 @@ pub enum OrderEvent {
         customer_id: CustomerId,
         lines: Vec<PlacedLine>,
         shipping_region: Region,
+        /// What the customer pays: the lines' totals less `discount`.
         total: Money,
         /// The payment token's fingerprint when `personal` holds the token itself.
         payment_token: String,
         /// Personal data and the payment token, encrypted with the customer's key.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         personal: Option<SealedData>,
+        /// Σ of the line discounts (absent: no code was used).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        discount: Option<Money>,
+        /// The codes redeemed and what each took off which line.
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        promotions: Vec<Redemption>,
+    },
+    /// The fraud screen held the order for a person's review; its stock stays reserved.
+    OrderHeldForReview {
+        order_id: OrderId,
+        score: u8,
+        reasons: Vec<Reason>,
+        review_deadline_ms: i64,
+    },
+    /// A reviewer approved a held order; its checkout goes on (a rejection is an
+    /// `OrderRejected`, its actor the reviewer).
+    OrderReviewApproved {
+        order_id: OrderId,
+        note: Option<Reason>,
     },
     OrderConfirmed {
         order_id: OrderId,
@@ -92,6 +117,8 @@ impl DomainEvent for OrderEvent {
     fn event_type(&self) -> String {
         match self {
             Self::OrderPlaced { .. } => "OrderPlaced",
+            Self::OrderHeldForReview { .. } => "OrderHeldForReview",
+            Self::OrderReviewApproved { .. } => "OrderReviewApproved",
             Self::OrderConfirmed { .. } => "OrderConfirmed",
             Self::OrderRejected { .. } => "OrderRejected",
             Self::OrderCancelled { .. } => "OrderCancelled",
@@ -109,6 +136,8 @@ impl DomainEvent for OrderEvent {
 impl crate::schema::EventSchema for OrderEvent {
     const EVENTS: &'static [(&'static str, &'static str)] = &[
         ("OrderPlaced", "1.0"),
+        ("OrderHeldForReview", "1.0"),
+        ("OrderReviewApproved", "1.0"),
         ("OrderConfirmed", "1.0"),
         ("OrderRejected", "1.0"),
         ("OrderCancelled", "1.0"),
@@ -123,6 +152,8 @@ impl OrderEvent {
     pub fn order_id(&self) -> crate::values::OrderId {
         match self {
             Self::OrderPlaced { order_id, .. }
+            | Self::OrderHeldForReview { order_id, .. }
+            | Self::OrderReviewApproved { order_id, .. }
             | Self::OrderConfirmed { order_id, .. }
             | Self::OrderRejected { order_id, .. }
             | Self::OrderCancelled { order_id, .. }

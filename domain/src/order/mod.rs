@@ -10,7 +10,7 @@ mod event;
 mod status;
 
 pub use aggregate::{Order, MAX_LINES, MAX_PAYMENT_TOKEN_LEN};
-pub use aggregate::{Return, Shipment};
+pub use aggregate::{Return, Review, Shipment};
 pub use command::{Allocation, OrderCommand, OrderLine, ReturnLine, ShipmentLine};
 pub use error::OrderError;
 pub use event::{OrderEvent, PlacedLine, ReturnedLine, ShippedLine};

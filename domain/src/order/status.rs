@@ -9,6 +9,9 @@ use serde::{Deserialize, Serialize};
 pub enum OrderStatus {
     /// Placed; stock and payment are being secured.
     Pending,
+    /// The fraud screen held it for a person's decision; its stock stays reserved.
+    #[serde(rename = "under_review")]
+    UnderReview,
     /// Stock reserved and payment authorised. Final for the checkout saga, though the
     /// customer may still cancel.
     Confirmed,
@@ -34,6 +37,7 @@ impl OrderStatus {
     pub const fn as_str(self) -> &'static str {
         match self {
             Self::Pending => "pending",
+            Self::UnderReview => "under_review",
             Self::Confirmed => "confirmed",
             Self::Rejected => "rejected",
             Self::Cancelled => "cancelled",
@@ -50,16 +54,23 @@ impl OrderStatus {
         matches!(self, Self::Rejected | Self::Cancelled)
     }
 
-    /// Whether `action` is legal from this status: confirm and reject only while pending;
+    /// Whether `action` is legal from this status: confirm and hold only while pending,
+    /// reject while pending or under review, review only under review;
     /// cancel until everything has shipped; ship once confirmed; return once something
     /// shipped. The aggregate checks quantities on top (what is left to ship or return).
     #[must_use]
     pub const fn allows(self, action: OrderAction) -> bool {
         match action {
-            OrderAction::Confirm | OrderAction::Reject => matches!(self, Self::Pending),
+            OrderAction::Confirm | OrderAction::Hold => matches!(self, Self::Pending),
+            OrderAction::Reject => matches!(self, Self::Pending | Self::UnderReview),
+            OrderAction::Review => matches!(self, Self::UnderReview),
             OrderAction::Cancel => matches!(
                 self,
-                Self::Pending | Self::Confirmed | Self::PartiallyShipped | Self::PartiallyReturned
+                Self::Pending
+                    | Self::UnderReview
+                    | Self::Confirmed
+                    | Self::PartiallyShipped
+                    | Self::PartiallyReturned
             ),
             OrderAction::Ship => matches!(
                 self,
@@ -92,6 +103,8 @@ pub enum OrderAction {
     Cancel,
     Ship,
     Return,
+    Hold,
+    Review,
 }
 
 impl OrderAction {
@@ -103,6 +116,8 @@ impl OrderAction {
             Self::Cancel => "cancel",
             Self::Ship => "ship",
             Self::Return => "return items of",
+            Self::Hold => "hold for review",
+            Self::Review => "review",
         }
     }
 }

@@ -170,9 +170,47 @@ string_value!(
     region
 );
 
+/// Longest promotion code, in characters.
+pub const PROMO_CODE_MAX: usize = 32;
+
+fn promo_code(field: &'static str, value: String) -> Result<String, ValueError> {
+    const RULE: &str =
+        "must start with a letter or digit and contain only letters, digits, '_' or '-'";
+    check_len(field, &value, 2, PROMO_CODE_MAX)?;
+    let mut chars = value.chars();
+    let first_ok = chars.next().is_some_and(|c| c.is_ascii_alphanumeric());
+    let rest_ok = chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-'));
+    if first_ok && rest_ok {
+        // Shoppers type codes in any case: `summer10` and `SUMMER10` are one code.
+        Ok(value.to_ascii_uppercase())
+    } else {
+        Err(ValueError::Malformed {
+            field,
+            value,
+            rule: RULE,
+        })
+    }
+}
+
+string_value!(
+    /// A promotion code as shoppers type it, kept upper case (2 to 32 letters, digits, `_`, `-`).
+    PromoCode,
+    "promotion code",
+    promo_code
+);
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_promotion_code_is_kept_upper_case_and_bounded() {
+        assert_eq!(PromoCode::parse("summer-10").unwrap().as_str(), "SUMMER-10");
+        assert!(PromoCode::parse("A").is_err());
+        assert!(PromoCode::parse(&"A".repeat(33)).is_err());
+        assert!(PromoCode::parse("ten off").is_err());
+        assert!(PromoCode::parse("-X").is_err());
+    }
 
     #[test]
     fn a_sku_with_letters_digits_dots_dashes_and_underscores_is_accepted() {

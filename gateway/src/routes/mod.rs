@@ -13,6 +13,7 @@ pub mod keys;
 pub mod orders;
 pub mod products;
 pub mod projections;
+pub mod promotions;
 pub mod timeline;
 pub mod warehouses;
 

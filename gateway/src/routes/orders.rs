@@ -7,7 +7,12 @@ use axum::Json;
 use emporium_domain::order::{
     Order, OrderCommand, OrderError, OrderLine, MAX_LINES, MAX_PAYMENT_TOKEN_LEN,
 };
-use emporium_domain::values::{CustomerId, Money, OrderId, Quantity, Reason, Region, Sku};
+use emporium_domain::promotion::{
+    PricedLine, Promotion, PromotionCommand, Redemption, MAX_CODES_PER_ORDER,
+};
+use emporium_domain::values::{
+    CustomerId, Money, OrderId, PromoCode, Quantity, Reason, Region, Sku,
+};
 use serde::{Deserialize, Serialize};
 
 use super::products::load_product;
@@ -41,6 +46,7 @@ impl From<OrderError> for ApiError {
             // the products' current state, like a discontinued product.
             OrderError::MixedCurrencies { .. } => ApiError::conflict("mixed_currencies", e),
             OrderError::AmountOverflow => ApiError::conflict("amount_overflow", e),
+            OrderError::InvalidDiscount(_) => ApiError::conflict("invalid_discount", e),
         }
     }
 }
@@ -59,6 +65,18 @@ pub struct PlaceOrderBody {
     /// Who receives the order: stored only encrypted with the customer's key, erasable with
     /// `DELETE /v1/customers/{id}/personal-data`.
     pub customer: Option<CustomerBody>,
+    /// Up to 5 promotion codes, applied in this order (each to what the ones before it left);
+    /// a code that cannot be used refuses the order (409) so the customer never pays a
+    /// price they were not shown.
+    #[schema(schema_with = promo_codes)]
+    pub promo_codes: Option<Vec<String>>,
+}
+
+fn promo_codes() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(crate::schema::promo_code())
+        .max_items(Some(MAX_CODES_PER_ORDER))
+        .build()
 }
 
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
@@ -194,6 +212,7 @@ struct OrderRequest {
     region: Region,
     token: String,
     personal: emporium_event_store::personal::PersonalData,
+    codes: Vec<PromoCode>,
 }
 
 impl TryFrom<PlaceOrderBody> for OrderRequest {
@@ -225,6 +244,22 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
                 "/lines",
                 format!("an order may have at most {MAX_LINES} lines"),
             );
+        }
+        let mut codes: Vec<PromoCode> = Vec::new();
+        let raw_codes = b.promo_codes.as_deref().unwrap_or_default();
+        if raw_codes.len() > MAX_CODES_PER_ORDER {
+            f.push(
+                "/promo_codes",
+                format!("at most {MAX_CODES_PER_ORDER} promotion codes"),
+            );
+        }
+        for (i, raw) in raw_codes.iter().enumerate().take(MAX_CODES_PER_ORDER) {
+            if let Some(code) = f.check(&format!("/promo_codes/{i}"), PromoCode::parse(raw)) {
+                // `save10` and `SAVE10` are one code, used once.
+                if !codes.contains(&code) {
+                    codes.push(code);
+                }
+            }
         }
         let mut lines = Vec::new();
         for (i, line) in b.lines.iter().enumerate().take(MAX_LINES) {
@@ -260,6 +295,7 @@ impl TryFrom<PlaceOrderBody> for OrderRequest {
                 region,
                 token,
                 personal,
+                codes,
             }),
             _ => Err(f.into_error()),
         }
@@ -277,7 +313,10 @@ pub struct LineView {
     pub sku: String,
     pub qty: u32,
     pub unit_price: MoneyBody,
+    /// `unit_price × qty`, before discounts.
     pub line_total: MoneyBody,
+    /// What the order's promotion codes take off this line (zero without codes).
+    pub discount: MoneyBody,
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
@@ -288,13 +327,33 @@ pub struct AllocationView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct ReviewView {
+    /// 0 to 100; at or above the engine's threshold the order waits for a reviewer.
+    pub score: u8,
+    pub reasons: Vec<String>,
+    /// Undecided by then, the order is rejected.
+    pub review_deadline: String,
+    /// `pending`, `approved` or `rejected`.
+    pub decision: &'static str,
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct OrderView {
     pub order_id: String,
     pub customer_id: String,
     pub status: &'static str,
     pub lines: Vec<LineView>,
     pub shipping: ShippingBody,
+    /// The lines' totals before discounts.
+    pub subtotal: MoneyBody,
+    /// Σ of the line discounts; `total` = `subtotal` − `discount`.
+    pub discount: MoneyBody,
+    /// What the customer pays.
     pub total: MoneyBody,
+    /// The codes redeemed for the order.
+    pub promo_codes: Vec<String>,
+    /// The fraud review, when the screen held the order.
+    pub review: Option<ReviewView>,
     pub allocation: Vec<AllocationView>,
     pub reject_reason: Option<String>,
     #[schema(value_type = Vec<super::fulfilment::ShipmentView>)]
@@ -338,6 +397,7 @@ pub async fn place(
     // What the catalog holds decides the rest: a SKU it does not know is 404, one it cannot
     // sell is 409 (the request is well-formed; the products' state refuses it).
     let mut lines = Vec::with_capacity(request.lines.len());
+    let mut categories = Vec::with_capacity(request.lines.len());
     for (sku, qty) in request.lines {
         let product = load_product(&state, &sku).await?;
         if product.is_discontinued() {
@@ -352,6 +412,7 @@ pub async fn place(
                 format!("{sku} has no price"),
             ));
         };
+        categories.push(product.category().cloned());
         lines.push(OrderLine {
             sku,
             qty,
@@ -367,6 +428,16 @@ pub async fn place(
     let mut personal = request.personal;
     personal.payment_token = Some(request.token.clone());
     let sealed = state.keyring.seal(customer_id.as_str(), &personal).await?;
+    let promotions = redeem(
+        &state,
+        &ctx,
+        order_id,
+        &customer_id,
+        &lines,
+        &categories,
+        &request.codes,
+    )
+    .await?;
     let placed = execute::<Order>(
         &state,
         &ctx,
@@ -378,6 +449,7 @@ pub async fn place(
             shipping_region: request.region,
             payment_token: emporium_event_store::personal::fingerprint(&request.token),
             personal: Some(sealed),
+            promotions: promotions.clone(),
         },
     )
     .await;
@@ -394,7 +466,11 @@ pub async fn place(
                 return Err(ApiError::conflict("order_exists", "order already exists"));
             }
         }
-        Err(e) => return Err(e),
+        Err(e) => {
+            // Never placed: the codes' uses go back.
+            release(&state, &ctx, order_id, &promotions).await;
+            return Err(e);
+        }
     }
     Ok((
         StatusCode::ACCEPTED,
@@ -403,6 +479,112 @@ pub async fn place(
             status: "pending",
         }),
     ))
+}
+
+/// Redeems `codes` for the order, in order, each on what the codes before it left of the
+/// lines; the first code that cannot be used gives back the ones before it and refuses the
+/// order. Each redemption is decided by the code's aggregate, so its limits hold however
+/// many orders redeem it at once.
+async fn redeem(
+    state: &AppState,
+    ctx: &RequestContext,
+    order_id: OrderId,
+    customer_id: &CustomerId,
+    lines: &[OrderLine],
+    categories: &[Option<emporium_domain::values::Category>],
+    codes: &[PromoCode],
+) -> Result<Vec<Redemption>, ApiError> {
+    if codes.is_empty() {
+        return Ok(Vec::new());
+    }
+    let mut priced = Vec::with_capacity(lines.len());
+    let Some(currency) = lines.first().map(|l| l.unit_price.currency()) else {
+        return Ok(Vec::new());
+    };
+    let mut subtotal = Money::zero(currency);
+    for (line, category) in lines.iter().zip(categories) {
+        let amount = line
+            .unit_price
+            .checked_mul_qty(line.qty)
+            .map_err(|e| ApiError::conflict("amount_overflow", e))?;
+        subtotal = subtotal
+            .checked_add(&amount)
+            .map_err(|e| ApiError::conflict("mixed_currencies", e))?;
+        priced.push(PricedLine {
+            sku: line.sku.clone(),
+            category: category.clone(),
+            amount,
+        });
+    }
+    let at_ms = chrono::Utc::now().timestamp_millis();
+    let mut done: Vec<Redemption> = Vec::with_capacity(codes.len());
+    for code in codes {
+        let redeemed = execute::<Promotion>(
+            state,
+            ctx,
+            code.as_str(),
+            PromotionCommand::Redeem {
+                order_id,
+                customer_id: customer_id.clone(),
+                at_ms,
+                subtotal,
+                lines: priced.clone(),
+            },
+        )
+        .await;
+        let redemption = match redeemed {
+            Ok(()) => state
+                .store
+                .load_cached::<Promotion>(code.as_str())
+                .await
+                .map_err(ApiError::from)
+                .and_then(|(p, _)| {
+                    p.redemption_of(&order_id)
+                        .cloned()
+                        .ok_or_else(|| ApiError::Unavailable("promotion contended".into()))
+                }),
+            Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(format!(
+                "no promotion code {code}"
+            ))),
+            Err(e) => Err(e),
+        };
+        let redemption = match redemption {
+            Ok(r) => r,
+            Err(e) => {
+                release(state, ctx, order_id, &done).await;
+                return Err(e);
+            }
+        };
+        for ld in &redemption.lines {
+            if let Some(line) = priced.iter_mut().find(|l| l.sku == ld.sku) {
+                line.amount = line.amount.checked_sub(&ld.amount).unwrap_or(line.amount);
+            }
+        }
+        done.push(redemption);
+    }
+    Ok(done)
+}
+
+/// Gives back the uses of `redemptions` (best effort: a use left standing after a crash
+/// here belongs to no order, and the promotion's `uses` reports it).
+async fn release(
+    state: &AppState,
+    ctx: &RequestContext,
+    order_id: OrderId,
+    redemptions: &[Redemption],
+) {
+    for r in redemptions {
+        if let Err(e) = execute::<Promotion>(
+            state,
+            ctx,
+            r.code.as_str(),
+            PromotionCommand::Release { order_id },
+        )
+        .await
+        {
+            tracing::warn!(code = %r.code, order = %order_id, error = ?e, "cannot give back a promotion use");
+        }
+    }
 }
 
 pub(crate) fn parse_order_id(raw: &str) -> Result<OrderId, ApiError> {
@@ -484,13 +666,35 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
                 qty: l.qty.get(),
                 unit_price: MoneyBody::from_money(&l.unit_price),
                 line_total: MoneyBody::from_money(&l.line_total),
+                discount: MoneyBody::from_money(
+                    &l.discount.unwrap_or(Money::zero(l.line_total.currency())),
+                ),
             })
             .collect(),
         shipping: ShippingBody {
             region: region.to_string(),
             address_lines: None,
         },
+        subtotal: MoneyBody::from_money(
+            &total
+                .checked_add(o.discount().unwrap_or(&Money::zero(total.currency())))
+                .unwrap_or(*total),
+        ),
+        discount: MoneyBody::from_money(o.discount().unwrap_or(&Money::zero(total.currency()))),
         total: MoneyBody::from_money(total),
+        promo_codes: o.promotions().iter().map(|p| p.code.to_string()).collect(),
+        review: o.review().map(|r| ReviewView {
+            score: r.score,
+            reasons: r.reasons.iter().map(ToString::to_string).collect(),
+            review_deadline: chrono::DateTime::from_timestamp_millis(r.review_deadline_ms)
+                .unwrap_or_default()
+                .to_rfc3339_opts(chrono::SecondsFormat::Millis, true),
+            decision: match r.approved {
+                None => "pending",
+                Some(true) => "approved",
+                Some(false) => "rejected",
+            },
+        }),
         allocation: o
             .allocation()
             .iter()
@@ -618,6 +822,54 @@ pub async fn cancel(
     .await?;
     // The saga gives back what the order held (stock, payment) from the `OrderCancelled`
     // event, retrying until done, also after a crash right here.
+    let order = load_order(&state, &id).await?;
+    Ok(Json(full_view(&state, &id, &order).await?))
+}
+
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ReviewBody {
+    pub decision: ReviewDecision,
+    /// Why (shown in the timeline; on a rejection, in the reject reason).
+    #[schema(schema_with = crate::schema::optional_reason)]
+    pub note: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Deserialize, utoipa::ToSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum ReviewDecision {
+    Approve,
+    Reject,
+}
+
+/// Decide a fraud review: `approve` lets the checkout go on (payment, confirmation);
+/// `reject` rejects the order, and the saga gives back its stock and voids its payment.
+/// Only for orders `under_review`. The decision is in the timeline with the reviewer's key.
+#[utoipa::path(post, path = "/v1/orders/{id}/review", tag = "orders", request_body = ReviewBody,
+    params(("id" = String, Path, description = "Order id (UUID)", format = Uuid)),
+    responses((status = 200, description = "Decided", body = OrderView), CommandProblems))]
+pub async fn review(
+    State(state): State<AppState>,
+    ctx: RequestContext,
+    ApiPath(id): ApiPath<String>,
+    ApiJson(body): ApiJson<ReviewBody>,
+) -> Result<Json<OrderView>, ApiError> {
+    let id = parse_order_id(&id)?;
+    let note = match body.note {
+        Some(r) => Some(Reason::parse(&r).map_err(|e| ApiError::field("/note", e))?),
+        None => None,
+    };
+    load_order(&state, &id).await?;
+    execute::<Order>(
+        &state,
+        &ctx,
+        &id.to_string(),
+        OrderCommand::ReviewOrder {
+            approve: matches!(body.decision, ReviewDecision::Approve),
+            note,
+        },
+    )
+    .await?;
     let order = load_order(&state, &id).await?;
     Ok(Json(full_view(&state, &id, &order).await?))
 }
