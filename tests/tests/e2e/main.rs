@@ -16,6 +16,7 @@ mod fulfilment;
 mod fuzz;
 mod hostile;
 mod idempotency;
+mod marketplace;
 mod openapi;
 mod overload;
 mod personal;

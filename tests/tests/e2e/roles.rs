@@ -35,9 +35,10 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
         ("POST", "/v1/projections/search/rebuild") => vec![Admin],
         (_, p) if p.starts_with("/v1/analytics") => vec![Admin, Analyst],
         (_, p) if p.starts_with("/v1/products") => vec![Admin, Operator],
-        ("POST", "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns") => {
+        ("POST", "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns" | "/v1/orders/{id}/review") => {
             vec![Admin, Operator]
         }
+        (_, p) if p.starts_with("/v1/promotions") => vec![Admin, Operator],
         (_, p) if p.starts_with("/v1/orders") => vec![Admin, Client],
         ("GET", "/v1/events") => vec![Admin, Analyst, Auditor],
         ("GET", "/v1/audit/verify" | "/v1/audit/digest") => vec![Admin, Auditor],
@@ -138,6 +139,40 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             (format!("/v1/customers/c-erase-{i}/personal-data"), None)
         }
         ("POST", "/v1/orders") => (path.into(), Some(order)),
+        ("POST", "/v1/promotions") => (
+            path.into(),
+            Some(json!({"code": format!("ROLE-{i}"), "percent_off": 10})),
+        ),
+        ("GET", "/v1/promotions/{code}") => {
+            let code = format!("ROLE-{i}");
+            let made = app
+                .post("/v1/promotions", json!({"code": code, "percent_off": 10}))
+                .await;
+            assert_eq!(made.status, 201, "{:?}", made.body);
+            (format!("/v1/promotions/{code}"), None)
+        }
+        ("POST", "/v1/orders/{id}/review") => {
+            use emporium_domain::order::{Order, OrderCommand};
+            let placed = app.post("/v1/orders", order).await;
+            assert_eq!(placed.status, 202);
+            let id = placed.body["order_id"].as_str().unwrap().to_string();
+            app.store
+                .execute::<Order>(
+                    &id,
+                    OrderCommand::HoldForReview {
+                        score: 90,
+                        reasons: vec![],
+                        review_deadline_ms: i64::MAX,
+                    },
+                    &emporium_event_store::EventMetadata::system("test"),
+                )
+                .await
+                .unwrap();
+            (
+                format!("/v1/orders/{id}/review"),
+                Some(json!({"decision": "approve", "note": "looks fine"})),
+            )
+        }
         ("GET", "/v1/orders/{id}") => {
             let placed = app.post("/v1/orders", order).await;
             assert_eq!(placed.status, 202);

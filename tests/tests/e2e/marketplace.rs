@@ -1,0 +1,516 @@
+//! Marketplace commerce (issue 16): promotion codes whose usage limits hold under a
+//! thousand concurrent orders, discounts that add up exactly, and fraud review (hold,
+//! approve, reject, time out) with the saga giving back stock and payment.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use emporium_event_store::{on_db, Db};
+use emporium_sagas::{CheckoutConfig, FraudConfig};
+use emporium_tests::{Backend, TestApp, ADMIN_KEY};
+use serde_json::{json, Value};
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(emporium_tests::Backend::Postgres).await;
+                }
+            )*
+        }
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(emporium_tests::Backend::Sqlite).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    a_code_limited_to_100_uses_is_used_exactly_100_times_by_1000_concurrent_orders,
+    discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_apply,
+    a_held_order_waits_for_review_and_approval_confirms_it,
+    rejection_and_the_review_timeout_release_stock_and_void_payment,
+);
+
+async fn stocked(app: &TestApp, products: &[(&str, i64, &str)]) {
+    assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
+    for (sku, price, category) in products {
+        let r = app
+            .post(
+                "/v1/products",
+                json!({"sku": sku, "title": format!("Product {sku}"), "description": "",
+                       "category": category, "price": {"amount_minor": price, "currency": "EUR"}}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(app.receive("wh-a", sku, 100_000).await.status, 200);
+    }
+}
+
+fn order(customer: &str, lines: &[(&str, i64)], codes: &[&str]) -> Value {
+    let lines: Vec<Value> = lines
+        .iter()
+        .map(|(s, q)| json!({"sku": s, "qty": q}))
+        .collect();
+    json!({"customer_id": customer, "lines": lines, "shipping": {"region": "eu-west"},
+           "payment": {"token": "tok_ok"}, "promo_codes": codes})
+}
+
+async fn redeemed_events(db: &Db, code: &str) -> i64 {
+    let sql = db.sql(
+        "SELECT COUNT(*) FROM events WHERE aggregate_type = 'Promotion' AND aggregate_id = $1 \
+         AND event_type = 'PromotionRedeemed'",
+    );
+    on_db!(db, pool => {
+        sqlx::query_scalar::<_, i64>(&sql).bind(code).fetch_one(pool).await.unwrap()
+    })
+}
+
+/// Sends `orders` from 32 concurrent clients; the replies' statuses and bodies.
+async fn place_all(app: &TestApp, orders: Vec<Value>) -> Vec<(u16, Value)> {
+    let orders = std::sync::Arc::new(tokio::sync::Mutex::new(orders));
+    let clients: Vec<_> = (0..32)
+        .map(|_| {
+            let (client, base, orders) = (app.client.clone(), app.base.clone(), orders.clone());
+            tokio::spawn(async move {
+                let mut out = Vec::new();
+                loop {
+                    let Some(body) = orders.lock().await.pop() else {
+                        return out;
+                    };
+                    let r = client
+                        .post(format!("{base}/v1/orders"))
+                        .bearer_auth(ADMIN_KEY)
+                        .json(&body)
+                        .send()
+                        .await
+                        .unwrap();
+                    let status = r.status().as_u16();
+                    out.push((status, r.json::<Value>().await.unwrap_or(Value::Null)));
+                }
+            })
+        })
+        .collect();
+    let mut all = Vec::new();
+    for c in clients {
+        all.extend(c.await.unwrap());
+    }
+    all
+}
+
+async fn a_code_limited_to_100_uses_is_used_exactly_100_times_by_1000_concurrent_orders(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    stocked(&app, &[("SKU-1", 1000, "audio")]).await;
+    let made = app
+        .post(
+            "/v1/promotions",
+            json!({"code": "hundred", "percent_off": 10, "max_uses": 100}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    assert_eq!(made.body["code"], "HUNDRED");
+
+    let started = Instant::now();
+    let replies = place_all(
+        &app,
+        (0..1000)
+            .map(|i| order(&format!("c{i}"), &[("SKU-1", 1)], &["HUNDRED"]))
+            .collect(),
+    )
+    .await;
+    let placed: Vec<&Value> = replies
+        .iter()
+        .filter(|(s, _)| *s == 202)
+        .map(|(_, b)| b)
+        .collect();
+    let mut refused: HashMap<String, usize> = HashMap::new();
+    for (s, b) in &replies {
+        if *s != 202 {
+            *refused
+                .entry(format!("{s} {}", b["code"].as_str().unwrap_or("?")))
+                .or_default() += 1;
+        }
+    }
+    println!(
+        "1000 orders with a 100-use code in {:.1} s: {} placed, refused {refused:?}",
+        started.elapsed().as_secs_f64(),
+        placed.len()
+    );
+    assert_eq!(placed.len(), 100, "refused: {refused:?}");
+    assert_eq!(refused.get("409 promotion_exhausted"), Some(&900), "{refused:?}");
+    // Every placed order carries the discount; the code counts exactly 100 uses.
+    for p in &placed {
+        let id = p["order_id"].as_str().unwrap();
+        let o = app.get(&format!("/v1/orders/{id}")).await.body;
+        assert_eq!(o["discount"]["amount_minor"], 100, "{o}");
+        assert_eq!(o["total"]["amount_minor"], 900, "{o}");
+        assert_eq!(o["promo_codes"], json!(["HUNDRED"]));
+    }
+    assert_eq!(redeemed_events(app.store.db(), "HUNDRED").await, 100);
+    assert_eq!(app.get("/v1/promotions/hundred").await.body["uses"], 100);
+
+    // Per customer: 10 customers each send 20 orders at once with a once-per-customer code;
+    // exactly one each gets it.
+    let made = app
+        .post(
+            "/v1/promotions",
+            json!({"code": "ONCE-EACH", "amount_off": {"amount_minor": 50, "currency": "EUR"},
+                   "max_uses_per_customer": 1}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let replies = place_all(
+        &app,
+        (0..200)
+            .map(|i| order(&format!("k{}", i % 10), &[("SKU-1", 1)], &["once-each"]))
+            .collect(),
+    )
+    .await;
+    let mut per_customer: HashMap<String, usize> = HashMap::new();
+    for (s, b) in &replies {
+        match s {
+            202 => {
+                let id = b["order_id"].as_str().unwrap();
+                let o = app.get(&format!("/v1/orders/{id}")).await.body;
+                assert_eq!(o["discount"]["amount_minor"], 50, "{o}");
+                *per_customer
+                    .entry(o["customer_id"].as_str().unwrap().to_string())
+                    .or_default() += 1;
+            }
+            409 => assert_eq!(b["code"], "promotion_customer_limit", "{b}"),
+            other => panic!("unexpected {other}: {b}"),
+        }
+    }
+    assert_eq!(per_customer.len(), 10, "{per_customer:?}");
+    assert!(per_customer.values().all(|n| *n == 1), "{per_customer:?}");
+    assert_eq!(redeemed_events(app.store.db(), "ONCE-EACH").await, 10);
+}
+
+async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_apply(
+    backend: Backend,
+) {
+    let app = TestApp::spawn(backend).await;
+    stocked(
+        &app,
+        &[("A-1", 333, "audio"), ("B-1", 333, "audio"), ("C-1", 334, "books")],
+    )
+    .await;
+    for body in [
+        json!({"code": "TEN", "percent_off": 10}),
+        json!({"code": "AUDIO5", "amount_off": {"amount_minor": 5, "currency": "EUR"},
+               "scope": {"categories": ["audio"]}}),
+        json!({"code": "BIGSPEND", "percent_off": 50,
+               "min_order": {"amount_minor": 100000, "currency": "EUR"}}),
+        json!({"code": "LATER", "percent_off": 5, "starts_at": "2999-01-01T00:00:00Z"}),
+        json!({"code": "DOLLARS", "amount_off": {"amount_minor": 5, "currency": "USD"}}),
+    ] {
+        let r = app.post("/v1/promotions", body).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    // 10 % of 1000 = 100 over 333/333/334 → 33/33/34; then 5 off the audio lines (266+266
+    // left) → 3/2 (largest remainder, ties to the earlier line).
+    let r = app
+        .post(
+            "/v1/orders",
+            order("c1", &[("A-1", 1), ("B-1", 1), ("C-1", 1)], &["ten", "AUDIO5"]),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = r.body["order_id"].as_str().unwrap();
+    let o = app.get(&format!("/v1/orders/{id}")).await.body;
+    let discounts: Vec<i64> = o["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["discount"]["amount_minor"].as_i64().unwrap())
+        .collect();
+    assert_eq!(discounts, [33 + 3, 33 + 2, 34], "{o}");
+    assert_eq!(o["subtotal"]["amount_minor"], 1000);
+    assert_eq!(o["discount"]["amount_minor"], 105);
+    assert_eq!(o["total"]["amount_minor"], 895);
+    assert_eq!(o["promo_codes"], json!(["TEN", "AUDIO5"]));
+
+    // What does not apply refuses the order and leaves no order and no use behind.
+    let before = app.event_count().await;
+    for (codes, want) in [
+        (vec!["BIGSPEND"], (409, "promotion_minimum")),
+        (vec!["LATER"], (409, "promotion_not_active")),
+        (vec!["DOLLARS"], (409, "promotion_wrong_currency")),
+        (vec!["NO-SUCH"], (404, "?")),
+        // The first code is given back when the second refuses.
+        (vec!["TEN", "BIGSPEND"], (409, "promotion_minimum")),
+    ] {
+        let r = app
+            .post("/v1/orders", order("c2", &[("A-1", 1)], &codes))
+            .await;
+        assert_eq!((r.status, r.body["code"].as_str().unwrap_or("?")), want, "{codes:?}: {:?}", r.body);
+    }
+    assert_eq!(app.get("/v1/promotions/TEN").await.body["uses"], 1);
+    let audio_only = app
+        .post("/v1/orders", order("c3", &[("C-1", 1)], &["AUDIO5"]))
+        .await;
+    assert_eq!(audio_only.status, 409);
+    assert_eq!(audio_only.body["code"], "promotion_not_applicable");
+    // Only the TEN redemption and its release were written.
+    assert_eq!(app.event_count().await, before + 2);
+
+    // Bounds: codes are checked at the edge and nothing is written.
+    let before = app.event_count().await;
+    for bad in [
+        json!(["A"]),
+        json!(["x".repeat(33)]),
+        json!(["has space"]),
+        json!(["A1", "A2", "A3", "A4", "A5", "A6"]),
+    ] {
+        let mut body = order("c4", &[("A-1", 1)], &[]);
+        body["promo_codes"] = bad.clone();
+        let r = app.post("/v1/orders", body).await;
+        assert_eq!(r.status, 422, "{bad}: {:?}", r.body);
+    }
+    for bad in [
+        json!({"code": "BOTH", "percent_off": 5, "amount_off": {"amount_minor": 5, "currency": "EUR"}}),
+        json!({"code": "NONE"}),
+        json!({"code": "PCT", "percent_off": 101}),
+        json!({"code": "PCT", "percent_off": 0}),
+        json!({"code": "ZERO", "amount_off": {"amount_minor": 0, "currency": "EUR"}}),
+        json!({"code": "USES", "percent_off": 5, "max_uses": 0}),
+        json!({"code": "USES", "percent_off": 5, "max_uses": 100_000_001}),
+        json!({"code": "SCOPE", "percent_off": 5, "scope": {"skus": vec!["S"; 101]}}),
+        json!({"code": "WHEN", "percent_off": 5, "starts_at": "yesterday"}),
+        json!({"code": "EXTRA", "percent_off": 5, "surprise": true}),
+    ] {
+        let r = app.post("/v1/promotions", bad.clone()).await;
+        assert_eq!(r.status, 422, "{bad}: {:?}", r.body);
+    }
+    let r = app
+        .post(
+            "/v1/promotions",
+            json!({"code": "BACKWARDS", "percent_off": 5, "starts_at": "2030-01-02T00:00:00Z",
+                   "ends_at": "2030-01-01T00:00:00Z"}),
+        )
+        .await;
+    assert_eq!((r.status, r.body["code"].clone()), (409, json!("promotion_terms")));
+    let r = app
+        .post("/v1/promotions", json!({"code": "ten", "percent_off": 20}))
+        .await;
+    assert_eq!((r.status, r.body["code"].clone()), (409, json!("promotion_exists")));
+    assert_eq!(app.event_count().await, before);
+}
+
+fn review_config(threshold: u8, review_timeout: Duration) -> CheckoutConfig {
+    CheckoutConfig {
+        payment_timeout: Duration::from_secs(30),
+        attempt_timeout: Duration::from_millis(500),
+        sweep_interval: Duration::from_millis(300),
+        fraud: FraudConfig {
+            threshold: Some(threshold),
+            review_timeout,
+            ..FraudConfig::default()
+        },
+        ..CheckoutConfig::default()
+    }
+}
+
+async fn reserved(app: &TestApp, sku: &str) -> i64 {
+    app.get(&format!("/v1/inventory/{sku}")).await.body["total"]["reserved"]
+        .as_i64()
+        .unwrap()
+}
+
+async fn sandbox(db: &Db, order: &str) -> Vec<String> {
+    let sql = db.sql("SELECT outcome FROM sandbox_payments WHERE idempotency_key = $1");
+    on_db!(db, pool => {
+        sqlx::query_scalar(&sql).bind(order).fetch_all(pool).await.unwrap()
+    })
+}
+
+async fn place(app: &TestApp, customer: &str, sku: &str) -> String {
+    let r = app.post("/v1/orders", order(customer, &[(sku, 1)], &[])).await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    r.body["order_id"].as_str().unwrap().to_string()
+}
+
+/// Waits until the order's checkout has finished (compensations included).
+async fn checkout_finished(app: &TestApp, id: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let (checkout, _) = app
+            .store
+            .load::<emporium_sagas::Checkout>(id)
+            .await
+            .unwrap();
+        if checkout.finished().is_some() {
+            return;
+        }
+        assert!(Instant::now() < deadline, "checkout of {id} never finished");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend) {
+    // A high value (40 points) from a new customer (15) reaches 50; a cheap first order (15)
+    // does not.
+    let app = TestApp::with_checkout(backend, review_config(50, Duration::from_secs(600)), None)
+        .await;
+    stocked(&app, &[("TV-1", 600_000, "tv"), ("CABLE-1", 500, "tv")]).await;
+    let cheap = place(&app, "c-cheap", "CABLE-1").await;
+    app.wait_for_status(&cheap, "confirmed", Duration::from_secs(20))
+        .await;
+
+    let big = place(&app, "c-big", "TV-1").await;
+    let o = app
+        .wait_for_status(&big, "under_review", Duration::from_secs(20))
+        .await;
+    assert_eq!(o["review"]["score"], 55, "{o}");
+    assert_eq!(o["review"]["decision"], "pending");
+    assert_eq!(o["review"]["reasons"].as_array().unwrap().len(), 2, "{o}");
+    assert_eq!(reserved(&app, "TV-1").await, 1, "stock stays reserved");
+    assert!(
+        sandbox(app.store.db(), &big).await.is_empty(),
+        "no payment is asked for while under review"
+    );
+    // Sweeps come and go; the order keeps waiting.
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(
+        app.get(&format!("/v1/orders/{big}")).await.body["status"],
+        "under_review"
+    );
+
+    // A client cannot decide; an operator can, once.
+    let client = app.key(emporium_gateway::keys::Role::Client, Some("c-big")).await;
+    let operator = app.key(emporium_gateway::keys::Role::Operator, None).await;
+    let review = format!("/v1/orders/{big}/review");
+    let r = app
+        .send_as(Some(&client), reqwest::Method::POST, &review, Some(json!({"decision": "approve"})))
+        .await;
+    assert_eq!(r.status, 403);
+    let r = app
+        .send_as(
+            Some(&operator),
+            reqwest::Method::POST,
+            &review,
+            Some(json!({"decision": "approve", "note": "called the customer"})),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    let o = app
+        .wait_for_status(&big, "confirmed", Duration::from_secs(20))
+        .await;
+    assert_eq!(o["review"]["decision"], "approved");
+    assert_eq!(sandbox(app.store.db(), &big).await, ["approved"]);
+    let again = app
+        .send_as(Some(&operator), reqwest::Method::POST, &review, Some(json!({"decision": "reject"})))
+        .await;
+    assert_eq!((again.status, again.body["code"].clone()), (409, json!("illegal_transition")));
+    let bad = app
+        .send_as(Some(&operator), reqwest::Method::POST, &review, Some(json!({"decision": "maybe"})))
+        .await;
+    assert_eq!(bad.status, 422);
+
+    // The decision is in the timeline with the reviewer's key as actor.
+    let timeline = app.get(&format!("/v1/orders/{big}/timeline")).await.body;
+    let events = timeline["events"].as_array().unwrap();
+    let types: Vec<&str> = events
+        .iter()
+        .map(|e| e["event_type"].as_str().unwrap())
+        .collect();
+    let held = types.iter().position(|t| *t == "OrderHeldForReview").unwrap();
+    let approved = types.iter().position(|t| *t == "OrderReviewApproved").unwrap();
+    let confirmed = types.iter().position(|t| *t == "OrderConfirmed").unwrap();
+    assert!(held < approved && approved < confirmed, "{types:?}");
+    let actor = events[approved]["metadata"]["actor"].as_str().unwrap().to_string();
+    let keys = app.get("/v1/keys").await.body;
+    let operator_id = keys["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|k| k["role"] == "operator")
+        .map(|k| k["key_id"].as_str().unwrap().to_string())
+        .unwrap();
+    assert_eq!(actor, operator_id, "{:?}", events[approved]);
+    assert_eq!(
+        events[approved]["payload"]["OrderReviewApproved"]["note"],
+        "called the customer"
+    );
+}
+
+async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend: Backend) {
+    let app = TestApp::with_checkout(backend, review_config(50, Duration::from_secs(3)), None)
+        .await;
+    stocked(&app, &[("TV-1", 600_000, "tv")]).await;
+    let promo = app
+        .post("/v1/promotions", json!({"code": "TV10", "percent_off": 10, "max_uses": 5}))
+        .await;
+    assert_eq!(promo.status, 201);
+
+    // Rejected by a reviewer.
+    let r = app
+        .post("/v1/orders", order("c-rej", &[("TV-1", 2)], &["TV10"]))
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let rejected = r.body["order_id"].as_str().unwrap().to_string();
+    app.wait_for_status(&rejected, "under_review", Duration::from_secs(20))
+        .await;
+    assert_eq!(reserved(&app, "TV-1").await, 2);
+    assert_eq!(app.get("/v1/promotions/TV10").await.body["uses"], 1);
+    let r = app
+        .post(
+            &format!("/v1/orders/{rejected}/review"),
+            json!({"decision": "reject", "note": "card reported stolen"}),
+        )
+        .await;
+    assert_eq!(r.status, 200, "{:?}", r.body);
+    assert_eq!(r.body["status"], "rejected");
+    assert_eq!(
+        r.body["reject_reason"],
+        "rejected in fraud review: card reported stolen"
+    );
+    checkout_finished(&app, &rejected).await;
+    assert_eq!(reserved(&app, "TV-1").await, 0, "stock given back");
+    assert!(
+        !sandbox(app.store.db(), &rejected)
+            .await
+            .contains(&"approved".to_string()),
+        "no standing authorization"
+    );
+    assert_eq!(
+        app.get("/v1/promotions/TV10").await.body["uses"],
+        0,
+        "the code's use is given back"
+    );
+
+    // Not decided in time: rejected by the saga's sweep.
+    let started = Instant::now();
+    let late = place(&app, "c-late", "TV-1").await;
+    app.wait_for_status(&late, "under_review", Duration::from_secs(20))
+        .await;
+    assert_eq!(reserved(&app, "TV-1").await, 1);
+    let o = app
+        .wait_for_status(&late, "rejected", Duration::from_secs(30))
+        .await;
+    assert!(started.elapsed() >= Duration::from_secs(3), "the review timeout was awaited");
+    assert_eq!(
+        o["reject_reason"],
+        "rejected in fraud review: the review was not decided in time"
+    );
+    checkout_finished(&app, &late).await;
+    assert_eq!(reserved(&app, "TV-1").await, 0);
+    assert!(sandbox(app.store.db(), &late).await.is_empty());
+    let timeline = app.get(&format!("/v1/orders/{late}/timeline")).await.body;
+    let rejection = timeline["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["event_type"] == "OrderRejected")
+        .cloned()
+        .unwrap();
+    assert_eq!(rejection["metadata"]["actor"], "system:fraud-review", "{rejection}");
+}
