@@ -254,6 +254,13 @@ fn command(code: &str, benefit: Result<Benefit, ()>, c: &CommonTerms, mut f: Fie
     }
 }
 
+/// Which kind of promotion a body asks for, read before the body itself.
+#[derive(Deserialize)]
+struct Which {
+    percent_off: Option<serde::de::IgnoredAny>,
+    amount_off: Option<serde::de::IgnoredAny>,
+}
+
 /// Create a promotion code: `percent_off` (1–100) or `amount_off`, with an optional minimum
 /// order, scope (SKUs, categories), validity window and usage limits (in all, per customer).
 #[utoipa::path(post, path = "/v1/promotions", tag = "promotions", request_body = CreatePromotionBody,
@@ -265,9 +272,9 @@ pub async fn create(
 ) -> Result<(StatusCode, Json<PromotionView>), ApiError> {
     let value: serde_json::Value = serde_json::from_slice(&body)
         .map_err(|e| ApiError::field("", format!("invalid JSON: {e}")))?;
-    let percent = value.get("percent_off").is_some();
-    let amount = value.get("amount_off").is_some();
-    let cmd = match (percent, amount) {
+    let which: Which = serde_json::from_value(value.clone())
+        .map_err(|e| ApiError::field("", format!("invalid promotion: {e}")))?;
+    let cmd = match (which.percent_off.is_some(), which.amount_off.is_some()) {
         (true, false) => {
             let b: PercentOffBody = serde_json::from_value(value)
                 .map_err(|e| ApiError::field("", format!("invalid promotion: {e}")))?;
