@@ -18,6 +18,8 @@
 //!     ([`StockItem`], type `"StockItem"`, id from [`stock_item_id`]).
 //!   - [`order`]: a customer order and its life cycle ([`Order`], type `"Order"`).
 //!   - [`payment`]: the payment of one order ([`Payment`], type `"Payment"`, id = order id).
+//!   - [`merchant`]: a seller, its commission and its webhook ([`Merchant`], type
+//!     `"Merchant"`).
 //!   - [`promotion`]: a promotion code, its terms and its redemptions ([`Promotion`], type
 //!     `"Promotion"`, id = the code upper case).
 //!   - [`checkout`]: the checkout saga's memory of one order ([`Checkout`], type
@@ -31,6 +33,7 @@
 
 pub mod checkout;
 pub mod inventory;
+pub mod merchant;
 pub mod order;
 pub mod payment;
 pub mod product;
@@ -46,6 +49,7 @@ pub use checkout::{Checkout, CheckoutCommand, CheckoutError, CheckoutEvent};
 pub use inventory::{
     stock_item_id, StockItem, StockItemCommand, StockItemError, StockItemEvent, StockLevels,
 };
+pub use merchant::{Merchant, MerchantCommand, MerchantError, MerchantEvent};
 pub use order::{
     Allocation, Order, OrderAction, OrderCommand, OrderError, OrderEvent, OrderLine, OrderStatus,
     PlacedLine,

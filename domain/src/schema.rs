@@ -7,6 +7,7 @@
 
 use crate::checkout::CheckoutEvent;
 use crate::inventory::StockItemEvent;
+use crate::merchant::MerchantEvent;
 use crate::order::OrderEvent;
 use crate::payment::PaymentEvent;
 use crate::product::ProductEvent;
@@ -44,6 +45,7 @@ pub enum Event {
     Payment(PaymentEvent),
     Checkout(CheckoutEvent),
     Promotion(PromotionEvent),
+    Merchant(MerchantEvent),
 }
 
 impl Event {
@@ -57,7 +59,7 @@ impl Event {
             Event::Checkout(e) => Some(e.order_id()),
             Event::StockItem(e) => e.order_id(),
             Event::Promotion(e) => e.order_id(),
-            Event::Product(_) | Event::Warehouse(_) => None,
+            Event::Product(_) | Event::Warehouse(_) | Event::Merchant(_) => None,
         }
     }
 }

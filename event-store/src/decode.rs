@@ -24,7 +24,8 @@ use chrono::{DateTime, Utc};
 use cqrs_es::persist::{EventUpcaster, SerializedEvent};
 use cqrs_es::{Aggregate, DomainEvent};
 use emporium_domain::{
-    Checkout, Event, EventSchema, Order, Payment, Product, Promotion, StockItem, Warehouse,
+    Checkout, Event, EventSchema, Merchant, Order, Payment, Product, Promotion, StockItem,
+    Warehouse,
 };
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -222,6 +223,7 @@ pub fn current_version(aggregate_type: &str, event_type: &str) -> Option<&'stati
         t if t == Payment::TYPE => of::<Payment>(event_type),
         t if t == Checkout::TYPE => of::<Checkout>(event_type),
         t if t == Promotion::TYPE => of::<Promotion>(event_type),
+        t if t == Merchant::TYPE => of::<Merchant>(event_type),
         _ => None,
     }
 }
@@ -343,6 +345,8 @@ impl Upcasters {
             Ok(self.decode::<Checkout, P>(e)?.map(Event::Checkout))
         } else if t == Promotion::TYPE {
             Ok(self.decode::<Promotion, P>(e)?.map(Event::Promotion))
+        } else if t == Merchant::TYPE {
+            Ok(self.decode::<Merchant, P>(e)?.map(Event::Merchant))
         } else {
             Err(DecodeError::UnknownAggregate {
                 event: e.describe(),
@@ -416,6 +420,7 @@ fn event_json(e: &Event) -> serde_json::Result<String> {
         Event::Payment(e) => serde_json::to_string(e),
         Event::Checkout(e) => serde_json::to_string(e),
         Event::Promotion(e) => serde_json::to_string(e),
+        Event::Merchant(e) => serde_json::to_string(e),
     }
 }
 
@@ -428,6 +433,7 @@ fn event_value(e: &Event) -> serde_json::Result<Value> {
         Event::Payment(e) => serde_json::to_value(e),
         Event::Checkout(e) => serde_json::to_value(e),
         Event::Promotion(e) => serde_json::to_value(e),
+        Event::Merchant(e) => serde_json::to_value(e),
     }
 }
 

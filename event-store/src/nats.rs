@@ -44,6 +44,21 @@ impl NatsNames {
         format!("{}_DLQ", token_name(&self.prefix))
     }
 
+    /// Order notifications (docs/events.md): `EMPORIUM_NOTIFICATIONS`.
+    pub fn notifications_stream(&self) -> String {
+        format!("{}_NOTIFICATIONS", token_name(&self.prefix))
+    }
+
+    /// The notification of an order reaching `status`: `emporium.notifications.order.confirmed`.
+    pub fn notification_subject(&self, subject: &str) -> String {
+        format!("{}.notifications.{subject}", self.prefix)
+    }
+
+    /// Everything the notifications stream captures: `emporium.notifications.>`.
+    pub fn notifications_wildcard(&self) -> String {
+        format!("{}.notifications.>", self.prefix)
+    }
+
     /// Everything the events stream captures: `emporium.events.>`.
     pub fn events_wildcard(&self) -> String {
         format!("{}.events.>", self.prefix)

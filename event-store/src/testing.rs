@@ -175,6 +175,7 @@ impl Drop for TestNats {
                 let js = async_nats::jetstream::new(client);
                 let _ = js.delete_stream(names.stream()).await;
                 let _ = js.delete_stream(names.dlq_stream()).await;
+                let _ = js.delete_stream(names.notifications_stream()).await;
             });
         })
         .join();

@@ -28,8 +28,8 @@ use utoipa_swagger_ui::SwaggerUi;
 use crate::auth::{authorize, Access, Role};
 use crate::error::{ApiError, InternalDetail};
 use crate::routes::{
-    analytics, audit, catalog, customers, events, fulfilment, health, inventory, keys, orders,
-    products, projections, promotions, timeline, warehouses,
+    analytics, audit, catalog, customers, events, fulfilment, health, inventory, keys, merchants,
+    orders, products, projections, promotions, timeline, warehouses,
 };
 use crate::state::AppState;
 
@@ -64,6 +64,7 @@ pub struct RouteSpec {
         (name = "warehouses", description = "Warehouses"),
         (name = "inventory", description = "Stock per warehouse and SKU"),
         (name = "orders", description = "Placing, reading and cancelling orders"),
+        (name = "merchants", description = "Sellers on the marketplace (admin)"),
         (name = "promotions", description = "Promotion codes and their usage limits"),
         (name = "events", description = "The global event feed"),
         (name = "analytics", description = "Figures over time ranges, and a live stream"),
@@ -185,6 +186,8 @@ pub fn build(state: AppState) -> Built {
         .add(CLIENT, routes!(orders::get))
         .add(CLIENT, routes!(orders::cancel))
         .add(OPERATOR, routes!(orders::review))
+        .add(ADMIN, routes!(merchants::register))
+        .add(ADMIN, routes!(merchants::get))
         .add(OPERATOR, routes!(promotions::create))
         .add(OPERATOR, routes!(promotions::get))
         .add(CLIENT, routes!(orders::payment))

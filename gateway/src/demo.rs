@@ -154,6 +154,7 @@ pub async fn seed(store: &Store) -> anyhow::Result<bool> {
                         ))?,
                         category: Category::parse(category)?,
                         price,
+                        merchant_id: None,
                     },
                     &meta,
                 )

@@ -58,6 +58,7 @@ pub struct EngineBuilder {
     demo: bool,
     audit: Option<AuditOptions>,
     search_dir: Option<std::path::PathBuf>,
+    notify: Option<crate::notify::NotifyConfig>,
 }
 
 /// Signed digests of the log (docs/audit.md): the key, how often, and where to publish them
@@ -169,6 +170,7 @@ impl EngineBuilder {
             demo: false,
             audit: None,
             search_dir: None,
+            notify: Some(crate::notify::NotifyConfig::default()),
         }
     }
 
@@ -284,6 +286,14 @@ impl EngineBuilder {
         self
     }
 
+    /// How order notifications are delivered (NATS and merchant webhooks); `None` delivers
+    /// none (the outbox still fills, for another engine to send).
+    #[must_use]
+    pub fn notify(mut self, config: Option<crate::notify::NotifyConfig>) -> Self {
+        self.notify = config;
+        self
+    }
+
     /// Opens and migrates the store, then starts every part.
     pub async fn start(self) -> anyhow::Result<Engine> {
         let store = match self.store {
@@ -314,6 +324,7 @@ impl EngineBuilder {
 
         let mut saga_bus = None;
         let mut digest_bus = None;
+        let mut notify_bus = None;
         if let Some(nats) = self.nats {
             let client = match nats.source {
                 // Start even while NATS is down: the relay catches up when it comes back.
@@ -333,6 +344,10 @@ impl EngineBuilder {
                 relay: relay.status(),
             });
             digest_bus = Some((client.clone(), format!("{}.audit.digest", nats.prefix)));
+            notify_bus = Some(crate::notify::NatsTarget {
+                client: client.clone(),
+                prefix: nats.prefix.clone(),
+            });
             saga_bus = Some((client, NatsNames::new(&nats.prefix), nats.duplicate_window));
             let token = shutdown.clone();
             tasks.push(tokio::spawn(
@@ -376,6 +391,14 @@ impl EngineBuilder {
             tasks.push(tokio::spawn(
                 search.follow(store, async move { token.cancelled().await }),
             ));
+        }
+        if let Some(config) = self.notify {
+            tasks.push(tokio::spawn(crate::notify::run(
+                store.clone(),
+                notify_bus,
+                config,
+                shutdown.clone(),
+            )));
         }
         if self.run_checkout {
             tasks.push(

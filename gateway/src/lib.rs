@@ -31,6 +31,7 @@ pub mod idempotency;
 pub mod keys;
 pub mod metrics;
 pub mod migrate;
+pub mod notify;
 pub mod parquet;
 pub mod routes;
 pub mod schema;

@@ -66,6 +66,23 @@ pub fn promo_code() -> Object {
     )
 }
 
+/// `MerchantId`: as `IDENT_PATTERN` (`house` is the built-in merchant).
+pub fn merchant_id() -> Object {
+    string(1, 64, IDENT_PATTERN, "Merchant id")
+}
+
+/// A webhook URL, as `merchant::valid_webhook_url`: `http(s)://`, then no `/` first, no
+/// white space (Rust's `char::is_whitespace`) or control characters; at most 2048.
+pub fn webhook_url() -> Object {
+    const NOT: &str = "\\t-\\r \\u0000-\\u001f\\u007f-\\u00a0\\u1680\\u2000-\\u200a\\u2028\\u2029\\u202f\\u205f\\u3000";
+    string(
+        8,
+        emporium_domain::merchant::MAX_WEBHOOK_URL,
+        &format!("^https?://[^/{NOT}][^{NOT}]*$"),
+        "Where order notifications are POSTed, signed with HMAC-SHA256",
+    )
+}
+
 /// `WarehouseId`.
 pub fn warehouse_id() -> Object {
     string(1, 64, IDENT_PATTERN, "Warehouse id")

@@ -198,7 +198,8 @@ impl Projection for Analytics {
             | Event::Warehouse(_)
             | Event::Payment(_)
             | Event::Checkout(_)
-            | Event::Promotion(_) => {}
+            | Event::Promotion(_)
+            | Event::Merchant(_) => {}
         }
         Ok(())
     }

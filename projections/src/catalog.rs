@@ -117,6 +117,7 @@ async fn apply_one(
             description,
             category,
             price,
+            ..
         }) => {
             let (title, desc, cat) = (title.as_str(), description.as_str(), category.as_str());
             let sql = tx.sql(&format!(
@@ -185,7 +186,8 @@ async fn apply_one(
             | Event::Order(_)
             | Event::Payment(_)
             | Event::Checkout(_)
-            | Event::Promotion(_) => {}
+            | Event::Promotion(_)
+            | Event::Merchant(_) => {}
     }
     Ok(())
 }

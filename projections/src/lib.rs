@@ -9,6 +9,7 @@
 //! - [`timeline`]: which feed positions concern which order (auditors' timelines).
 //! - [`search`]: the catalog's full-text index (tantivy), kept by each process from the feed.
 //! - [`fulfilment`]: shipments, returns, net revenue, return rates, time to ship.
+//! - [`notifications`]: the outbox of order notifications (NATS and merchant webhooks).
 //!
 //! Architecture invariant: projections match on the domain's event enums (decoded once, in
 //! the event store) and only record facts carried by events (levels, totals and prices are
@@ -17,6 +18,7 @@
 pub mod analytics;
 pub mod catalog;
 pub mod fulfilment;
+pub mod notifications;
 pub mod runner;
 pub mod search;
 pub mod timeline;
@@ -124,6 +126,7 @@ pub fn all() -> Vec<Arc<dyn Projection>> {
         Arc::new(analytics::Analytics),
         Arc::new(timeline::Timeline),
         Arc::new(fulfilment::Fulfilment),
+        Arc::new(notifications::Notifications),
     ]
 }
 

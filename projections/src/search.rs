@@ -389,6 +389,7 @@ impl Generation {
                     description,
                     category,
                     price,
+                    ..
                 }) => {
                     current(sku.as_str(), &mut changed)?;
                     if let Some(p) = changed.get_mut(sku.as_str()) {
@@ -443,7 +444,8 @@ impl Generation {
             | Event::Order(_)
             | Event::Payment(_)
             | Event::Checkout(_)
-            | Event::Promotion(_) => {}
+            | Event::Promotion(_)
+            | Event::Merchant(_) => {}
             }
         }
         let mut writer = self

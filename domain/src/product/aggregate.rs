@@ -5,7 +5,7 @@ use cqrs_es::Aggregate;
 use serde::{Deserialize, Serialize};
 
 use super::{ProductCommand, ProductError, ProductEvent};
-use crate::values::{Category, Description, Money, Sku, Title};
+use crate::values::{Category, Description, MerchantId, Money, Sku, Title};
 
 /// A catalogue entry. `Default` is the not-yet-created product that every stream starts from.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -16,9 +16,17 @@ pub struct Product {
     category: Option<Category>,
     price: Option<Money>,
     discontinued: bool,
+    #[serde(default)]
+    merchant_id: Option<MerchantId>,
 }
 
 impl Product {
+    /// The seller; `None` for the built-in house merchant.
+    #[must_use]
+    pub fn merchant_id(&self) -> Option<&MerchantId> {
+        self.merchant_id.as_ref()
+    }
+
     #[must_use]
     pub fn is_created(&self) -> bool {
         self.sku.is_some()
@@ -75,6 +83,7 @@ impl Product {
                 description,
                 category,
                 price,
+                merchant_id,
             } => {
                 if let Some(existing) = &self.sku {
                     return Err(ProductError::AlreadyExists {
@@ -87,6 +96,7 @@ impl Product {
                     description,
                     category,
                     price,
+                    merchant_id,
                 }))
             }
             ProductCommand::ChangeProductDetails {
@@ -153,7 +163,9 @@ impl Aggregate for Product {
                 description,
                 category,
                 price,
+                merchant_id,
             } => {
+                self.merchant_id = merchant_id;
                 self.sku = Some(sku);
                 self.title = Some(title);
                 self.description = Some(description);
@@ -196,6 +208,7 @@ mod tests {
             description: description("A lamp."),
             category: category("lighting"),
             price: eur(1999),
+            merchant_id: None,
         }
     }
 
@@ -221,6 +234,7 @@ mod tests {
                 description: description("A lamp."),
                 category: category("lighting"),
                 price: eur(1999),
+                merchant_id: None,
             })
             .then_expect_events(vec![created()]);
     }
@@ -235,6 +249,7 @@ mod tests {
                 description: description(""),
                 category: category("other"),
                 price: eur(1),
+                merchant_id: None,
             })
             .then_expect_error(ProductError::AlreadyExists { sku: sku("LAMP-1") });
     }

@@ -3,7 +3,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::values::{Category, Description, Money, Sku, Title};
+use crate::values::{Category, Description, MerchantId, Money, Sku, Title};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ProductCommand {
@@ -13,6 +13,9 @@ pub enum ProductCommand {
         description: Description,
         category: Category,
         price: Money,
+        /// The seller (absent: the built-in house merchant).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merchant_id: Option<MerchantId>,
     },
     ChangeProductDetails {
         title: Title,

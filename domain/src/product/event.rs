@@ -4,7 +4,7 @@
 use cqrs_es::DomainEvent;
 use serde::{Deserialize, Serialize};
 
-use crate::values::{Category, Description, Money, Sku, Title};
+use crate::values::{Category, Description, MerchantId, Money, Sku, Title};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub enum ProductEvent {
@@ -14,6 +14,9 @@ pub enum ProductEvent {
         description: Description,
         category: Category,
         price: Money,
+        /// The seller (absent: the built-in house merchant).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        merchant_id: Option<MerchantId>,
     },
     ProductDetailsChanged {
         title: Title,

@@ -170,6 +170,14 @@ string_value!(
     region
 );
 
+string_value!(
+    /// A seller on the marketplace (`house` is the built-in one that owns every product
+    /// created without a merchant).
+    MerchantId,
+    "merchant id",
+    ident
+);
+
 /// Longest promotion code, in characters.
 pub const PROMO_CODE_MAX: usize = 32;
 

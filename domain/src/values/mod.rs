@@ -16,7 +16,7 @@ mod sealed;
 mod text;
 
 pub use currency::Currency;
-pub use ident::{CustomerId, PromoCode, Region, Sku, WarehouseId, PROMO_CODE_MAX};
+pub use ident::{CustomerId, MerchantId, PromoCode, Region, Sku, WarehouseId, PROMO_CODE_MAX};
 pub use money::{Money, MAX_AMOUNT_MINOR};
 pub use order_id::OrderId;
 pub use quantity::{Priority, Quantity};

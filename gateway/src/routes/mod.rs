@@ -10,6 +10,7 @@ pub mod fulfilment;
 pub mod health;
 pub mod inventory;
 pub mod keys;
+pub mod merchants;
 pub mod orders;
 pub mod products;
 pub mod projections;

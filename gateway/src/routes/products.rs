@@ -35,6 +35,9 @@ pub struct CreateProductBody {
     #[schema(schema_with = crate::schema::category)]
     pub category: String,
     pub price: MoneyBody,
+    /// The seller (default: the built-in `house` merchant); must be registered.
+    #[schema(schema_with = crate::schema::merchant_id)]
+    pub merchant_id: Option<String>,
 }
 
 impl TryFrom<CreateProductBody> for ProductCommand {
@@ -47,16 +50,30 @@ impl TryFrom<CreateProductBody> for ProductCommand {
         let description = f.check("/description", Description::parse(&b.description));
         let category = f.check("/category", Category::parse(&b.category));
         let price = b.price.parse("/price", &mut f);
-        match (sku, title, description, category, price) {
-            (Some(sku), Some(title), Some(description), Some(category), Some(price)) => {
-                Ok(ProductCommand::CreateProduct {
-                    sku,
-                    title,
-                    description,
-                    category,
-                    price,
-                })
-            }
+        let merchant_id = match &b.merchant_id {
+            // The house merchant is the default, named or not.
+            Some(m) if m == emporium_domain::merchant::HOUSE => Some(None),
+            Some(m) => f
+                .check("/merchant_id", emporium_domain::values::MerchantId::parse(m))
+                .map(Some),
+            None => Some(None),
+        };
+        match (sku, title, description, category, price, merchant_id) {
+            (
+                Some(sku),
+                Some(title),
+                Some(description),
+                Some(category),
+                Some(price),
+                Some(merchant_id),
+            ) => Ok(ProductCommand::CreateProduct {
+                sku,
+                title,
+                description,
+                category,
+                price,
+                merchant_id,
+            }),
             _ => Err(f.into_error()),
         }
     }
@@ -121,6 +138,8 @@ pub struct ProductView {
     pub category: String,
     pub price: MoneyBody,
     pub discontinued: bool,
+    /// The seller (`house` for the built-in merchant).
+    pub merchant_id: String,
 }
 
 pub(crate) fn parse_sku(raw: &str) -> Result<Sku, ApiError> {
@@ -146,6 +165,9 @@ fn view(p: &Product) -> Result<ProductView, ApiError> {
                 category: category.to_string(),
                 price: MoneyBody::from_money(price),
                 discontinued: p.is_discontinued(),
+                merchant_id: p
+                    .merchant_id()
+                    .map_or(emporium_domain::merchant::HOUSE.to_string(), ToString::to_string),
             })
         }
         _ => Err(ApiError::Internal("created product without details".into())),
@@ -165,9 +187,15 @@ pub async fn create(
     ApiJson(body): ApiJson<CreateProductBody>,
 ) -> Result<(StatusCode, Json<ProductView>), ApiError> {
     let command = ProductCommand::try_from(body)?;
-    let ProductCommand::CreateProduct { sku, .. } = &command else {
+    let ProductCommand::CreateProduct {
+        sku, merchant_id, ..
+    } = &command
+    else {
         return Err(ApiError::Internal("unexpected command".into()));
     };
+    if let Some(m) = merchant_id {
+        super::merchants::load_merchant(&state, m).await?;
+    }
     let sku = sku.clone();
     execute::<Product>(&state, &ctx, sku.as_str(), command).await?;
     Ok((StatusCode::CREATED, Json(current_view(&state, &sku).await?)))

@@ -283,6 +283,7 @@ mod tests {
                         description: Description::parse("x").unwrap(),
                         category: Category::parse(categories[(i % 3) as usize]).unwrap(),
                         price: eur(100 * (1 + next(15) as i64)),
+                        merchant_id: None,
                     }),
                 ));
             }

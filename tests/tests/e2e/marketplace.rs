@@ -514,3 +514,173 @@ async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend
         .unwrap();
     assert_eq!(rejection["metadata"]["actor"], "system:fraud-review", "{rejection}");
 }
+
+/// A merchant's webhook endpoint that refuses the first three deliveries of every
+/// notification, recording every request it gets.
+#[derive(Clone, Default)]
+struct Endpoint {
+    seen: std::sync::Arc<std::sync::Mutex<Vec<(String, String, String)>>>,
+}
+
+async fn endpoint(
+    axum::extract::State(e): axum::extract::State<Endpoint>,
+    headers: axum::http::HeaderMap,
+    body: String,
+) -> axum::http::StatusCode {
+    let header = |n: &str| {
+        headers
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
+            .to_string()
+    };
+    let id = header("emporium-notification-id");
+    let mut seen = e.seen.lock().unwrap();
+    let tries = seen.iter().filter(|(i, _, _)| *i == id).count();
+    seen.push((id, header("emporium-signature"), body));
+    if tries < 3 {
+        axum::http::StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        axum::http::StatusCode::NO_CONTENT
+    }
+}
+
+/// `t=<secs>,v1=<hex>` checked with an HMAC computed here, independently of the engine.
+fn signed_by(secret: &str, header: &str, body: &str) -> bool {
+    use hmac::Mac;
+    let Some((t, v1)) = header
+        .strip_prefix("t=")
+        .and_then(|rest| rest.split_once(",v1="))
+    else {
+        return false;
+    };
+    let mut mac = hmac::Hmac::<sha2::Sha256>::new_from_slice(secret.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    hex::decode(v1).is_ok_and(|sig| mac.verify_slice(&sig).is_ok())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn webhooks_that_fail_three_times_get_every_notification_signed_and_nats_gets_them_too() {
+    let nats = emporium_event_store::testing::TestNats::connect().await;
+    let names = emporium_event_store::nats::NatsNames::new(&nats.prefix);
+    // Subscribed before anything happens: every notification is seen.
+    let mut on_nats = nats
+        .client
+        .subscribe(names.notifications_wildcard())
+        .await
+        .unwrap();
+    let hook = Endpoint::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks/emporium", listener.local_addr().unwrap());
+    let router = axum::Router::new()
+        .route("/hooks/emporium", axum::routing::post(endpoint))
+        .with_state(hook.clone());
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let fast = emporium_gateway::notify::NotifyConfig {
+        base_backoff: Duration::from_millis(50),
+        poll: Duration::from_millis(50),
+        ..Default::default()
+    };
+    let app = TestApp::start(Backend::Postgres, |b| {
+        b.checkout(review_config(101, Duration::from_secs(600)))
+            .nats_client(nats.client.clone(), nats.prefix.clone())
+            .notify(Some(fast))
+    })
+    .await;
+    let made = app
+        .post(
+            "/v1/merchants",
+            json!({"id": "acme", "name": "Acme Audio", "commission_bps": 1500, "webhook_url": url}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let secret = made.body["webhook_secret"].as_str().unwrap().to_string();
+    assert!(secret.starts_with("whsec_"));
+    assert!(app.get("/v1/merchants/acme").await.body.get("webhook_secret").is_none());
+    assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
+    for (sku, merchant) in [("ACME-1", Some("acme")), ("HOUSE-1", None)] {
+        let mut body = json!({"sku": sku, "title": "Thing", "description": "", "category": "audio",
+                              "price": {"amount_minor": 1000, "currency": "EUR"}});
+        if let Some(m) = merchant {
+            body["merchant_id"] = json!(m);
+        }
+        let r = app.post("/v1/products", body).await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+        assert_eq!(r.body["merchant_id"], merchant.unwrap_or("house"));
+        assert_eq!(app.receive("wh-a", sku, 100).await.status, 200);
+    }
+    let unknown = app
+        .post(
+            "/v1/products",
+            json!({"sku": "X-1", "title": "T", "description": "", "category": "c",
+                   "price": {"amount_minor": 1, "currency": "EUR"}, "merchant_id": "nobody"}),
+        )
+        .await;
+    assert_eq!(unknown.status, 404);
+
+    // Three Acme orders (one cancelled after confirmation) and one house-only order.
+    let mut acme = Vec::new();
+    for i in 0..3 {
+        let id = place(&app, &format!("c{i}"), "ACME-1").await;
+        app.wait_for_status(&id, "confirmed", Duration::from_secs(20)).await;
+        acme.push(id);
+    }
+    let r = app.post(&format!("/v1/orders/{}/cancel", acme[2]), json!({})).await;
+    assert_eq!(r.status, 200);
+    let house = place(&app, "c9", "HOUSE-1").await;
+    app.wait_for_status(&house, "confirmed", Duration::from_secs(20)).await;
+
+    // Acme's webhook: pending + confirmed for each order, cancelled for one: 7, each
+    // delivered after three refusals, every request signed.
+    let expected = 7;
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let accepted = loop {
+        let seen = hook.seen.lock().unwrap().clone();
+        let mut tries: HashMap<String, usize> = HashMap::new();
+        for (id, _, _) in &seen {
+            *tries.entry(id.clone()).or_default() += 1;
+        }
+        if tries.len() == expected && tries.values().all(|n| *n >= 4) {
+            break seen;
+        }
+        assert!(Instant::now() < deadline, "webhook got {tries:?}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    for (id, signature, body) in &accepted {
+        assert!(signed_by(&secret, signature, body), "{id}: {signature}");
+        assert!(!signed_by("whsec_wrong", signature, body));
+    }
+    let mut statuses: Vec<(String, String)> = accepted
+        .iter()
+        .map(|(_, _, b)| {
+            let v: Value = serde_json::from_str(b).unwrap();
+            (v["order_id"].as_str().unwrap().to_string(), v["status"].as_str().unwrap().to_string())
+        })
+        .collect();
+    statuses.sort();
+    statuses.dedup();
+    assert_eq!(statuses.len(), expected, "{statuses:?}");
+    assert!(statuses.iter().all(|(o, _)| acme.contains(o)), "only Acme's orders: {statuses:?}");
+    assert!(statuses.contains(&(acme[2].clone(), "cancelled".to_string())));
+
+    // NATS: every status change of every order (4 orders × pending, confirmed; 1 cancel),
+    // on `<prefix>.notifications.order.<status>`.
+    let mut got: Vec<(String, String)> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while got.len() < 9 && Instant::now() < deadline {
+        use futures::StreamExt;
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), on_nats.next()).await {
+            let v: Value = serde_json::from_slice(&m.payload).unwrap();
+            assert_eq!(
+                m.subject.as_str(),
+                names.notification_subject(&format!("order.{}", v["status"].as_str().unwrap()))
+            );
+            got.push((v["order_id"].as_str().unwrap().to_string(), v["status"].as_str().unwrap().to_string()));
+        }
+    }
+    got.sort();
+    got.dedup();
+    assert_eq!(got.len(), 9, "{got:?}");
+    assert!(got.contains(&(house.clone(), "confirmed".to_string())));
+}

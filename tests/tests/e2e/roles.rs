@@ -39,6 +39,7 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
             vec![Admin, Operator]
         }
         (_, p) if p.starts_with("/v1/promotions") => vec![Admin, Operator],
+        (_, p) if p.starts_with("/v1/merchants") => vec![Admin],
         (_, p) if p.starts_with("/v1/orders") => vec![Admin, Client],
         ("GET", "/v1/events") => vec![Admin, Analyst, Auditor],
         ("GET", "/v1/audit/verify" | "/v1/audit/digest") => vec![Admin, Auditor],
@@ -139,6 +140,20 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             (format!("/v1/customers/c-erase-{i}/personal-data"), None)
         }
         ("POST", "/v1/orders") => (path.into(), Some(order)),
+        ("POST", "/v1/merchants") => (
+            path.into(),
+            Some(json!({"id": format!("m-{i}"), "name": "Merchant", "commission_bps": 1000})),
+        ),
+        ("GET", "/v1/merchants/{id}") => {
+            let made = app
+                .post(
+                    "/v1/merchants",
+                    json!({"id": format!("m-{i}"), "name": "Merchant", "commission_bps": 0}),
+                )
+                .await;
+            assert_eq!(made.status, 201, "{:?}", made.body);
+            (format!("/v1/merchants/m-{i}"), None)
+        }
         ("POST", "/v1/promotions") => (
             path.into(),
             Some(json!({"code": format!("ROLE-{i}"), "percent_off": 10})),
