@@ -1,13 +1,16 @@
-//! `serve --demo`: seeds three warehouses in different regions, 50 products in five
-//! categories and stock, through the same commands an operator would send. Runs only on an
+//! `serve --demo`: seeds three warehouses in different regions, three merchants, 50 products
+//! in five categories with stock, and two promotion codes, through the same commands an
+//! operator would send. Runs only on an
 //! empty store, so restarting with `--demo` never duplicates anything.
 
 use anyhow::{anyhow, Context};
 use emporium_domain::inventory::{stock_item_id, StockItem, StockItemCommand};
+use emporium_domain::merchant::{Merchant, MerchantCommand};
 use emporium_domain::product::{Product, ProductCommand};
+use emporium_domain::promotion::{Benefit, Promotion, PromotionCommand, PromotionTerms, Scope};
 use emporium_domain::values::{
-    Category, Currency, Description, Money, Priority, Quantity, Region, Sku, Title, WarehouseId,
-    WarehouseName,
+    Category, Currency, Description, MerchantId, Money, Priority, PromoCode, Quantity, Region, Sku,
+    Title, WarehouseId, WarehouseName,
 };
 use emporium_domain::warehouse::{Warehouse, WarehouseCommand};
 use emporium_event_store::{EventMetadata, Store};
@@ -102,6 +105,23 @@ const CATALOG: [(&str, [&str; 10]); 5] = [
     ),
 ];
 
+/// The demo's merchants and the categories each sells (the rest is the house's).
+const MERCHANTS: [(&str, &str, u16, &[&str]); 3] = [
+    (
+        "acme-audio",
+        "Acme Audio & Computing",
+        1_200,
+        &["audio", "computing"],
+    ),
+    (
+        "greenfield",
+        "Greenfield Outdoor & Kitchen",
+        1_500,
+        &["outdoor", "kitchen"],
+    ),
+    ("paper-trail", "Paper Trail Books", 800, &[]),
+];
+
 /// Seeds demo data if the store holds no events yet. Returns whether it seeded.
 pub async fn seed(store: &Store) -> anyhow::Result<bool> {
     if store.event_count().await? > 0 {
@@ -109,7 +129,7 @@ pub async fn seed(store: &Store) -> anyhow::Result<bool> {
         return Ok(false);
     }
     let meta = EventMetadata::system("demo");
-    let total = WAREHOUSES.len() + CATALOG.len() * 10 * 3;
+    let total = WAREHOUSES.len() + MERCHANTS.len() + CATALOG.len() * 10 * 3 + 2;
     let bar = ProgressBar::new(total as u64).with_style(
         ProgressStyle::with_template("demo {bar:30} {pos}/{len} commands ({per_sec})")
             .unwrap_or_else(|_| ProgressStyle::default_bar()),
@@ -135,6 +155,23 @@ pub async fn seed(store: &Store) -> anyhow::Result<bool> {
         bar.inc(1);
     }
 
+    for (id, name, commission_bps, _) in MERCHANTS {
+        store
+            .execute::<Merchant>(
+                id,
+                MerchantCommand::Register {
+                    merchant_id: MerchantId::parse(id)?,
+                    name: Title::parse(name)?,
+                    commission_bps,
+                    webhook_url: None,
+                },
+                &meta,
+            )
+            .await
+            .map_err(|e| anyhow!("registering merchant {id}: {e}"))?;
+        bar.inc(1);
+    }
+
     let eur = Currency::parse("EUR")?;
     let mut n: u64 = 0;
     for (category, titles) in CATALOG {
@@ -154,7 +191,11 @@ pub async fn seed(store: &Store) -> anyhow::Result<bool> {
                         ))?,
                         category: Category::parse(category)?,
                         price,
-                        merchant_id: None,
+                        merchant_id: MERCHANTS
+                            .iter()
+                            .find(|(_, _, _, sells)| sells.contains(&category))
+                            .map(|(id, ..)| MerchantId::parse(id))
+                            .transpose()?,
                     },
                     &meta,
                 )
@@ -186,10 +227,54 @@ pub async fn seed(store: &Store) -> anyhow::Result<bool> {
             }
         }
     }
+    let codes = [
+        (
+            "WELCOME10",
+            PromotionTerms {
+                benefit: Benefit::PercentOff(10),
+                min_order: Some(Money::new(2_000, eur)?),
+                scope: Scope::default(),
+                starts_at_ms: 0,
+                ends_at_ms: None,
+                max_uses: None,
+                max_uses_per_customer: Some(1),
+            },
+        ),
+        (
+            "AUDIO5",
+            PromotionTerms {
+                benefit: Benefit::AmountOff(Money::new(500, eur)?),
+                min_order: None,
+                scope: Scope {
+                    skus: vec![],
+                    categories: vec![Category::parse("audio")?],
+                },
+                starts_at_ms: 0,
+                ends_at_ms: None,
+                max_uses: Some(1_000),
+                max_uses_per_customer: None,
+            },
+        ),
+    ];
+    for (code, terms) in codes {
+        store
+            .execute::<Promotion>(
+                code,
+                PromotionCommand::Create {
+                    code: PromoCode::parse(code)?,
+                    terms,
+                },
+                &meta,
+            )
+            .await
+            .map_err(|e| anyhow!("creating promotion {code}: {e}"))?;
+        bar.inc(1);
+    }
     bar.finish();
     println!(
-        "demo: seeded {} warehouses, {n} products with stock",
-        warehouse_ids.len()
+        "demo: seeded {} warehouses, {} merchants, {n} products with stock, promotion codes WELCOME10 and AUDIO5",
+        warehouse_ids.len(),
+        MERCHANTS.len()
     );
     Ok(true)
 }

@@ -140,7 +140,10 @@ async fn settle(db: &Db, due: &Due, outcome: Result<(), String>, config: &Notify
 
 struct Worker {
     store: Store,
-    nats: Option<(async_nats::jetstream::Context, emporium_event_store::nats::NatsNames)>,
+    nats: Option<(
+        async_nats::jetstream::Context,
+        emporium_event_store::nats::NatsNames,
+    )>,
     http: reqwest::Client,
     config: NotifyConfig,
 }
@@ -268,6 +271,9 @@ mod tests {
         let s = super::signature("Jefe", 0, "what do ya want for nothing?");
         assert!(s.starts_with("t=0,v1="));
         assert_eq!(s.len(), "t=0,v1=".len() + 64);
-        assert_ne!(s, super::signature("Jefe", 1, "what do ya want for nothing?"));
+        assert_ne!(
+            s,
+            super::signature("Jefe", 1, "what do ya want for nothing?")
+        );
     }
 }

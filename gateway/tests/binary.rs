@@ -658,6 +658,8 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
         20261129000002,
         20261206000001,
         20261207000001,
+        20261207000002,
+        20261207000003,
     ];
     assert_eq!(
         migrate_twice_creates_every_crates_tables(None).await,
@@ -1795,4 +1797,181 @@ async fn two_engines_keep_their_own_search_index_and_one_resumes_after_a_kill() 
     )
     .await;
     assert_eq!(pa["items"], pb["items"]);
+}
+
+/// Issue 16's background work on two real engines, one killed -9 and restarted: the review
+/// sweeper rejects every undecided review once, and the notification worker delivers every
+/// order status change to the merchant's webhook (which refuses each first delivery).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_engines_one_killed_time_out_every_review_once_and_deliver_every_notification() {
+    use emporium_event_store::testing::TestNats;
+    use reqwest::Method;
+    use std::collections::HashMap;
+    use std::sync::{Arc, Mutex};
+    const ORDERS: usize = 20;
+    let db = TestDatabase::create().await;
+    let nats = TestNats::connect().await;
+    let url = emporium_event_store::testing::nats_url();
+    let env = [
+        ("EMPORIUM_LOG", "warn"),
+        ("NATS_URL", url.as_str()),
+        ("EMPORIUM_NATS_PREFIX", nats.prefix.as_str()),
+        ("EMPORIUM_REVIEW_THRESHOLD", "50"),
+        ("EMPORIUM_REVIEW_TIMEOUT_SECS", "3"),
+    ];
+    // The merchant's endpoint: every notification refused once, then taken.
+    let seen: Arc<Mutex<Vec<(String, u16)>>> = Arc::default();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let hook = format!("http://{}/hook", listener.local_addr().unwrap());
+    let router = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/hook",
+            axum::routing::post(move |headers: axum::http::HeaderMap, _body: String| {
+                let seen = seen.clone();
+                async move {
+                    let id = headers
+                        .get("emporium-notification-id")
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or_default()
+                        .to_string();
+                    let mut seen = seen.lock().unwrap();
+                    let first = !seen.iter().any(|(i, _)| *i == id);
+                    let status = if first { 503 } else { 204 };
+                    seen.push((id, status));
+                    axum::http::StatusCode::from_u16(status).unwrap()
+                }
+            }),
+        )
+    };
+    tokio::spawn(async move { axum::serve(listener, router).await });
+
+    let (dir_a, dir_b) = (TestDataDir::create(), TestDataDir::create());
+    let mut a = start_with(dir_a.path(), Some(db.url()), false, &env);
+    let b = start_with(dir_b.path(), Some(db.url()), false, &env);
+    let (s, body) = call(
+        &a.base,
+        Method::POST,
+        "/v1/merchants",
+        Some(json!({"id": "acme", "name": "Acme", "commission_bps": 1000, "webhook_url": hook})),
+    )
+    .await;
+    assert_eq!(s, 201, "{body}");
+    warehouse(&a.base, "wh-a", "eu-west").await;
+    for (sku, price) in [("TV-1", 600_000), ("CABLE-1", 500)] {
+        let (s, body) = call(
+            &a.base,
+            Method::POST,
+            "/v1/products",
+            Some(json!({"sku": sku, "title": "Thing", "description": "", "category": "c",
+                        "price": {"amount_minor": price, "currency": "EUR"}, "merchant_id": "acme"})),
+        )
+        .await;
+        assert_eq!(s, 201, "{body}");
+        let (s, _) = call(
+            &a.base,
+            Method::POST,
+            &format!("/v1/inventory/wh-a/{sku}/receive"),
+            Some(json!({"qty": 1000})),
+        )
+        .await;
+        assert_eq!(s, 200);
+    }
+    // Each order from a new customer: TVs score 55 (held), cables 15 (confirmed).
+    let mut held = Vec::new();
+    let mut plain = Vec::new();
+    for i in 0..ORDERS {
+        let base = if i % 2 == 0 { &a.base } else { &b.base };
+        let sku = if i % 2 == 0 { "TV-1" } else { "CABLE-1" };
+        let (s, body) = call(
+            base,
+            Method::POST,
+            "/v1/orders",
+            Some(
+                json!({"customer_id": format!("c-{i}"), "lines": [{"sku": sku, "qty": 1}],
+                        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}}),
+            ),
+        )
+        .await;
+        assert_eq!(s, 202, "{body}");
+        let id = body["order_id"].as_str().unwrap().to_string();
+        if sku == "TV-1" {
+            held.push(id)
+        } else {
+            plain.push(id)
+        }
+    }
+    // Killed while reviews wait and notifications are in flight; started again.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let _ = a.child.kill();
+    let _ = a.child.wait();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    a = start_with(dir_a.path(), Some(db.url()), false, &env);
+
+    for id in &held {
+        let o = until(&b.base, id, Duration::from_secs(60), |o| {
+            o["status"] == "rejected"
+        })
+        .await;
+        assert_eq!(
+            o["reject_reason"], "rejected in fraud review: the review was not decided in time",
+            "{o}"
+        );
+    }
+    for id in &plain {
+        until(&a.base, id, Duration::from_secs(30), |o| {
+            o["status"] == "confirmed"
+        })
+        .await;
+    }
+    let store = db.store(2).await;
+    let emporium_event_store::Db::Postgres(pool) = store.db() else {
+        unreachable!()
+    };
+    let rejections: Vec<(String, i64)> = sqlx::query_as(
+        "SELECT aggregate_id, COUNT(*) FROM events WHERE event_type = 'OrderRejected' \
+         GROUP BY aggregate_id",
+    )
+    .fetch_all(pool)
+    .await
+    .unwrap();
+    assert_eq!(rejections.len(), held.len(), "{rejections:?}");
+    assert!(rejections.iter().all(|(_, n)| *n == 1), "{rejections:?}");
+    let (_, inv) = call(&a.base, Method::GET, "/v1/inventory/TV-1", None).await;
+    assert_eq!(inv["total"]["reserved"], 0, "held stock given back: {inv}");
+
+    // Notifications: TVs pending, under_review, rejected; cables pending, confirmed.
+    let expected = held.len() * 3 + plain.len() * 2;
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let (accepted, refused) = loop {
+        let seen = seen.lock().unwrap().clone();
+        let mut by_id: HashMap<String, (usize, usize)> = HashMap::new();
+        for (id, status) in &seen {
+            let e = by_id.entry(id.clone()).or_default();
+            if *status == 204 {
+                e.0 += 1
+            } else {
+                e.1 += 1
+            }
+        }
+        let accepted = by_id.values().filter(|(ok, _)| *ok > 0).count();
+        if accepted == expected {
+            break (
+                by_id.values().map(|(ok, _)| ok).sum::<usize>(),
+                by_id.values().map(|(_, no)| no).sum::<usize>(),
+            );
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{accepted} of {expected} notifications delivered"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    eprintln!(
+        "two engines, one killed: {expected} notifications delivered ({accepted} accepted \
+         deliveries, {refused} refused first tries); {} reviews timed out once each",
+        held.len()
+    );
+    drop(a);
+    drop(b);
 }

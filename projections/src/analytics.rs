@@ -162,8 +162,8 @@ impl Projection for Analytics {
                 });
             }
             Event::Order(
-                e @ (OrderEvent::OrderHeldForReview { .. }
-                | OrderEvent::OrderReviewApproved { .. }),
+                e
+                @ (OrderEvent::OrderHeldForReview { .. } | OrderEvent::OrderReviewApproved { .. }),
             ) => {
                 let status = if matches!(e, OrderEvent::OrderHeldForReview { .. }) {
                     "under_review"

@@ -183,11 +183,11 @@ async fn apply_one(
             touched.insert(sku.to_string());
         }
         Event::Warehouse(_)
-            | Event::Order(_)
-            | Event::Payment(_)
-            | Event::Checkout(_)
-            | Event::Promotion(_)
-            | Event::Merchant(_) => {}
+        | Event::Order(_)
+        | Event::Payment(_)
+        | Event::Checkout(_)
+        | Event::Promotion(_)
+        | Event::Merchant(_) => {}
     }
     Ok(())
 }

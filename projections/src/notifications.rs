@@ -141,7 +141,9 @@ impl Projection for Notifications {
                         .execute(&mut **c).await?.rows_affected());
                     found
                 } else {
-                    let sql = tx.sql(&format!("SELECT merchants FROM {ORDERS} WHERE order_id = $1"));
+                    let sql = tx.sql(&format!(
+                        "SELECT merchants FROM {ORDERS} WHERE order_id = $1"
+                    ));
                     let m: Option<String> = crate::on_tx!(tx, c => sqlx::query_scalar(&sql)
                         .bind(&order_id).fetch_optional(&mut **c).await?);
                     m.unwrap_or_default()
@@ -166,8 +168,8 @@ impl Projection for Notifications {
                      VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id, target) DO NOTHING"
                 ));
                 let id = event.event_id.to_string();
-                let targets =
-                    std::iter::once("nats".to_string()).chain(merchants.iter().map(|m| format!("webhook:{m}")));
+                let targets = std::iter::once("nats".to_string())
+                    .chain(merchants.iter().map(|m| format!("webhook:{m}")));
                 for target in targets {
                     crate::on_tx!(tx, c => sqlx::query(&sql).bind(&id).bind(&target).bind(&subject)
                         .bind(&body).bind(event.position).bind(due).execute(&mut **c).await?.rows_affected());

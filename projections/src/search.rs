@@ -441,11 +441,11 @@ impl Generation {
                     }
                 }
                 Event::Warehouse(_)
-            | Event::Order(_)
-            | Event::Payment(_)
-            | Event::Checkout(_)
-            | Event::Promotion(_)
-            | Event::Merchant(_) => {}
+                | Event::Order(_)
+                | Event::Payment(_)
+                | Event::Checkout(_)
+                | Event::Promotion(_)
+                | Event::Merchant(_) => {}
             }
         }
         let mut writer = self

@@ -22,8 +22,8 @@ pub mod payment;
 pub mod worker;
 
 pub use emporium_domain::Checkout;
-pub use payment::{PaymentProvider, Sandbox};
 pub use fraud::{FraudRules, FraudScreen, RulesScreen};
+pub use payment::{PaymentProvider, Sandbox};
 pub use worker::{CheckoutConfig, CheckoutSaga, FraudConfig, Outcome};
 
 /// Creates this crate's tables (the sandbox payment provider's log) on `db`.

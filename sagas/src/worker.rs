@@ -176,7 +176,10 @@ impl CheckoutSaga {
         provider: Arc<dyn PaymentProvider>,
         config: CheckoutConfig,
     ) -> Arc<Self> {
-        let screen = Arc::new(RulesScreen::new(store.db().clone(), config.fraud.rules.clone()));
+        let screen = Arc::new(RulesScreen::new(
+            store.db().clone(),
+            config.fraud.rules.clone(),
+        ));
         Self::with_screen(store, provider, config, screen)
     }
 

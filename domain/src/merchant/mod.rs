@@ -67,7 +67,9 @@ pub enum MerchantError {
     House,
     #[error("commission_bps must be between 0 and {MAX_COMMISSION_BPS}")]
     BadCommission,
-    #[error("webhook_url must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL} characters")]
+    #[error(
+        "webhook_url must be an http:// or https:// URL of at most {MAX_WEBHOOK_URL} characters"
+    )]
     BadWebhookUrl,
 }
 
@@ -138,7 +140,10 @@ impl Aggregate for Merchant {
         if commission_bps > MAX_COMMISSION_BPS {
             return Err(MerchantError::BadCommission);
         }
-        if webhook_url.as_deref().is_some_and(|u| !valid_webhook_url(u)) {
+        if webhook_url
+            .as_deref()
+            .is_some_and(|u| !valid_webhook_url(u))
+        {
             return Err(MerchantError::BadWebhookUrl);
         }
         sink.write(
@@ -198,9 +203,18 @@ mod tests {
         for (cmd, err) in [
             (register("house", 0, None), MerchantError::House),
             (register("acme", 10_001, None), MerchantError::BadCommission),
-            (register("acme", 0, Some("ftp://x")), MerchantError::BadWebhookUrl),
-            (register("acme", 0, Some("https://")), MerchantError::BadWebhookUrl),
-            (register("acme", 0, Some("https://a b")), MerchantError::BadWebhookUrl),
+            (
+                register("acme", 0, Some("ftp://x")),
+                MerchantError::BadWebhookUrl,
+            ),
+            (
+                register("acme", 0, Some("https://")),
+                MerchantError::BadWebhookUrl,
+            ),
+            (
+                register("acme", 0, Some("https://a b")),
+                MerchantError::BadWebhookUrl,
+            ),
         ] {
             TestFramework::<Merchant>::with(())
                 .given_no_previous_events()

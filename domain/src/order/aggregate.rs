@@ -618,7 +618,11 @@ fn apply_discounts(
         )));
     }
     let bad = |why: &str| OrderError::InvalidDiscount(why.to_string());
-    let currency = lines.first().ok_or(OrderError::EmptyOrder)?.unit_price.currency();
+    let currency = lines
+        .first()
+        .ok_or(OrderError::EmptyOrder)?
+        .unit_price
+        .currency();
     let mut codes = BTreeSet::new();
     let mut total = Money::zero(currency);
     for r in promotions {
@@ -1627,9 +1631,15 @@ mod tests {
     fn a_discount_beyond_its_line_or_on_an_unknown_line_is_refused() {
         for bad in [
             vec![redemption("BIG", &[("BULB-7", 751)])],
-            vec![redemption("AA", &[("BULB-7", 700)]), redemption("BB", &[("BULB-7", 51)])],
+            vec![
+                redemption("AA", &[("BULB-7", 700)]),
+                redemption("BB", &[("BULB-7", 51)]),
+            ],
             vec![redemption("XX", &[("NOPE-1", 1)])],
-            vec![redemption("XX", &[("BULB-7", 1)]), redemption("XX", &[("LAMP-1", 1)])],
+            vec![
+                redemption("XX", &[("BULB-7", 1)]),
+                redemption("XX", &[("LAMP-1", 1)]),
+            ],
         ] {
             let result = OrderTest::with(())
                 .given_no_previous_events()

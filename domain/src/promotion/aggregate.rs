@@ -113,7 +113,8 @@ impl Promotion {
                     Benefit::PercentOff(p) => sum * i128::from(p) / 100,
                     Benefit::AmountOff(a) => i128::from(a.amount_minor()).min(sum),
                 };
-                let discount = i64::try_from(discount).map_err(|_| PromotionError::AmountOverflow)?;
+                let discount =
+                    i64::try_from(discount).map_err(|_| PromotionError::AmountOverflow)?;
                 let shares = split_discount(discount, &amounts);
                 let mut line_discounts = Vec::with_capacity(eligible.len());
                 for (line, share) in eligible.iter().zip(shares) {
@@ -142,15 +143,14 @@ impl Promotion {
                 let Some(code) = &self.code else {
                     return Err(PromotionError::NotFound);
                 };
-                Ok(self
-                    .redemptions
-                    .get(&order_id)
-                    .map(|(customer_id, _)| PromotionEvent::PromotionReleased {
+                Ok(self.redemptions.get(&order_id).map(|(customer_id, _)| {
+                    PromotionEvent::PromotionReleased {
                         code: code.clone(),
                         order_id,
                         customer_id: customer_id.clone(),
                         uses: self.uses.saturating_sub(1),
-                    }))
+                    }
+                }))
             }
         }
     }
@@ -163,13 +163,19 @@ fn check_terms(terms: &PromotionTerms) -> Result<(), PromotionError> {
         }
         Benefit::AmountOff(a) if a.is_zero() => return Err(PromotionError::ZeroAmount),
         Benefit::AmountOff(a) => {
-            if terms.min_order.is_some_and(|m| m.currency() != a.currency()) {
+            if terms
+                .min_order
+                .is_some_and(|m| m.currency() != a.currency())
+            {
                 return Err(PromotionError::MixedCurrencies);
             }
         }
         Benefit::PercentOff(_) => {}
     }
-    if terms.ends_at_ms.is_some_and(|end| end <= terms.starts_at_ms) {
+    if terms
+        .ends_at_ms
+        .is_some_and(|end| end <= terms.starts_at_ms)
+    {
         return Err(PromotionError::EmptyWindow);
     }
     if terms.max_uses == Some(0) || terms.max_uses_per_customer == Some(0) {
@@ -248,8 +254,7 @@ impl Aggregate for Promotion {
             } => {
                 self.uses = uses;
                 *self.per_customer.entry(customer_id.clone()).or_insert(0) += 1;
-                self.redemptions
-                    .insert(order_id, (customer_id, redemption));
+                self.redemptions.insert(order_id, (customer_id, redemption));
             }
             PromotionEvent::PromotionReleased {
                 order_id,
@@ -319,7 +324,13 @@ mod tests {
         }
     }
 
-    fn redeemed(order: u128, customer: &str, discount: i64, lines: &[(&str, i64)], uses: u32) -> PromotionEvent {
+    fn redeemed(
+        order: u128,
+        customer: &str,
+        discount: i64,
+        lines: &[(&str, i64)],
+        uses: u32,
+    ) -> PromotionEvent {
         PromotionEvent::PromotionRedeemed {
             code: code(),
             order_id: order_id(order),
@@ -347,9 +358,19 @@ mod tests {
             .when(redeem(
                 1,
                 "c1",
-                vec![line("A", "x", 333), line("B", "x", 333), line("C", "x", 334)],
+                vec![
+                    line("A", "x", 333),
+                    line("B", "x", 333),
+                    line("C", "x", 334),
+                ],
             ))
-            .then_expect_events(vec![redeemed(1, "c1", 100, &[("A", 33), ("B", 33), ("C", 34)], 1)]);
+            .then_expect_events(vec![redeemed(
+                1,
+                "c1",
+                100,
+                &[("A", 33), ("B", 33), ("C", 34)],
+                1,
+            )]);
         // 15 % of 999 = 149.85 → 149.
         PromoTest::with(())
             .given(vec![created(Benefit::PercentOff(15))])
@@ -362,17 +383,31 @@ mod tests {
         let mut t = terms(Benefit::AmountOff(eur(5_000)));
         t.scope.categories = vec![category("audio")];
         PromoTest::with(())
-            .given(vec![PromotionEvent::PromotionCreated { code: code(), terms: t.clone() }])
-            .when(redeem(1, "c1", vec![line("A", "audio", 1_000), line("B", "books", 9_000)]))
+            .given(vec![PromotionEvent::PromotionCreated {
+                code: code(),
+                terms: t.clone(),
+            }])
+            .when(redeem(
+                1,
+                "c1",
+                vec![line("A", "audio", 1_000), line("B", "books", 9_000)],
+            ))
             .then_expect_events(vec![redeemed(1, "c1", 1_000, &[("A", 1_000)], 1)]);
         PromoTest::with(())
-            .given(vec![PromotionEvent::PromotionCreated { code: code(), terms: t }])
+            .given(vec![PromotionEvent::PromotionCreated {
+                code: code(),
+                terms: t,
+            }])
             .when(PromotionCommand::Redeem {
                 order_id: order_id(1),
                 customer_id: customer_id("c1"),
                 at_ms: 5_000,
                 subtotal: usd(1_000),
-                lines: vec![PricedLine { sku: sku("A"), category: Some(category("audio")), amount: usd(1_000) }],
+                lines: vec![PricedLine {
+                    sku: sku("A"),
+                    category: Some(category("audio")),
+                    amount: usd(1_000),
+                }],
             })
             .then_expect_error(PromotionError::WrongCurrency {
                 expected: eur(0).currency(),
@@ -391,7 +426,10 @@ mod tests {
             .when(redeem(3, "c3", vec![line("A", "x", 100)]))
             .then_expect_error(PromotionError::Exhausted);
         PromoTest::with(())
-            .given(vec![created(Benefit::PercentOff(10)), redeemed(1, "c1", 10, &[("A", 10)], 1)])
+            .given(vec![
+                created(Benefit::PercentOff(10)),
+                redeemed(1, "c1", 10, &[("A", 10)], 1),
+            ])
             .when(redeem(2, "c1", vec![line("A", "x", 100)]))
             .then_expect_error(PromotionError::CustomerLimitReached);
         // A release gives the use back, to the code and to the customer.
@@ -399,7 +437,12 @@ mod tests {
             .given(vec![
                 created(Benefit::PercentOff(10)),
                 redeemed(1, "c1", 10, &[("A", 10)], 1),
-                PromotionEvent::PromotionReleased { code: code(), order_id: order_id(1), customer_id: customer_id("c1"), uses: 0 },
+                PromotionEvent::PromotionReleased {
+                    code: code(),
+                    order_id: order_id(1),
+                    customer_id: customer_id("c1"),
+                    uses: 0,
+                },
             ])
             .when(redeem(2, "c1", vec![line("A", "x", 100)]))
             .then_expect_events(vec![redeemed(2, "c1", 10, &[("A", 10)], 1)]);
@@ -414,13 +457,22 @@ mod tests {
         let mut t = terms(Benefit::PercentOff(10));
         t.min_order = Some(eur(5_000));
         PromoTest::with(())
-            .given(vec![PromotionEvent::PromotionCreated { code: code(), terms: t }])
+            .given(vec![PromotionEvent::PromotionCreated {
+                code: code(),
+                terms: t,
+            }])
             .when(redeem(1, "c1", vec![line("A", "x", 4_999)]))
-            .then_expect_error(PromotionError::BelowMinimum { min: eur(5_000), subtotal: eur(4_999) });
+            .then_expect_error(PromotionError::BelowMinimum {
+                min: eur(5_000),
+                subtotal: eur(4_999),
+            });
         let mut t = terms(Benefit::PercentOff(10));
         t.scope.skus = vec![sku("Z")];
         PromoTest::with(())
-            .given(vec![PromotionEvent::PromotionCreated { code: code(), terms: t }])
+            .given(vec![PromotionEvent::PromotionCreated {
+                code: code(),
+                terms: t,
+            }])
             .when(redeem(1, "c1", vec![line("A", "x", 100)]))
             .then_expect_error(PromotionError::NotApplicable);
     }
@@ -428,12 +480,17 @@ mod tests {
     #[test]
     fn redeeming_twice_for_one_order_changes_nothing() {
         PromoTest::with(())
-            .given(vec![created(Benefit::PercentOff(10)), redeemed(1, "c1", 10, &[("A", 10)], 1)])
+            .given(vec![
+                created(Benefit::PercentOff(10)),
+                redeemed(1, "c1", 10, &[("A", 10)], 1),
+            ])
             .when(redeem(1, "c1", vec![line("A", "x", 100)]))
             .then_expect_events(vec![]);
         PromoTest::with(())
             .given(vec![created(Benefit::PercentOff(10))])
-            .when(PromotionCommand::Release { order_id: order_id(9) })
+            .when(PromotionCommand::Release {
+                order_id: order_id(9),
+            })
             .then_expect_events(vec![]);
     }
 
@@ -441,24 +498,42 @@ mod tests {
     fn bad_terms_are_refused() {
         for (t, e) in [
             (terms(Benefit::PercentOff(0)), PromotionError::BadPercentage),
-            (terms(Benefit::PercentOff(101)), PromotionError::BadPercentage),
-            (terms(Benefit::AmountOff(eur(0))), PromotionError::ZeroAmount),
             (
-                PromotionTerms { ends_at_ms: Some(1_000), ..terms(Benefit::PercentOff(5)) },
+                terms(Benefit::PercentOff(101)),
+                PromotionError::BadPercentage,
+            ),
+            (
+                terms(Benefit::AmountOff(eur(0))),
+                PromotionError::ZeroAmount,
+            ),
+            (
+                PromotionTerms {
+                    ends_at_ms: Some(1_000),
+                    ..terms(Benefit::PercentOff(5))
+                },
                 PromotionError::EmptyWindow,
             ),
             (
-                PromotionTerms { max_uses: Some(0), ..terms(Benefit::PercentOff(5)) },
+                PromotionTerms {
+                    max_uses: Some(0),
+                    ..terms(Benefit::PercentOff(5))
+                },
                 PromotionError::ZeroLimit,
             ),
             (
-                PromotionTerms { min_order: Some(usd(1)), ..terms(Benefit::AmountOff(eur(5))) },
+                PromotionTerms {
+                    min_order: Some(usd(1)),
+                    ..terms(Benefit::AmountOff(eur(5)))
+                },
                 PromotionError::MixedCurrencies,
             ),
         ] {
             PromoTest::with(())
                 .given_no_previous_events()
-                .when(PromotionCommand::Create { code: code(), terms: t })
+                .when(PromotionCommand::Create {
+                    code: code(),
+                    terms: t,
+                })
                 .then_expect_error(e);
         }
     }
@@ -467,16 +542,25 @@ mod tests {
     fn shares_always_add_up_and_never_exceed_their_line() {
         let mut seed = 7u64;
         let mut next = |m: u64| {
-            seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+            seed = seed
+                .wrapping_mul(6_364_136_223_846_793_005)
+                .wrapping_add(1_442_695_040_888_963_407);
             (seed >> 33) % m
         };
         for _ in 0..2_000 {
             let n = 1 + next(6) as usize;
             let amounts: Vec<i64> = (0..n).map(|_| next(100_000) as i64).collect();
             let sum: i64 = amounts.iter().sum();
-            let discount = if sum == 0 { 0 } else { next(sum as u64 + 1) as i64 };
+            let discount = if sum == 0 {
+                0
+            } else {
+                next(sum as u64 + 1) as i64
+            };
             let shares = split_discount(discount, &amounts);
-            assert_eq!(shares.iter().sum::<i64>(), if sum == 0 { 0 } else { discount });
+            assert_eq!(
+                shares.iter().sum::<i64>(),
+                if sum == 0 { 0 } else { discount }
+            );
             for (s, a) in shares.iter().zip(&amounts) {
                 assert!(*s >= 0 && s <= a, "{shares:?} over {amounts:?}");
             }

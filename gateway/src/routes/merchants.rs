@@ -138,7 +138,10 @@ pub async fn register(
     // webhook without its secret.
     let secret = match &body.webhook_url {
         Some(_) => {
-            let secret = format!("whsec_{}", crate::auth::generate_key().trim_start_matches("emp_"));
+            let secret = format!(
+                "whsec_{}",
+                crate::auth::generate_key().trim_start_matches("emp_")
+            );
             let db = state.store.db();
             let sql = db.sql(
                 "INSERT INTO merchant_webhook_secrets (merchant_id, secret, created_at) VALUES ($1, $2, $3) \

@@ -543,9 +543,9 @@ async fn redeem(
                         .cloned()
                         .ok_or_else(|| ApiError::Unavailable("promotion contended".into()))
                 }),
-            Err(ApiError::NotFound(_)) => Err(ApiError::NotFound(format!(
-                "no promotion code {code}"
-            ))),
+            Err(ApiError::NotFound(_)) => {
+                Err(ApiError::NotFound(format!("no promotion code {code}")))
+            }
             Err(e) => Err(e),
         };
         let redemption = match redemption {

@@ -54,7 +54,10 @@ impl TryFrom<CreateProductBody> for ProductCommand {
             // The house merchant is the default, named or not.
             Some(m) if m == emporium_domain::merchant::HOUSE => Some(None),
             Some(m) => f
-                .check("/merchant_id", emporium_domain::values::MerchantId::parse(m))
+                .check(
+                    "/merchant_id",
+                    emporium_domain::values::MerchantId::parse(m),
+                )
                 .map(Some),
             None => Some(None),
         };
@@ -165,9 +168,10 @@ fn view(p: &Product) -> Result<ProductView, ApiError> {
                 category: category.to_string(),
                 price: MoneyBody::from_money(price),
                 discontinued: p.is_discontinued(),
-                merchant_id: p
-                    .merchant_id()
-                    .map_or(emporium_domain::merchant::HOUSE.to_string(), ToString::to_string),
+                merchant_id: p.merchant_id().map_or(
+                    emporium_domain::merchant::HOUSE.to_string(),
+                    ToString::to_string,
+                ),
             })
         }
         _ => Err(ApiError::Internal("created product without details".into())),

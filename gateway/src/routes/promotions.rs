@@ -208,7 +208,12 @@ fn limit(pointer: &str, raw: Option<i64>, f: &mut Fields) -> Option<u32> {
 }
 
 /// The command a create body asks for, every invalid field named at once.
-fn command(code: &str, benefit: Result<Benefit, ()>, c: &CommonTerms, mut f: Fields) -> Result<PromotionCommand, ApiError> {
+fn command(
+    code: &str,
+    benefit: Result<Benefit, ()>,
+    c: &CommonTerms,
+    mut f: Fields,
+) -> Result<PromotionCommand, ApiError> {
     let code = f.check("/code", PromoCode::parse(code));
     let min_order = c.min_order.as_ref().map(|m| m.parse("/min_order", &mut f));
     let scope = c.scope.as_ref();
@@ -217,7 +222,10 @@ fn command(code: &str, benefit: Result<Benefit, ()>, c: &CommonTerms, mut f: Fie
     let mut cats = Vec::new();
     if let Some(s) = scope {
         if s.skus.len() > MAX_SCOPE_ENTRIES || s.categories.len() > MAX_SCOPE_ENTRIES {
-            f.push("/scope", format!("at most {MAX_SCOPE_ENTRIES} SKUs and {MAX_SCOPE_ENTRIES} categories"));
+            f.push(
+                "/scope",
+                format!("at most {MAX_SCOPE_ENTRIES} SKUs and {MAX_SCOPE_ENTRIES} categories"),
+            );
         }
         for (i, raw) in s.skus.iter().enumerate().take(MAX_SCOPE_ENTRIES) {
             skus.extend(f.check(&format!("/scope/skus/{i}"), Sku::parse(raw)));

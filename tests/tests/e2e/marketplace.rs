@@ -145,7 +145,11 @@ async fn a_code_limited_to_100_uses_is_used_exactly_100_times_by_1000_concurrent
         placed.len()
     );
     assert_eq!(placed.len(), 100, "refused: {refused:?}");
-    assert_eq!(refused.get("409 promotion_exhausted"), Some(&900), "{refused:?}");
+    assert_eq!(
+        refused.get("409 promotion_exhausted"),
+        Some(&900),
+        "{refused:?}"
+    );
     // Every placed order carries the discount; the code counts exactly 100 uses.
     for p in &placed {
         let id = p["order_id"].as_str().unwrap();
@@ -200,7 +204,11 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
     let app = TestApp::spawn(backend).await;
     stocked(
         &app,
-        &[("A-1", 333, "audio"), ("B-1", 333, "audio"), ("C-1", 334, "books")],
+        &[
+            ("A-1", 333, "audio"),
+            ("B-1", 333, "audio"),
+            ("C-1", 334, "books"),
+        ],
     )
     .await;
     for body in [
@@ -220,7 +228,11 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
     let r = app
         .post(
             "/v1/orders",
-            order("c1", &[("A-1", 1), ("B-1", 1), ("C-1", 1)], &["ten", "AUDIO5"]),
+            order(
+                "c1",
+                &[("A-1", 1), ("B-1", 1), ("C-1", 1)],
+                &["ten", "AUDIO5"],
+            ),
         )
         .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
@@ -251,7 +263,12 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
         let r = app
             .post("/v1/orders", order("c2", &[("A-1", 1)], &codes))
             .await;
-        assert_eq!((r.status, r.body["code"].as_str().unwrap_or("?")), want, "{codes:?}: {:?}", r.body);
+        assert_eq!(
+            (r.status, r.body["code"].as_str().unwrap_or("?")),
+            want,
+            "{codes:?}: {:?}",
+            r.body
+        );
     }
     assert_eq!(app.get("/v1/promotions/TEN").await.body["uses"], 1);
     let audio_only = app
@@ -297,11 +314,17 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
                    "ends_at": "2030-01-01T00:00:00Z"}),
         )
         .await;
-    assert_eq!((r.status, r.body["code"].clone()), (409, json!("promotion_terms")));
+    assert_eq!(
+        (r.status, r.body["code"].clone()),
+        (409, json!("promotion_terms"))
+    );
     let r = app
         .post("/v1/promotions", json!({"code": "ten", "percent_off": 20}))
         .await;
-    assert_eq!((r.status, r.body["code"].clone()), (409, json!("promotion_exists")));
+    assert_eq!(
+        (r.status, r.body["code"].clone()),
+        (409, json!("promotion_exists"))
+    );
     assert_eq!(app.event_count().await, before);
 }
 
@@ -333,7 +356,9 @@ async fn sandbox(db: &Db, order: &str) -> Vec<String> {
 }
 
 async fn place(app: &TestApp, customer: &str, sku: &str) -> String {
-    let r = app.post("/v1/orders", order(customer, &[(sku, 1)], &[])).await;
+    let r = app
+        .post("/v1/orders", order(customer, &[(sku, 1)], &[]))
+        .await;
     assert_eq!(r.status, 202, "{:?}", r.body);
     r.body["order_id"].as_str().unwrap().to_string()
 }
@@ -358,8 +383,8 @@ async fn checkout_finished(app: &TestApp, id: &str) {
 async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend) {
     // A high value (40 points) from a new customer (15) reaches 50; a cheap first order (15)
     // does not.
-    let app = TestApp::with_checkout(backend, review_config(50, Duration::from_secs(600)), None)
-        .await;
+    let app =
+        TestApp::with_checkout(backend, review_config(50, Duration::from_secs(600)), None).await;
     stocked(&app, &[("TV-1", 600_000, "tv"), ("CABLE-1", 500, "tv")]).await;
     let cheap = place(&app, "c-cheap", "CABLE-1").await;
     app.wait_for_status(&cheap, "confirmed", Duration::from_secs(20))
@@ -385,11 +410,18 @@ async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend
     );
 
     // A client cannot decide; an operator can, once.
-    let client = app.key(emporium_gateway::keys::Role::Client, Some("c-big")).await;
+    let client = app
+        .key(emporium_gateway::keys::Role::Client, Some("c-big"))
+        .await;
     let operator = app.key(emporium_gateway::keys::Role::Operator, None).await;
     let review = format!("/v1/orders/{big}/review");
     let r = app
-        .send_as(Some(&client), reqwest::Method::POST, &review, Some(json!({"decision": "approve"})))
+        .send_as(
+            Some(&client),
+            reqwest::Method::POST,
+            &review,
+            Some(json!({"decision": "approve"})),
+        )
         .await;
     assert_eq!(r.status, 403);
     let r = app
@@ -407,11 +439,24 @@ async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend
     assert_eq!(o["review"]["decision"], "approved");
     assert_eq!(sandbox(app.store.db(), &big).await, ["approved"]);
     let again = app
-        .send_as(Some(&operator), reqwest::Method::POST, &review, Some(json!({"decision": "reject"})))
+        .send_as(
+            Some(&operator),
+            reqwest::Method::POST,
+            &review,
+            Some(json!({"decision": "reject"})),
+        )
         .await;
-    assert_eq!((again.status, again.body["code"].clone()), (409, json!("illegal_transition")));
+    assert_eq!(
+        (again.status, again.body["code"].clone()),
+        (409, json!("illegal_transition"))
+    );
     let bad = app
-        .send_as(Some(&operator), reqwest::Method::POST, &review, Some(json!({"decision": "maybe"})))
+        .send_as(
+            Some(&operator),
+            reqwest::Method::POST,
+            &review,
+            Some(json!({"decision": "maybe"})),
+        )
         .await;
     assert_eq!(bad.status, 422);
 
@@ -422,11 +467,20 @@ async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend
         .iter()
         .map(|e| e["event_type"].as_str().unwrap())
         .collect();
-    let held = types.iter().position(|t| *t == "OrderHeldForReview").unwrap();
-    let approved = types.iter().position(|t| *t == "OrderReviewApproved").unwrap();
+    let held = types
+        .iter()
+        .position(|t| *t == "OrderHeldForReview")
+        .unwrap();
+    let approved = types
+        .iter()
+        .position(|t| *t == "OrderReviewApproved")
+        .unwrap();
     let confirmed = types.iter().position(|t| *t == "OrderConfirmed").unwrap();
     assert!(held < approved && approved < confirmed, "{types:?}");
-    let actor = events[approved]["metadata"]["actor"].as_str().unwrap().to_string();
+    let actor = events[approved]["metadata"]["actor"]
+        .as_str()
+        .unwrap()
+        .to_string();
     let keys = app.get("/v1/keys").await.body;
     let operator_id = keys["items"]
         .as_array()
@@ -443,11 +497,14 @@ async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend
 }
 
 async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend: Backend) {
-    let app = TestApp::with_checkout(backend, review_config(50, Duration::from_secs(3)), None)
-        .await;
+    let app =
+        TestApp::with_checkout(backend, review_config(50, Duration::from_secs(3)), None).await;
     stocked(&app, &[("TV-1", 600_000, "tv")]).await;
     let promo = app
-        .post("/v1/promotions", json!({"code": "TV10", "percent_off": 10, "max_uses": 5}))
+        .post(
+            "/v1/promotions",
+            json!({"code": "TV10", "percent_off": 10, "max_uses": 5}),
+        )
         .await;
     assert_eq!(promo.status, 201);
 
@@ -496,7 +553,10 @@ async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend
     let o = app
         .wait_for_status(&late, "rejected", Duration::from_secs(30))
         .await;
-    assert!(started.elapsed() >= Duration::from_secs(3), "the review timeout was awaited");
+    assert!(
+        started.elapsed() >= Duration::from_secs(3),
+        "the review timeout was awaited"
+    );
     assert_eq!(
         o["reject_reason"],
         "rejected in fraud review: the review was not decided in time"
@@ -512,7 +572,10 @@ async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend
         .find(|e| e["event_type"] == "OrderRejected")
         .cloned()
         .unwrap();
-    assert_eq!(rejection["metadata"]["actor"], "system:fraud-review", "{rejection}");
+    assert_eq!(
+        rejection["metadata"]["actor"], "system:fraud-review",
+        "{rejection}"
+    );
 }
 
 /// A merchant's webhook endpoint that refuses the first three deliveries of every
@@ -597,7 +660,12 @@ async fn webhooks_that_fail_three_times_get_every_notification_signed_and_nats_g
     assert_eq!(made.status, 201, "{:?}", made.body);
     let secret = made.body["webhook_secret"].as_str().unwrap().to_string();
     assert!(secret.starts_with("whsec_"));
-    assert!(app.get("/v1/merchants/acme").await.body.get("webhook_secret").is_none());
+    assert!(app
+        .get("/v1/merchants/acme")
+        .await
+        .body
+        .get("webhook_secret")
+        .is_none());
     assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
     for (sku, merchant) in [("ACME-1", Some("acme")), ("HOUSE-1", None)] {
         let mut body = json!({"sku": sku, "title": "Thing", "description": "", "category": "audio",
@@ -623,13 +691,17 @@ async fn webhooks_that_fail_three_times_get_every_notification_signed_and_nats_g
     let mut acme = Vec::new();
     for i in 0..3 {
         let id = place(&app, &format!("c{i}"), "ACME-1").await;
-        app.wait_for_status(&id, "confirmed", Duration::from_secs(20)).await;
+        app.wait_for_status(&id, "confirmed", Duration::from_secs(20))
+            .await;
         acme.push(id);
     }
-    let r = app.post(&format!("/v1/orders/{}/cancel", acme[2]), json!({})).await;
+    let r = app
+        .post(&format!("/v1/orders/{}/cancel", acme[2]), json!({}))
+        .await;
     assert_eq!(r.status, 200);
     let house = place(&app, "c9", "HOUSE-1").await;
-    app.wait_for_status(&house, "confirmed", Duration::from_secs(20)).await;
+    app.wait_for_status(&house, "confirmed", Duration::from_secs(20))
+        .await;
 
     // Acme's webhook: pending + confirmed for each order, cancelled for one: 7, each
     // delivered after three refusals, every request signed.
@@ -655,13 +727,19 @@ async fn webhooks_that_fail_three_times_get_every_notification_signed_and_nats_g
         .iter()
         .map(|(_, _, b)| {
             let v: Value = serde_json::from_str(b).unwrap();
-            (v["order_id"].as_str().unwrap().to_string(), v["status"].as_str().unwrap().to_string())
+            (
+                v["order_id"].as_str().unwrap().to_string(),
+                v["status"].as_str().unwrap().to_string(),
+            )
         })
         .collect();
     statuses.sort();
     statuses.dedup();
     assert_eq!(statuses.len(), expected, "{statuses:?}");
-    assert!(statuses.iter().all(|(o, _)| acme.contains(o)), "only Acme's orders: {statuses:?}");
+    assert!(
+        statuses.iter().all(|(o, _)| acme.contains(o)),
+        "only Acme's orders: {statuses:?}"
+    );
     assert!(statuses.contains(&(acme[2].clone(), "cancelled".to_string())));
 
     // NATS: every status change of every order (4 orders × pending, confirmed; 1 cancel),
@@ -670,13 +748,17 @@ async fn webhooks_that_fail_three_times_get_every_notification_signed_and_nats_g
     let deadline = Instant::now() + Duration::from_secs(30);
     while got.len() < 9 && Instant::now() < deadline {
         use futures::StreamExt;
-        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), on_nats.next()).await {
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(500), on_nats.next()).await
+        {
             let v: Value = serde_json::from_slice(&m.payload).unwrap();
             assert_eq!(
                 m.subject.as_str(),
                 names.notification_subject(&format!("order.{}", v["status"].as_str().unwrap()))
             );
-            got.push((v["order_id"].as_str().unwrap().to_string(), v["status"].as_str().unwrap().to_string()));
+            got.push((
+                v["order_id"].as_str().unwrap().to_string(),
+                v["status"].as_str().unwrap().to_string(),
+            ));
         }
     }
     got.sort();

@@ -100,6 +100,30 @@ async fn caught_up(store: &Store) {
 /// with the generation that was live.
 async fn assert_live_equals_rebuild(store: &Store) {
     for p in emporium_projections::all() {
+        if p.tables().is_empty() {
+            // The notifications outbox is one table for all generations: a rebuild must
+            // write nothing new into it (nothing would be sent twice).
+            let outbox = || async {
+                let sql = format!(
+                    "SELECT COUNT(*) FROM {}",
+                    emporium_projections::notifications::OUTBOX
+                );
+                let n: i64 = emporium_event_store::on_db!(store.db(), pool => {
+                    sqlx::query_scalar(&sql).fetch_one(pool).await.unwrap()
+                });
+                n
+            };
+            let before = outbox().await;
+            assert!(before > 0, "{} has rows", p.name());
+            rebuild(store, p.as_ref(), |_, _| {}).await.unwrap();
+            assert_eq!(
+                outbox().await,
+                before,
+                "{}: a rebuild adds no rows",
+                p.name()
+            );
+            continue;
+        }
         let (live_gen, _) = runner::state(store.db(), p.name()).await.unwrap();
         let live = dump(store.db(), p.as_ref(), live_gen).await.unwrap();
         let new_gen = rebuild(store, p.as_ref(), |_, _| {}).await.unwrap();

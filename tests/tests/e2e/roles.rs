@@ -35,7 +35,10 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
         ("POST", "/v1/projections/search/rebuild") => vec![Admin],
         (_, p) if p.starts_with("/v1/analytics") => vec![Admin, Analyst],
         (_, p) if p.starts_with("/v1/products") => vec![Admin, Operator],
-        ("POST", "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns" | "/v1/orders/{id}/review") => {
+        (
+            "POST",
+            "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns" | "/v1/orders/{id}/review",
+        ) => {
             vec![Admin, Operator]
         }
         (_, p) if p.starts_with("/v1/promotions") => vec![Admin, Operator],
