@@ -42,6 +42,11 @@ const HISTORY: Access = Access::Roles(&[Role::Analyst, Role::Auditor]);
 const ANALYST: Access = Access::Roles(&[Role::Analyst]);
 const AUDITOR: Access = Access::Roles(&[Role::Auditor]);
 const ADMIN: Access = Access::Roles(&[]);
+/// Products and their stock: operators, and merchants for their own (checked per request).
+const SELLERS: Access = Access::Roles(&[Role::Operator, Role::Merchant]);
+/// Everyone but merchants, who see only their own products.
+const BROWSERS: Access =
+    Access::Roles(&[Role::Operator, Role::Client, Role::Analyst, Role::Auditor]);
 
 /// One registered route: what the role-matrix and spec tests walk.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,20 +179,23 @@ pub fn build(state: AppState) -> Built {
         .add(OPERATOR, routes!(warehouses::get))
         .add(OPERATOR, routes!(warehouses::change_priority))
         .add(OPERATOR, routes!(warehouses::close))
-        .add(OPERATOR, routes!(products::create))
+        .add(SELLERS, routes!(products::create))
         .add(Access::AnyRole, routes!(products::get))
-        .add(OPERATOR, routes!(products::change_details))
-        .add(OPERATOR, routes!(products::change_price))
-        .add(OPERATOR, routes!(products::discontinue))
-        .add(OPERATOR, routes!(inventory::receive))
-        .add(OPERATOR, routes!(inventory::adjust))
-        .add(OPERATOR, routes!(inventory::by_sku))
+        .add(SELLERS, routes!(products::change_details))
+        .add(SELLERS, routes!(products::change_price))
+        .add(SELLERS, routes!(products::discontinue))
+        .add(SELLERS, routes!(inventory::receive))
+        .add(SELLERS, routes!(inventory::adjust))
+        .add(SELLERS, routes!(inventory::by_sku))
         .add(CLIENT, routes!(orders::place))
-        .add(CLIENT, routes!(orders::get))
+        .add(
+            Access::Roles(&[Role::Client, Role::Merchant]),
+            routes!(orders::get),
+        )
         .add(CLIENT, routes!(orders::cancel))
         .add(OPERATOR, routes!(orders::review))
         .add(ADMIN, routes!(merchants::register))
-        .add(ADMIN, routes!(merchants::get))
+        .add(Access::Roles(&[Role::Merchant]), routes!(merchants::get))
         .add(OPERATOR, routes!(promotions::create))
         .add(OPERATOR, routes!(promotions::get))
         .add(CLIENT, routes!(orders::payment))
@@ -196,7 +204,7 @@ pub fn build(state: AppState) -> Built {
         .add(AUDITOR, routes!(timeline::get))
         .add(AUDITOR, routes!(audit::verify))
         .add(AUDITOR, routes!(audit::digest))
-        .add(Access::AnyRole, routes!(catalog::search))
+        .add(BROWSERS, routes!(catalog::search))
         .add(ANALYST, routes!(analytics::summary))
         .add(ANALYST, routes!(analytics::top_products))
         .add(ANALYST, routes!(analytics::warehouses))

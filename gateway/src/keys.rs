@@ -10,7 +10,7 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use emporium_domain::values::CustomerId;
+use emporium_domain::values::{CustomerId, MerchantId};
 use emporium_event_store::{on_db, Db, StoreError};
 use rand::Rng;
 use serde::{Deserialize, Serialize};
@@ -42,15 +42,18 @@ pub enum Role {
     Client,
     Analyst,
     Auditor,
+    /// A seller: its own products, their stock, and its lines of the orders that have them.
+    Merchant,
 }
 
 impl Role {
-    pub const ALL: [Role; 5] = [
+    pub const ALL: [Role; 6] = [
         Role::Admin,
         Role::Operator,
         Role::Client,
         Role::Analyst,
         Role::Auditor,
+        Role::Merchant,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -60,6 +63,7 @@ impl Role {
             Role::Client => "client",
             Role::Analyst => "analyst",
             Role::Auditor => "auditor",
+            Role::Merchant => "merchant",
         }
     }
 
@@ -76,6 +80,9 @@ pub struct Actor {
     pub role: Role,
     /// Set for `client` keys: the only customer whose orders the key may touch.
     pub customer_id: Option<CustomerId>,
+    /// Set for `merchant` keys: the only merchant whose products, stock and order lines the
+    /// key may touch.
+    pub merchant_id: Option<MerchantId>,
 }
 
 /// A key as listed (never with its secret).
@@ -84,6 +91,7 @@ pub struct KeyInfo {
     pub key_id: String,
     pub role: Role,
     pub customer_id: Option<String>,
+    pub merchant_id: Option<String>,
     pub label: String,
     /// Epoch milliseconds.
     pub created_at: i64,
@@ -105,6 +113,10 @@ pub enum KeyError {
     ClientWithoutCustomer,
     #[error("only client keys are bound to a customer")]
     CustomerOnNonClient,
+    #[error("a merchant key needs a merchant id")]
+    MerchantWithoutId,
+    #[error("only merchant keys are bound to a merchant")]
+    MerchantOnNonMerchant,
     #[error("label must be at most 200 characters without control characters")]
     BadLabel,
     #[error(transparent)]
@@ -134,6 +146,9 @@ pub struct KeyStore {
     revoked: Mutex<std::collections::HashSet<String>>,
 }
 
+/// A key's row as authentication reads it: role, customer, hash, merchant.
+type KeyRow = (String, Option<String>, Vec<u8>, Option<String>);
+
 fn digest(key: &str) -> [u8; 32] {
     Sha256::digest(key.as_bytes()).into()
 }
@@ -159,9 +174,25 @@ impl KeyStore {
         customer_id: Option<CustomerId>,
         label: &str,
     ) -> Result<CreatedKey, KeyError> {
+        self.create_bound(role, customer_id, None, label).await
+    }
+
+    /// [`KeyStore::create`], for merchant keys with their merchant.
+    pub async fn create_bound(
+        &self,
+        role: Role,
+        customer_id: Option<CustomerId>,
+        merchant_id: Option<MerchantId>,
+        label: &str,
+    ) -> Result<CreatedKey, KeyError> {
         match (role, &customer_id) {
             (Role::Client, None) => return Err(KeyError::ClientWithoutCustomer),
             (r, Some(_)) if r != Role::Client => return Err(KeyError::CustomerOnNonClient),
+            _ => {}
+        }
+        match (role, &merchant_id) {
+            (Role::Merchant, None) => return Err(KeyError::MerchantWithoutId),
+            (r, Some(_)) if r != Role::Merchant => return Err(KeyError::MerchantOnNonMerchant),
             _ => {}
         }
         if label.chars().count() > crate::schema::MAX_LABEL_LEN
@@ -178,10 +209,11 @@ impl KeyStore {
         let key = format!("emp_{key_id}_{}", hex::encode(secret));
         let created_at = now_ms();
         let sql = self.db.sql(
-            "INSERT INTO api_keys (key_id, role, customer_id, label, key_hash, created_at) \
-             VALUES ($1, $2, $3, $4, $5, $6)",
+            "INSERT INTO api_keys (key_id, role, customer_id, label, key_hash, created_at, merchant_id) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7)",
         );
         let customer = customer_id.as_ref().map(|c| c.as_str().to_string());
+        let merchant = merchant_id.as_ref().map(|m| m.as_str().to_string());
         on_db!(&self.db, pool => {
             sqlx::query(&sql)
                 .bind(&key_id)
@@ -190,6 +222,7 @@ impl KeyStore {
                 .bind(label)
                 .bind(digest(&key).to_vec())
                 .bind(created_at)
+                .bind(&merchant)
                 .execute(pool)
                 .await?
                 .rows_affected()
@@ -200,6 +233,7 @@ impl KeyStore {
                 key_id,
                 role,
                 customer_id: customer,
+                merchant_id: merchant,
                 label: label.to_string(),
                 created_at,
                 revoked_at: None,
@@ -208,7 +242,7 @@ impl KeyStore {
     }
 
     pub async fn list(&self) -> Result<Vec<KeyInfo>, KeyError> {
-        let sql = "SELECT key_id, role, customer_id, label, created_at, revoked_at \
+        let sql = "SELECT key_id, role, customer_id, merchant_id, label, created_at, revoked_at \
                    FROM api_keys ORDER BY created_at, key_id";
         let keys = on_db!(&self.db, pool => {
             let rows = sqlx::query(sql).fetch_all(pool).await?;
@@ -219,6 +253,7 @@ impl KeyStore {
                         key_id: r.try_get("key_id")?,
                         role: Role::parse(&role).unwrap_or(Role::Auditor),
                         customer_id: r.try_get("customer_id")?,
+                        merchant_id: r.try_get("merchant_id")?,
                         label: r.try_get("label")?,
                         created_at: r.try_get("created_at")?,
                         revoked_at: r.try_get("revoked_at")?,
@@ -270,6 +305,7 @@ impl KeyStore {
                     key_id: "admin".to_string(),
                     role: Role::Admin,
                     customer_id: None,
+                    merchant_id: None,
                 }));
             }
         }
@@ -300,13 +336,13 @@ impl KeyStore {
         // than CACHE_TTL, however long the read took.
         let read_at = Instant::now();
         let sql = self.db.sql(
-            "SELECT role, customer_id, key_hash FROM api_keys \
+            "SELECT role, customer_id, key_hash, merchant_id FROM api_keys \
              WHERE key_id = $1 AND revoked_at IS NULL",
         );
-        let row: Option<(String, Option<String>, Vec<u8>)> = on_db!(&self.db, pool => {
+        let row: Option<KeyRow> = on_db!(&self.db, pool => {
             sqlx::query_as(&sql).bind(key_id).fetch_optional(pool).await?
         });
-        let Some((role, customer, hash)) = row else {
+        let Some((role, customer, hash, merchant)) = row else {
             return Ok(None);
         };
         let (Some(role), Ok(stored)) = (Role::parse(&role), <[u8; 32]>::try_from(hash)) else {
@@ -316,6 +352,7 @@ impl KeyStore {
             key_id: key_id.to_string(),
             role,
             customer_id: customer.and_then(|c| CustomerId::parse(&c).ok()),
+            merchant_id: merchant.and_then(|m| MerchantId::parse(&m).ok()),
         };
         let revoked_meanwhile = self
             .revoked

@@ -153,6 +153,24 @@ impl TestApp {
             .key
     }
 
+    /// A key of the `merchant` role bound to `merchant` (registered already).
+    pub async fn merchant_key(&self, merchant: &str) -> String {
+        self.state
+            .keys
+            .create_bound(
+                Role::Merchant,
+                None,
+                Some(
+                    emporium_domain::values::MerchantId::parse(merchant)
+                        .expect("valid merchant id"),
+                ),
+                "test",
+            )
+            .await
+            .expect("create a merchant key")
+            .key
+    }
+
     /// Posts the console's sign-in form with `key` (and `header`, such as an `Origin`), as a
     /// browser does; the answer is not followed, so its `Set-Cookie` can be read.
     pub async fn console_sign_in(

@@ -286,10 +286,10 @@ async fn login(
             );
         }
     };
-    if actor.role == Role::Client {
+    if matches!(actor.role, Role::Client | Role::Merchant) {
         return refused(
             StatusCode::FORBIDDEN,
-            "Client keys cannot sign in to the console.",
+            "Client and merchant keys cannot sign in to the console.",
         );
     }
     match session::start(state.store.db(), &actor, session::over_tls(&headers)).await {

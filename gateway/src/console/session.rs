@@ -40,6 +40,7 @@ impl Session {
             key_id: self.key_id.clone(),
             role: self.role,
             customer_id: None,
+            merchant_id: None,
         }
     }
 

@@ -6,7 +6,7 @@ use emporium_domain::inventory::{stock_item_id, StockItem, StockItemCommand, Sto
 use emporium_domain::values::{Quantity, Reason};
 use serde::{Deserialize, Serialize};
 
-use super::products::{load_product, parse_sku};
+use super::products::{load_product_as, parse_sku};
 use super::warehouses::{load_warehouse, parse_warehouse_id};
 use super::{execute, Fields};
 use crate::error::{ApiError, CommandProblems, ReadProblems};
@@ -82,6 +82,7 @@ fn levels(item: &StockItem) -> Levels {
 /// Checks the warehouse is open and the product exists before touching stock.
 async fn target(
     state: &AppState,
+    actor: &crate::keys::Actor,
     warehouse_id: &str,
     sku: &str,
 ) -> Result<
@@ -100,7 +101,7 @@ async fn target(
             format!("warehouse {warehouse_id} is closed"),
         ));
     }
-    load_product(state, &sku).await?;
+    load_product_as(state, actor, &sku).await?;
     Ok((warehouse_id, sku))
 }
 
@@ -115,7 +116,7 @@ pub async fn receive(
     ApiJson(body): ApiJson<ReceiveBody>,
 ) -> Result<Json<StockLevelView>, ApiError> {
     let qty = Quantity::new(body.qty).map_err(|e| ApiError::field("/qty", e))?;
-    let (warehouse_id, sku) = target(&state, &warehouse_id, &sku).await?;
+    let (warehouse_id, sku) = target(&state, &ctx.actor, &warehouse_id, &sku).await?;
     let id = stock_item_id(&warehouse_id, &sku);
     execute::<StockItem>(
         &state,
@@ -155,7 +156,7 @@ pub async fn adjust(
         Some(r) if f.is_empty() => r,
         _ => return Err(f.into_error()),
     };
-    let (warehouse_id, sku) = target(&state, &warehouse_id, &sku).await?;
+    let (warehouse_id, sku) = target(&state, &ctx.actor, &warehouse_id, &sku).await?;
     let id = stock_item_id(&warehouse_id, &sku);
     execute::<StockItem>(
         &state,
@@ -184,12 +185,13 @@ pub async fn adjust(
     responses((status = 200, description = "Levels per warehouse and in total", body = SkuInventoryView), ReadProblems))]
 pub async fn by_sku(
     State(state): State<AppState>,
+    ctx: RequestContext,
     ApiPath(sku): ApiPath<String>,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<super::AsOfQuery>,
 ) -> Result<Json<SkuInventoryView>, ApiError> {
     let sku = parse_sku(&sku)?;
     let at = q.point()?;
-    load_product(&state, &sku).await?;
+    load_product_as(&state, &ctx.actor, &sku).await?;
     let mut warehouses = Vec::new();
     let mut total = Levels::default();
     for wid in state

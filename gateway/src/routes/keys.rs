@@ -21,18 +21,23 @@ impl From<KeyError> for ApiError {
         match e {
             KeyError::ClientWithoutCustomer => ApiError::field("/customer_id", e),
             KeyError::CustomerOnNonClient => ApiError::field("/customer_id", e),
+            KeyError::MerchantWithoutId | KeyError::MerchantOnNonMerchant => {
+                ApiError::field("/merchant_id", e)
+            }
             KeyError::BadLabel => ApiError::field("/label", e),
             KeyError::Store(s) => ApiError::from(s),
         }
     }
 }
 
-/// `customer_id` is required for (and only for) `client` keys.
+/// `customer_id` is required for (and only for) `client` keys, `merchant_id` for (and only
+/// for) `merchant` keys.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CreateKeyBody {
     pub role: Role,
     pub customer_id: Option<String>,
+    pub merchant_id: Option<String>,
     #[serde(default)]
     pub label: String,
 }
@@ -40,41 +45,58 @@ pub struct CreateKeyBody {
 impl utoipa::PartialSchema for CreateKeyBody {
     /// One shape per kind of key, so that the document says which roles take a customer.
     fn schema() -> RefOr<Schema> {
-        let shape = |roles: Vec<&str>, customer: Object, required_customer: bool| {
-            let mut o = ObjectBuilder::new()
-                .property(
-                    "role",
-                    ObjectBuilder::new()
-                        .schema_type(Type::String)
-                        .enum_values(Some(roles)),
-                )
-                .required("role")
-                .property("customer_id", customer)
-                .property("label", crate::schema::label())
-                .additional_properties(Some(AdditionalProperties::FreeForm(false)));
-            if required_customer {
-                o = o.required("customer_id");
-            }
-            o.build()
-        };
+        let shape =
+            |roles: Vec<&str>, customer: Object, merchant: Object, required: Option<&str>| {
+                let mut o = ObjectBuilder::new()
+                    .property(
+                        "role",
+                        ObjectBuilder::new()
+                            .schema_type(Type::String)
+                            .enum_values(Some(roles)),
+                    )
+                    .required("role")
+                    .property("customer_id", customer)
+                    .property("merchant_id", merchant)
+                    .property("label", crate::schema::label())
+                    .additional_properties(Some(AdditionalProperties::FreeForm(false)));
+                if let Some(field) = required {
+                    o = o.required(field);
+                }
+                o.build()
+            };
         let others: Vec<&str> = Role::ALL
             .iter()
-            .filter(|r| **r != Role::Client)
+            .filter(|r| !matches!(**r, Role::Client | Role::Merchant))
             .map(|r| r.as_str())
             .collect();
-        let no_customer = ObjectBuilder::new()
-            .schema_type(Type::Null)
-            .description(Some("Only client keys are bound to a customer"))
-            .build();
+        let none = |what: &str| {
+            ObjectBuilder::new()
+                .schema_type(Type::Null)
+                .description(Some(what))
+                .build()
+        };
         OneOfBuilder::new()
             .item(shape(
                 vec![Role::Client.as_str()],
                 crate::schema::customer_id(),
-                true,
+                none("Only merchant keys are bound to a merchant"),
+                Some("customer_id"),
             ))
-            .item(shape(others, no_customer, false))
+            .item(shape(
+                vec![Role::Merchant.as_str()],
+                none("Only client keys are bound to a customer"),
+                crate::schema::merchant_id(),
+                Some("merchant_id"),
+            ))
+            .item(shape(
+                others,
+                none("Only client keys are bound to a customer"),
+                none("Only merchant keys are bound to a merchant"),
+                None,
+            ))
             .description(Some(
-                "`customer_id` is required for (and only for) `client` keys",
+                "`customer_id` is required for (and only for) `client` keys, `merchant_id` \
+                 for (and only for) `merchant` keys (a registered merchant)",
             ))
             .build()
             .into_ref()
@@ -108,7 +130,19 @@ pub async fn create(
         Some(c) => Some(CustomerId::parse(c).map_err(|e| ApiError::field("/customer_id", e))?),
         None => None,
     };
-    let created = state.keys.create(body.role, customer, &body.label).await?;
+    let merchant = match &body.merchant_id {
+        Some(m) => {
+            let m = emporium_domain::values::MerchantId::parse(m)
+                .map_err(|e| ApiError::field("/merchant_id", e))?;
+            super::merchants::load_merchant(&state, &m).await?;
+            Some(m)
+        }
+        None => None,
+    };
+    let created = state
+        .keys
+        .create_bound(body.role, customer, merchant, &body.label)
+        .await?;
     let withheld = Withheld(format!(
         "the request with this Idempotency-Key created key {}; its secret is shown only \
          once and is not kept. If you did not receive it, revoke that key and create another",

@@ -176,15 +176,21 @@ pub async fn register(
     Ok((StatusCode::CREATED, Json(v)))
 }
 
-/// Read a merchant (its webhook secret is never shown again).
+/// Read a merchant (its webhook secret is never shown again); a merchant key reads only its
+/// own.
 #[utoipa::path(get, path = "/v1/merchants/{id}", tag = "merchants",
     params(("id" = String, Path, description = "Merchant id", pattern = "^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")),
     responses((status = 200, description = "The merchant", body = MerchantView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
+    ctx: RequestContext,
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<MerchantView>, ApiError> {
     let id = MerchantId::parse(&id).map_err(|e| ApiError::field("/id", e))?;
+    if ctx.actor.role == crate::keys::Role::Merchant && ctx.actor.merchant_id.as_ref() != Some(&id)
+    {
+        return Err(ApiError::NotFound(format!("no merchant {id}")));
+    }
     if id.as_str() == HOUSE {
         return Ok(Json(MerchantView {
             id: HOUSE.into(),

@@ -158,6 +158,28 @@ pub(crate) async fn load_product(state: &AppState, sku: &Sku) -> Result<Product,
     }
 }
 
+/// The product if the caller may see it: a merchant key sees only its own products
+/// (another merchant's is reported missing, so keys cannot probe each other's catalog).
+pub(crate) fn visible_product(
+    actor: &crate::keys::Actor,
+    sku: &Sku,
+    p: Product,
+) -> Result<Product, ApiError> {
+    if actor.role == crate::keys::Role::Merchant && p.merchant_id() != actor.merchant_id.as_ref() {
+        return Err(ApiError::NotFound(format!("no product {sku}")));
+    }
+    Ok(p)
+}
+
+/// [`load_product`] as `actor` may see it.
+pub(crate) async fn load_product_as(
+    state: &AppState,
+    actor: &crate::keys::Actor,
+    sku: &Sku,
+) -> Result<Product, ApiError> {
+    visible_product(actor, sku, load_product(state, sku).await?)
+}
+
 fn view(p: &Product) -> Result<ProductView, ApiError> {
     match (p.sku(), p.title(), p.description(), p.category(), p.price()) {
         (Some(sku), Some(title), Some(description), Some(category), Some(price)) => {
@@ -190,13 +212,25 @@ pub async fn create(
     ctx: RequestContext,
     ApiJson(body): ApiJson<CreateProductBody>,
 ) -> Result<(StatusCode, Json<ProductView>), ApiError> {
-    let command = ProductCommand::try_from(body)?;
+    let mut command = ProductCommand::try_from(body)?;
     let ProductCommand::CreateProduct {
         sku, merchant_id, ..
-    } = &command
+    } = &mut command
     else {
         return Err(ApiError::Internal("unexpected command".into()));
     };
+    if ctx.actor.role == crate::keys::Role::Merchant {
+        // A merchant creates its own products only.
+        match (merchant_id.as_ref(), ctx.actor.merchant_id.as_ref()) {
+            (None, Some(own)) => *merchant_id = Some(own.clone()),
+            (Some(asked), Some(own)) if asked == own => {}
+            _ => {
+                return Err(ApiError::Forbidden(
+                    "a merchant key may only create its own products".into(),
+                ))
+            }
+        }
+    }
     if let Some(m) = merchant_id {
         super::merchants::load_merchant(&state, m).await?;
     }
@@ -211,12 +245,15 @@ pub async fn create(
     responses((status = 200, description = "The product", body = ProductView), ReadProblems))]
 pub async fn get(
     State(state): State<AppState>,
+    ctx: RequestContext,
     ApiPath(sku): ApiPath<String>,
     crate::extract::ApiQuery(q): crate::extract::ApiQuery<super::AsOfQuery>,
 ) -> Result<Json<ProductView>, ApiError> {
     let sku = parse_sku(&sku)?;
     match q.point()? {
-        None => Ok(Json(current_view(&state, &sku).await?)),
+        None => Ok(Json(view(
+            &load_product_as(&state, &ctx.actor, &sku).await?,
+        )?)),
         Some(at) => {
             let (p, _) = super::load_at::<Product>(&state, sku.as_str(), Some(at)).await?;
             if !p.is_created() {
@@ -224,7 +261,7 @@ pub async fn get(
                     "no product {sku} at that point"
                 )));
             }
-            Ok(Json(view(&p)?))
+            Ok(Json(view(&visible_product(&ctx.actor, &sku, p)?)?))
         }
     }
 }
@@ -241,6 +278,7 @@ pub async fn change_details(
 ) -> Result<Json<ProductView>, ApiError> {
     let sku = parse_sku(&sku)?;
     let command = ProductCommand::try_from(body)?;
+    load_product_as(&state, &ctx.actor, &sku).await?;
     execute::<Product>(&state, &ctx, sku.as_str(), command).await?;
     Ok(Json(current_view(&state, &sku).await?))
 }
@@ -257,6 +295,7 @@ pub async fn change_price(
 ) -> Result<Json<ProductView>, ApiError> {
     let sku = parse_sku(&sku)?;
     let command = ProductCommand::try_from(body)?;
+    load_product_as(&state, &ctx.actor, &sku).await?;
     execute::<Product>(&state, &ctx, sku.as_str(), command).await?;
     Ok(Json(current_view(&state, &sku).await?))
 }
@@ -271,6 +310,7 @@ pub async fn discontinue(
     ApiPath(sku): ApiPath<String>,
 ) -> Result<Json<ProductView>, ApiError> {
     let sku = parse_sku(&sku)?;
+    load_product_as(&state, &ctx.actor, &sku).await?;
     execute::<Product>(&state, &ctx, sku.as_str(), ProductCommand::Discontinue).await?;
     Ok(Json(current_view(&state, &sku).await?))
 }

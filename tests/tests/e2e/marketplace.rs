@@ -766,3 +766,265 @@ async fn webhooks_that_fail_three_times_get_every_notification_signed_and_nats_g
     assert_eq!(got.len(), 9, "{got:?}");
     assert!(got.contains(&(house.clone(), "confirmed".to_string())));
 }
+
+/// Acceptance 1 of issue 16: merchant B's key, sent at every route of the API aimed at
+/// merchant A's products, stock, orders and merchant record, is refused (403 or 404) and
+/// changes nothing; on an order with both, each merchant sees only its own lines.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_merchant_key_never_reaches_another_merchants_products_stock_orders_or_lines() {
+    let app = TestApp::spawn(Backend::Postgres).await;
+    assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
+    for m in ["m-a", "m-b"] {
+        let r = app
+            .post(
+                "/v1/merchants",
+                json!({"id": m, "name": format!("Merchant {m}"), "commission_bps": 1000}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    for (sku, merchant, price) in [
+        ("A-1", Some("m-a"), 1000),
+        ("B-1", Some("m-b"), 300),
+        ("H-1", None, 50),
+    ] {
+        let mut body = json!({"sku": sku, "title": "Thing", "description": "", "category": "c",
+                              "price": {"amount_minor": price, "currency": "EUR"}});
+        if let Some(m) = merchant {
+            body["merchant_id"] = json!(m);
+        }
+        assert_eq!(app.post("/v1/products", body).await.status, 201);
+        assert_eq!(app.receive("wh-a", sku, 50).await.status, 200);
+    }
+    let place = |lines: Vec<(&'static str, i64)>| {
+        let app = &app;
+        async move {
+            let r = app.post("/v1/orders", order("cust-1", &lines, &[])).await;
+            assert_eq!(r.status, 202, "{:?}", r.body);
+            r.body["order_id"].as_str().unwrap().to_string()
+        }
+    };
+    let order_a = place(vec![("A-1", 1)]).await;
+    let order_ab = place(vec![("A-1", 2), ("B-1", 1)]).await;
+    let order_h = place(vec![("H-1", 1)]).await;
+    let ka = app.merchant_key("m-a").await;
+    let kb = app.merchant_key("m-b").await;
+
+    // B at every route, aimed at A's things.
+    let before = app.event_count().await;
+    let mut allowed_for_b = 0;
+    for route in app.routes.clone() {
+        if route.access == emporium_gateway::auth::Access::Public {
+            continue;
+        }
+        let mut path = route.path.clone();
+        let id = if path.starts_with("/v1/orders") {
+            order_a.as_str()
+        } else if path.starts_with("/v1/merchants") {
+            "m-a"
+        } else if path.starts_with("/v1/warehouses") {
+            "wh-a"
+        } else {
+            "x"
+        };
+        for (param, value) in [
+            ("{sku}", "A-1"),
+            ("{warehouse_id}", "wh-a"),
+            ("{id}", id),
+            ("{code}", "SOME-CODE"),
+            ("{key_id}", "0123456789abcdef"),
+        ] {
+            path = path.replace(param, value);
+        }
+        let body = match (route.method.as_str(), route.path.as_str()) {
+            ("POST", "/v1/products") => Some(json!({"sku": "A-2", "title": "T", "description": "",
+                "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}, "merchant_id": "m-a"})),
+            ("PUT", "/v1/products/{sku}") => {
+                Some(json!({"title": "Taken", "description": "", "category": "c"}))
+            }
+            ("PUT", "/v1/products/{sku}/price") => {
+                Some(json!({"price": {"amount_minor": 1, "currency": "EUR"}}))
+            }
+            ("POST", "/v1/inventory/{warehouse_id}/{sku}/receive") => Some(json!({"qty": 5})),
+            ("POST", "/v1/inventory/{warehouse_id}/{sku}/adjust") => {
+                Some(json!({"delta": -5, "reason": "taken"}))
+            }
+            ("POST", "/v1/orders/{id}/cancel") => Some(json!({})),
+            ("POST", "/v1/orders/{id}/review") => Some(json!({"decision": "reject"})),
+            ("POST", "/v1/orders/{id}/shipments") => {
+                Some(json!({"warehouse_id": "wh-a", "lines": [{"sku": "A-1", "qty": 1}]}))
+            }
+            (m, _) if m != "GET" => Some(json!({})),
+            _ => None,
+        };
+        if route.access.allows(emporium_gateway::keys::Role::Merchant) {
+            allowed_for_b += 1;
+        }
+        let r = if path.ends_with("/stream") {
+            let resp = app
+                .client
+                .get(format!("{}{path}", app.base))
+                .bearer_auth(&kb)
+                .send()
+                .await
+                .unwrap();
+            resp.status().as_u16()
+        } else {
+            app.send_as(Some(&kb), route.method.clone(), &path, body)
+                .await
+                .status
+        };
+        assert!(
+            r == 403 || r == 404,
+            "{} {path} as merchant B: {r}",
+            route.method
+        );
+    }
+    assert!(
+        allowed_for_b >= 9,
+        "the walk reaches the routes merchants may use"
+    );
+    assert_eq!(
+        app.event_count().await,
+        before,
+        "merchant B changed nothing"
+    );
+    let b_orders_h = app
+        .send_as(
+            Some(&kb),
+            reqwest::Method::GET,
+            &format!("/v1/orders/{order_h}"),
+            None,
+        )
+        .await;
+    assert_eq!(b_orders_h.status, 404);
+
+    // Each merchant sees its own lines of the shared order, with its part's sums.
+    let seen_by = |key: String| {
+        let app = &app;
+        let order_ab = order_ab.clone();
+        async move {
+            app.send_as(
+                Some(&key),
+                reqwest::Method::GET,
+                &format!("/v1/orders/{order_ab}"),
+                None,
+            )
+            .await
+        }
+    };
+    let a = seen_by(ka.clone()).await;
+    assert_eq!(a.status, 200, "{:?}", a.body);
+    assert_eq!(a.body["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(a.body["lines"][0]["sku"], "A-1");
+    assert_eq!(a.body["total"]["amount_minor"], 2000);
+    assert!(a.body["personal"].is_null());
+    let b = seen_by(kb.clone()).await;
+    assert_eq!(b.status, 200);
+    assert_eq!(b.body["lines"].as_array().unwrap().len(), 1);
+    assert_eq!(b.body["lines"][0]["sku"], "B-1");
+    assert_eq!(b.body["total"]["amount_minor"], 300);
+    let full = app.get(&format!("/v1/orders/{order_ab}")).await;
+    assert_eq!(full.body["total"]["amount_minor"], 2300);
+
+    // A on its own things: allowed, and B's products stay out of reach.
+    for (method, path, body, want) in [
+        (
+            reqwest::Method::GET,
+            "/v1/products/A-1".to_string(),
+            None,
+            200,
+        ),
+        (
+            reqwest::Method::PUT,
+            "/v1/products/A-1/price".to_string(),
+            Some(json!({"price": {"amount_minor": 1100, "currency": "EUR"}})),
+            200,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/inventory/wh-a/A-1/receive".to_string(),
+            Some(json!({"qty": 5})),
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/inventory/A-1".to_string(),
+            None,
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            format!("/v1/orders/{order_a}"),
+            None,
+            200,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/merchants/m-a".to_string(),
+            None,
+            200,
+        ),
+        (
+            reqwest::Method::POST,
+            "/v1/products".to_string(),
+            Some(json!({"sku": "A-2", "title": "T",
+            "description": "", "category": "c", "price": {"amount_minor": 1, "currency": "EUR"}})),
+            201,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/products/B-1".to_string(),
+            None,
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/products/H-1".to_string(),
+            None,
+            404,
+        ),
+        (
+            reqwest::Method::GET,
+            "/v1/catalog/products?q=thing".to_string(),
+            None,
+            403,
+        ),
+    ] {
+        let r = app.send_as(Some(&ka), method.clone(), &path, body).await;
+        assert_eq!(
+            r.status, want,
+            "{method} {path} as merchant A: {:?}",
+            r.body
+        );
+    }
+    assert_eq!(app.get("/v1/products/A-2").await.body["merchant_id"], "m-a");
+
+    // Merchant keys over the API: bound to a registered merchant, and only merchant keys.
+    for (body, want) in [
+        (
+            json!({"role": "merchant", "merchant_id": "m-a", "label": "shop"}),
+            201,
+        ),
+        (json!({"role": "merchant", "merchant_id": "nobody"}), 404),
+        (json!({"role": "merchant"}), 422),
+        (json!({"role": "operator", "merchant_id": "m-a"}), 422),
+    ] {
+        let r = app.post("/v1/keys", body.clone()).await;
+        assert_eq!(r.status, want, "{body}: {:?}", r.body);
+        if want == 201 {
+            assert_eq!(r.body["merchant_id"], "m-a");
+            let key = r.body["key"].as_str().unwrap().to_string();
+            let own = app
+                .send_as(Some(&key), reqwest::Method::GET, "/v1/products/A-1", None)
+                .await;
+            assert_eq!(own.status, 200);
+            let signin = app.console_sign_in(&key, None).await;
+            assert_eq!(
+                signin.status().as_u16(),
+                403,
+                "merchant keys cannot sign in to the console"
+            );
+        }
+    }
+}

@@ -21,20 +21,20 @@ fn n() -> usize {
 /// route's declared access drifts from this, the test fails. `None` = public.
 fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
     use Role::*;
-    let any = vec![Admin, Operator, Client, Analyst, Auditor];
+    let any = vec![Admin, Operator, Client, Analyst, Auditor, Merchant];
     Some(match (method.as_str(), path) {
         ("GET", "/health/live" | "/health/ready" | "/metrics" | "/openapi.json" | "/docs") => {
             return None
         }
-        (_, p) if p.starts_with("/v1/warehouses") || p.starts_with("/v1/inventory") => {
-            vec![Admin, Operator]
-        }
-        ("GET", "/v1/products/{sku}" | "/v1/catalog/products") => any,
+        (_, p) if p.starts_with("/v1/warehouses") => vec![Admin, Operator],
+        (_, p) if p.starts_with("/v1/inventory") => vec![Admin, Operator, Merchant],
+        ("GET", "/v1/products/{sku}") => any,
+        ("GET", "/v1/catalog/products") => vec![Admin, Operator, Client, Analyst, Auditor],
         ("GET", "/v1/orders/{id}/timeline") => vec![Admin, Auditor],
         ("GET", "/v1/projections") => vec![Admin, Analyst],
         ("POST", "/v1/projections/search/rebuild") => vec![Admin],
         (_, p) if p.starts_with("/v1/analytics") => vec![Admin, Analyst],
-        (_, p) if p.starts_with("/v1/products") => vec![Admin, Operator],
+        (_, p) if p.starts_with("/v1/products") => vec![Admin, Operator, Merchant],
         (
             "POST",
             "/v1/orders/{id}/shipments" | "/v1/orders/{id}/returns" | "/v1/orders/{id}/review",
@@ -42,7 +42,9 @@ fn expected_roles(method: &Method, path: &str) -> Option<Vec<Role>> {
             vec![Admin, Operator]
         }
         (_, p) if p.starts_with("/v1/promotions") => vec![Admin, Operator],
+        ("GET", "/v1/merchants/{id}") => vec![Admin, Merchant],
         (_, p) if p.starts_with("/v1/merchants") => vec![Admin],
+        ("GET", "/v1/orders/{id}") => vec![Admin, Client, Merchant],
         (_, p) if p.starts_with("/v1/orders") => vec![Admin, Client],
         ("GET", "/v1/events") => vec![Admin, Analyst, Auditor],
         ("GET", "/v1/audit/verify" | "/v1/audit/digest") => vec![Admin, Auditor],
@@ -82,7 +84,7 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
     let i = n();
     let product = |sku: String| {
         json!({"sku": sku, "title": "Thing", "description": "", "category": "c",
-               "price": {"amount_minor": 100, "currency": "EUR"}})
+               "price": {"amount_minor": 100, "currency": "EUR"}, "merchant_id": "m-fix"})
     };
     let order = json!({"customer_id": "cust-1", "lines": [{"sku": "SKU-FIX", "qty": 1}],
                        "shipping": {"region": "eu-west"}, "payment": {"token": "tok_ok"}});
@@ -147,16 +149,7 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             path.into(),
             Some(json!({"id": format!("m-{i}"), "name": "Merchant", "commission_bps": 1000})),
         ),
-        ("GET", "/v1/merchants/{id}") => {
-            let made = app
-                .post(
-                    "/v1/merchants",
-                    json!({"id": format!("m-{i}"), "name": "Merchant", "commission_bps": 0}),
-                )
-                .await;
-            assert_eq!(made.status, 201, "{:?}", made.body);
-            (format!("/v1/merchants/m-{i}"), None)
-        }
+        ("GET", "/v1/merchants/{id}") => ("/v1/merchants/m-fix".into(), None),
         ("POST", "/v1/promotions") => (
             path.into(),
             Some(json!({"code": format!("ROLE-{i}"), "percent_off": 10})),
@@ -296,10 +289,23 @@ async fn every_route_answers_401_403_or_2xx_by_role() {
         app.create_warehouse("wh-fix", "eu-west", 1).await.status,
         201
     );
-    assert_eq!(
-        app.create_product("SKU-FIX", "Fixture", 500).await.status,
-        201
-    );
+    // The fixture product belongs to a merchant, so that merchant's key can use every
+    // route it is allowed on.
+    let made = app
+        .post(
+            "/v1/merchants",
+            json!({"id": "m-fix", "name": "Fixture merchant", "commission_bps": 1000}),
+        )
+        .await;
+    assert_eq!(made.status, 201, "{:?}", made.body);
+    let fixture = app
+        .post(
+            "/v1/products",
+            json!({"sku": "SKU-FIX", "title": "Fixture", "description": "", "category": "c",
+                   "price": {"amount_minor": 500, "currency": "EUR"}, "merchant_id": "m-fix"}),
+        )
+        .await;
+    assert_eq!(fixture.status, 201, "{:?}", fixture.body);
     assert_eq!(app.receive("wh-fix", "SKU-FIX", 1000).await.status, 200);
 
     let mut keys = vec![(Role::Admin, ADMIN_KEY.to_string())];
@@ -307,6 +313,7 @@ async fn every_route_answers_401_403_or_2xx_by_role() {
         let customer = (role == Role::Client).then_some("cust-1");
         keys.push((role, app.key(role, customer).await));
     }
+    keys.push((Role::Merchant, app.merchant_key("m-fix").await));
     assert!(app.routes.len() >= 25, "the route table is complete");
 
     let mut checked = 0;
