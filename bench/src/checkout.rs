@@ -186,6 +186,7 @@ async fn plain_cqrs(url: &str, clients: usize, duration: u64) -> anyhow::Result<
                                 sku: skus[i].clone(),
                                 qty: Quantity::new(1)?,
                                 unit_price: price,
+                                merchant_id: None,
                             });
                         }
                     }

@@ -209,6 +209,7 @@ pub fn build(state: AppState) -> Built {
         .add(ANALYST, routes!(analytics::top_products))
         .add(ANALYST, routes!(analytics::warehouses))
         .add(ANALYST, routes!(analytics::funnel))
+        .add(ANALYST, routes!(analytics::merchants))
         .add(ANALYST, routes!(analytics::fulfilment))
         .add(ANALYST, routes!(analytics::stream))
         .add(ANALYST, routes!(projections::list))

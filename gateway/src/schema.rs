@@ -71,6 +71,20 @@ pub fn merchant_id() -> Object {
     string(1, 64, IDENT_PATTERN, "Merchant id")
 }
 
+/// An optional `MerchantId` (null: the house).
+pub fn optional_merchant_id() -> Object {
+    let mut o = merchant_id();
+    o.schema_type = [Type::String, Type::Null].into_iter().collect();
+    o
+}
+
+/// An optional webhook URL (null: none).
+pub fn optional_webhook_url() -> Object {
+    let mut o = webhook_url();
+    o.schema_type = [Type::String, Type::Null].into_iter().collect();
+    o
+}
+
 /// A webhook URL, as `merchant::valid_webhook_url`: `http(s)://`, then no `/` first, no
 /// white space (Rust's `char::is_whitespace`) or control characters; at most 2048.
 pub fn webhook_url() -> Object {

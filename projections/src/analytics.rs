@@ -22,6 +22,11 @@ pub const ORDERS: &str = "analytics_orders";
 pub const LINES: &str = "analytics_lines";
 pub const ALLOCATIONS: &str = "analytics_allocations";
 pub const STOCK: &str = "analytics_stock";
+/// Each order's part per merchant: its lines less their discounts, and the commission on
+/// them at the merchant's rate when the order was placed.
+pub const PARTS: &str = "analytics_merchant_parts";
+/// Each registered merchant's commission rate.
+pub const MERCHANTS: &str = "analytics_merchants";
 
 #[async_trait::async_trait]
 impl Projection for Analytics {
@@ -35,6 +40,8 @@ impl Projection for Analytics {
             (LINES, "order_id, sku"),
             (ALLOCATIONS, "order_id, sku, warehouse_id"),
             (STOCK, "warehouse_id, sku"),
+            (PARTS, "order_id, merchant_id"),
+            (MERCHANTS, "merchant_id"),
         ]
     }
 
@@ -84,6 +91,18 @@ impl Projection for Analytics {
                     PRIMARY KEY (warehouse_id, sku)
                 )"
             ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (
+                    order_id text NOT NULL, merchant_id text NOT NULL, gross_minor bigint NOT NULL,
+                    commission_minor bigint NOT NULL, currency text NOT NULL,
+                    PRIMARY KEY (order_id, merchant_id)
+                )",
+                table(PARTS, gen)
+            ),
+            format!(
+                "CREATE TABLE IF NOT EXISTS {} (merchant_id text PRIMARY KEY, commission_bps bigint NOT NULL)",
+                table(MERCHANTS, gen)
+            ),
         ]
     }
 
@@ -117,6 +136,37 @@ impl Projection for Analytics {
                     "INSERT INTO {l} (order_id, sku, qty, line_total_minor, currency)
                      VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, sku) DO NOTHING"
                 ));
+                // Each merchant's part: its lines net of discounts, and the commission at
+                // its rate now (rounded down per part; the house pays none).
+                let mut parts: BTreeMap<&str, i64> = BTreeMap::new();
+                for line in lines {
+                    let net = line.line_total.amount_minor()
+                        - line.discount.map_or(0, |d| d.amount_minor());
+                    let m = line
+                        .merchant_id
+                        .as_ref()
+                        .map_or(emporium_domain::merchant::HOUSE, |m| m.as_str());
+                    *parts.entry(m).or_default() += net;
+                }
+                let (pt, mt) = (table(PARTS, gen), table(MERCHANTS, gen));
+                let rate_sql = tx.sql(&format!(
+                    "SELECT commission_bps FROM {mt} WHERE merchant_id = $1"
+                ));
+                let part_sql = tx.sql(&format!(
+                    "INSERT INTO {pt} (order_id, merchant_id, gross_minor, commission_minor, currency)
+                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, merchant_id) DO NOTHING"
+                ));
+                for (merchant, gross) in parts {
+                    let bps: Option<i64> = crate::on_tx!(tx, c => sqlx::query_scalar(&rate_sql)
+                        .bind(merchant).fetch_optional(&mut **c).await?);
+                    let commission =
+                        i64::try_from(i128::from(gross) * i128::from(bps.unwrap_or(0)) / 10_000)
+                            .unwrap_or(i64::MAX);
+                    crate::on_tx!(tx, c => {
+                        sqlx::query(&part_sql).bind(id).bind(merchant).bind(gross).bind(commission)
+                            .bind(total.currency().as_str()).execute(&mut **c).await?.rows_affected()
+                    });
+                }
                 for line in lines {
                     // Revenue per product is what was charged for it: the line less its discount.
                     let net = line.line_total.amount_minor()
@@ -197,9 +247,23 @@ impl Projection for Analytics {
             | Event::Product(_)
             | Event::Warehouse(_)
             | Event::Payment(_)
-            | Event::Checkout(_)
-            | Event::Promotion(_)
-            | Event::Merchant(_) => {}
+            | Event::Checkout(_) => {}
+            Event::Merchant(emporium_domain::MerchantEvent::MerchantRegistered {
+                merchant_id,
+                commission_bps,
+                ..
+            }) => {
+                let sql = tx.sql(&format!(
+                    "INSERT INTO {} (merchant_id, commission_bps) VALUES ($1, $2)
+                     ON CONFLICT (merchant_id) DO NOTHING",
+                    table(MERCHANTS, gen)
+                ));
+                crate::on_tx!(tx, c => {
+                    sqlx::query(&sql).bind(merchant_id.as_str()).bind(i64::from(*commission_bps))
+                        .execute(&mut **c).await?.rows_affected()
+                });
+            }
+            Event::Promotion(_) => {}
         }
         Ok(())
     }
@@ -423,6 +487,50 @@ pub async fn warehouses(db: &Db, gen: i64, r: Range) -> Result<Vec<WarehouseFigu
         };
     }
     Ok(out.into_values().collect())
+}
+
+/// One merchant's sales in one currency over a range (confirmed orders placed in it).
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct MerchantFigures {
+    pub merchant_id: String,
+    pub currency: String,
+    pub orders: i64,
+    /// Its lines of those orders, less their discounts.
+    pub gross_sales_minor: i64,
+    /// The marketplace's commission: per order, ⌊gross × rate / 10,000⌋ at the merchant's
+    /// rate when the order was placed.
+    pub commission_minor: i64,
+    /// What the marketplace owes the merchant: gross − commission.
+    pub net_payable_minor: i64,
+}
+
+pub async fn merchants(db: &Db, gen: i64, r: Range) -> Result<Vec<MerchantFigures>> {
+    let (o, p) = (table(ORDERS, gen), table(PARTS, gen));
+    let sql = db
+        .sql(&format!(
+            "SELECT p.merchant_id, p.currency, COUNT(*), CAST(SUM(p.gross_minor) AS BIGINT),
+                CAST(SUM(p.commission_minor) AS BIGINT)
+         FROM {p} p JOIN {o} o ON o.order_id = p.order_id
+         WHERE o.placed_at >= $1 AND o.placed_at < $2 AND o.status = 'confirmed'
+         GROUP BY p.merchant_id, p.currency ORDER BY p.merchant_id, p.currency"
+        ))
+        .into_owned();
+    let rows: Vec<(String, String, i64, i64, i64)> = on_db!(db, pool => {
+        sqlx::query_as(&sql).bind(r.from).bind(r.to).fetch_all(pool).await?
+    });
+    Ok(rows
+        .into_iter()
+        .map(
+            |(merchant_id, currency, orders, gross, commission)| MerchantFigures {
+                merchant_id,
+                currency,
+                orders,
+                gross_sales_minor: gross,
+                commission_minor: commission,
+                net_payable_minor: gross - commission,
+            },
+        )
+        .collect())
 }
 
 #[derive(Debug, Clone, Serialize, PartialEq)]

@@ -170,6 +170,15 @@ impl Order {
         self.review.as_ref()
     }
 
+    /// The merchant selling `sku` in this order (`None`: the house, or not ordered).
+    #[must_use]
+    pub fn merchant_of(&self, sku: &Sku) -> Option<&crate::values::MerchantId> {
+        self.lines
+            .iter()
+            .find(|l| &l.sku == sku)
+            .and_then(|l| l.merchant_id.as_ref())
+    }
+
     /// Units of `sku` shipped from `warehouse_id`.
     #[must_use]
     pub fn shipped_from(&self, sku: &Sku, warehouse_id: &WarehouseId) -> u32 {
@@ -279,6 +288,13 @@ impl Order {
             return Err(OrderError::DuplicateShipment(shipment_id));
         }
         check_lines(lines.iter().map(|l| &l.sku))?;
+        // A shipment belongs to one merchant's fulfilment part, captured on its own.
+        let mut parts = lines.iter().map(|l| self.merchant_of(&l.sku));
+        if let Some(first) = parts.next() {
+            if parts.any(|p| p != first) {
+                return Err(OrderError::MixedParts);
+            }
+        }
         let currency = self.total.ok_or(OrderError::NotPlaced)?.currency();
         let mut amount = Money::zero(currency);
         let mut shipped = Vec::with_capacity(lines.len());
@@ -583,6 +599,7 @@ fn price_lines(lines: Vec<OrderLine>) -> Result<(Vec<PlacedLine>, Money), OrderE
         sku,
         qty,
         unit_price,
+        merchant_id,
     } in lines
     {
         let line_total = unit_price
@@ -597,6 +614,7 @@ fn price_lines(lines: Vec<OrderLine>) -> Result<(Vec<PlacedLine>, Money), OrderE
             unit_price,
             line_total,
             discount: None,
+            merchant_id,
         });
     }
     Ok((placed, total))
@@ -821,6 +839,7 @@ mod tests {
             sku: sku(code),
             qty: qty(n),
             unit_price,
+            merchant_id: None,
         }
     }
 
@@ -851,6 +870,7 @@ mod tests {
                     unit_price: eur(1999),
                     line_total: eur(3998),
                     discount: None,
+                    merchant_id: None,
                 },
                 PlacedLine {
                     sku: sku("BULB-7"),
@@ -858,6 +878,7 @@ mod tests {
                     unit_price: eur(250),
                     line_total: eur(750),
                     discount: None,
+                    merchant_id: None,
                 },
             ],
             shipping_region: region("eu-west"),

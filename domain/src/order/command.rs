@@ -5,7 +5,7 @@ use uuid::Uuid;
 
 use crate::promotion::Redemption;
 use crate::values::{
-    CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
+    CustomerId, MerchantId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
 };
 
 /// One requested line: `qty` units of `sku` at `unit_price` (the catalogue price the gateway
@@ -15,6 +15,9 @@ pub struct OrderLine {
     pub sku: Sku,
     pub qty: Quantity,
     pub unit_price: Money,
+    /// Who sells it (the product's merchant; `None`: the house).
+    #[serde(default)]
+    pub merchant_id: Option<MerchantId>,
 }
 
 /// `qty` units of `sku` taken from `warehouse_id`. An order's allocation may split one SKU

@@ -70,6 +70,8 @@ pub enum OrderError {
     DuplicateReturn(uuid::Uuid),
     #[error("nothing of this order is left to cancel: every unit has shipped")]
     NothingToCancel,
+    #[error("a shipment holds the lines of one merchant only (one fulfilment part)")]
+    MixedParts,
     #[error("the promotions do not fit this order: {0}")]
     InvalidDiscount(String),
 }

@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use super::{Allocation, OrderStatus};
 use crate::promotion::Redemption;
 use crate::values::{
-    CustomerId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
+    CustomerId, MerchantId, Money, OrderId, Quantity, Reason, Region, SealedData, Sku, WarehouseId,
 };
 use uuid::Uuid;
 
@@ -23,6 +23,9 @@ pub struct PlacedLine {
     /// What the order's promotion codes take off this line (absent: nothing).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub discount: Option<Money>,
+    /// Who sells it: the line belongs to that merchant's fulfilment part (absent: the house).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub merchant_id: Option<MerchantId>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

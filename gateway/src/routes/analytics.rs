@@ -146,6 +146,23 @@ pub async fn warehouses(
     ))
 }
 
+/// Per merchant and currency: confirmed orders placed in the range, gross sales (its lines
+/// less discounts), the marketplace's commission and the net payable.
+#[utoipa::path(get, path = "/v1/analytics/merchants", tag = "analytics", params(RangeQuery),
+    responses((status = 200, description = "Per merchant", body = [Object]), ReadProblems))]
+pub async fn merchants(
+    State(state): State<AppState>,
+    ApiQuery(q): ApiQuery<RangeQuery>,
+) -> Result<Json<Vec<analytics::MerchantFigures>>, ApiError> {
+    let r = range(&q.from, &q.to)?;
+    let gen = generation(&state).await?;
+    Ok(Json(
+        analytics::merchants(state.store.db(), gen, r)
+            .await
+            .map_err(projection_error)?,
+    ))
+}
+
 /// Placed → confirmed → cancelled / rejected.
 #[utoipa::path(get, path = "/v1/analytics/funnel", tag = "analytics", params(RangeQuery),
     responses((status = 200, description = "Funnel over the range", body = Object), ReadProblems))]

@@ -41,7 +41,7 @@ pub struct RegisterMerchantBody {
     #[serde(deserialize_with = "crate::extract::integer")]
     pub commission_bps: i64,
     /// Where the merchant's order notifications are POSTed.
-    #[schema(schema_with = crate::schema::webhook_url)]
+    #[schema(schema_with = crate::schema::optional_webhook_url)]
     pub webhook_url: Option<String>,
 }
 

@@ -47,6 +47,7 @@ impl From<OrderError> for ApiError {
             OrderError::MixedCurrencies { .. } => ApiError::conflict("mixed_currencies", e),
             OrderError::AmountOverflow => ApiError::conflict("amount_overflow", e),
             OrderError::InvalidDiscount(_) => ApiError::conflict("invalid_discount", e),
+            OrderError::MixedParts => ApiError::conflict("mixed_parts", e),
         }
     }
 }
@@ -73,7 +74,16 @@ pub struct PlaceOrderBody {
 }
 
 fn promo_codes() -> utoipa::openapi::schema::Array {
+    // Nullable: absent and `null` both mean "no codes".
     utoipa::openapi::schema::ArrayBuilder::new()
+        .schema_type(
+            [
+                utoipa::openapi::schema::Type::Array,
+                utoipa::openapi::schema::Type::Null,
+            ]
+            .into_iter()
+            .collect::<utoipa::openapi::schema::SchemaType>(),
+        )
         .items(crate::schema::promo_code())
         .max_items(Some(MAX_CODES_PER_ORDER))
         .build()
@@ -327,6 +337,79 @@ pub struct AllocationView {
 }
 
 #[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct PartView {
+    /// `house` for products without a merchant.
+    pub merchant_id: String,
+    pub skus: Vec<String>,
+    /// The part's lines less their discounts.
+    pub total: MoneyBody,
+    pub ordered_units: u64,
+    pub shipped_units: u64,
+    /// What this part's shipments captured.
+    pub captured: MoneyBody,
+    /// `pending`, `under_review`, `rejected` or `cancelled` as the order; otherwise
+    /// `confirmed`, `partially_shipped` or `shipped` by this part's own shipments.
+    pub status: &'static str,
+}
+
+/// The order's fulfilment parts, one per merchant, in the order of their first line.
+fn parts(o: &Order, currency: emporium_domain::values::Currency) -> Vec<PartView> {
+    let mut parts: Vec<PartView> = Vec::new();
+    let house = emporium_domain::merchant::HOUSE;
+    for l in o.lines() {
+        let merchant = l.merchant_id.as_ref().map_or(house, |m| m.as_str());
+        let net = l.line_total.amount_minor() - l.discount.map_or(0, |d| d.amount_minor());
+        let shipped: u64 = o
+            .shipments()
+            .iter()
+            .flat_map(|s| &s.lines)
+            .filter(|s| s.sku == l.sku)
+            .map(|s| u64::from(s.qty.get()))
+            .sum();
+        let captured: i64 = o
+            .shipments()
+            .iter()
+            .flat_map(|s| &s.lines)
+            .filter(|s| s.sku == l.sku)
+            .map(|s| s.amount.amount_minor())
+            .sum();
+        let part = match parts.iter_mut().find(|p| p.merchant_id == merchant) {
+            Some(p) => p,
+            None => {
+                parts.push(PartView {
+                    merchant_id: merchant.to_string(),
+                    skus: Vec::new(),
+                    total: MoneyBody::from_money(&Money::zero(currency)),
+                    ordered_units: 0,
+                    shipped_units: 0,
+                    captured: MoneyBody::from_money(&Money::zero(currency)),
+                    status: "pending",
+                });
+                parts.last_mut().expect("just pushed")
+            }
+        };
+        part.skus.push(l.sku.to_string());
+        part.total.amount_minor += net;
+        part.ordered_units += u64::from(l.qty.get());
+        part.shipped_units += shipped;
+        part.captured.amount_minor += captured;
+    }
+    let status = o
+        .status()
+        .unwrap_or(emporium_domain::order::OrderStatus::Pending);
+    for p in &mut parts {
+        use emporium_domain::order::OrderStatus as S;
+        p.status = match status {
+            S::Pending | S::UnderReview | S::Rejected | S::Cancelled => status.as_str(),
+            _ if p.shipped_units == 0 => "confirmed",
+            _ if p.shipped_units >= p.ordered_units => "shipped",
+            _ => "partially_shipped",
+        };
+    }
+    parts
+}
+
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct ReviewView {
     /// 0 to 100; at or above the engine's threshold the order waits for a reviewer.
     pub score: u8,
@@ -354,6 +437,9 @@ pub struct OrderView {
     pub promo_codes: Vec<String>,
     /// The fraud review, when the screen held the order.
     pub review: Option<ReviewView>,
+    /// One fulfilment part per merchant selling in the order: its lines, what it costs,
+    /// what of it shipped and was captured.
+    pub parts: Vec<PartView>,
     pub allocation: Vec<AllocationView>,
     pub reject_reason: Option<String>,
     #[schema(value_type = Vec<super::fulfilment::ShipmentView>)]
@@ -417,6 +503,7 @@ pub async fn place(
             sku,
             qty,
             unit_price: *price,
+            merchant_id: product.merchant_id().cloned(),
         });
     }
     let order_id = match crate::idempotency::key_of(&headers) {
@@ -697,6 +784,7 @@ fn view(id: &OrderId, o: &Order) -> Result<OrderView, ApiError> {
                 Some(false) => "rejected",
             },
         }),
+        parts: parts(o, total.currency()),
         allocation: o
             .allocation()
             .iter()
@@ -807,6 +895,7 @@ async fn merchant_view(
     }
     v.captured = money(sum(&mut v.shipments.iter().map(|s| s.amount.amount_minor)));
     v.refunded = money(sum(&mut v.returns.iter().map(|r| r.amount.amount_minor)));
+    v.parts.retain(|p| p.merchant_id == merchant.as_str());
     v.personal = None;
     v.review = None;
     Ok(v)

@@ -36,7 +36,7 @@ pub struct CreateProductBody {
     pub category: String,
     pub price: MoneyBody,
     /// The seller (default: the built-in `house` merchant); must be registered.
-    #[schema(schema_with = crate::schema::merchant_id)]
+    #[schema(schema_with = crate::schema::optional_merchant_id)]
     pub merchant_id: Option<String>,
 }
 

@@ -155,7 +155,13 @@ macro_rules! common_terms {
 }
 
 fn optional_integer<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<i64>, D::Error> {
-    crate::extract::integer(d).map(Some)
+    use serde::Deserialize as _;
+    match Option::<serde_json::Value>::deserialize(d)? {
+        None => Ok(None),
+        Some(v) => crate::extract::integer(v)
+            .map(Some)
+            .map_err(serde::de::Error::custom),
+    }
 }
 
 /// `POST /v1/promotions`: exactly one of `percent_off` and `amount_off`. Only the schema

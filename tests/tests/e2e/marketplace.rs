@@ -1028,3 +1028,249 @@ async fn a_merchant_key_never_reaches_another_merchants_products_stock_orders_or
         }
     }
 }
+
+/// Acceptance 2 of issue 16: an order with lines of two merchants has two fulfilment parts,
+/// each shipped and captured on its own (a shipment never mixes them), and the per-merchant
+/// analytics equal what the raw events say.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_merchants_in_one_order_ship_and_capture_their_own_parts_and_analytics_match_the_events(
+) {
+    let app = TestApp::with_checkout(
+        Backend::Postgres,
+        review_config(101, Duration::from_secs(600)),
+        None,
+    )
+    .await;
+    assert_eq!(app.create_warehouse("wh-a", "eu-west", 1).await.status, 201);
+    for (m, bps) in [("m-a", 1_250), ("m-b", 333)] {
+        let r = app
+            .post(
+                "/v1/merchants",
+                json!({"id": m, "name": m, "commission_bps": bps}),
+            )
+            .await;
+        assert_eq!(r.status, 201);
+    }
+    for (sku, merchant, price) in [
+        ("A-1", Some("m-a"), 1_999),
+        ("B-1", Some("m-b"), 777),
+        ("H-1", None, 250),
+    ] {
+        let mut body = json!({"sku": sku, "title": "Thing", "description": "", "category": "c",
+                              "price": {"amount_minor": price, "currency": "EUR"}});
+        if let Some(m) = merchant {
+            body["merchant_id"] = json!(m);
+        }
+        assert_eq!(app.post("/v1/products", body).await.status, 201);
+        assert_eq!(app.receive("wh-a", sku, 500).await.status, 200);
+    }
+    let promo = app
+        .post("/v1/promotions", json!({"code": "SEVEN", "percent_off": 7}))
+        .await;
+    assert_eq!(promo.status, 201);
+
+    let r = app
+        .post(
+            "/v1/orders",
+            order("c1", &[("A-1", 3), ("B-1", 2)], &["SEVEN"]),
+        )
+        .await;
+    assert_eq!(r.status, 202, "{:?}", r.body);
+    let id = r.body["order_id"].as_str().unwrap().to_string();
+    let o = app
+        .wait_for_status(&id, "confirmed", Duration::from_secs(20))
+        .await;
+    let parts = o["parts"].as_array().unwrap().clone();
+    assert_eq!(parts.len(), 2, "{o}");
+    assert_eq!(
+        (
+            parts[0]["merchant_id"].clone(),
+            parts[1]["merchant_id"].clone()
+        ),
+        (json!("m-a"), json!("m-b"))
+    );
+    let part_total = |i: usize| parts[i]["total"]["amount_minor"].as_i64().unwrap();
+    assert_eq!(
+        part_total(0) + part_total(1),
+        o["total"]["amount_minor"].as_i64().unwrap()
+    );
+
+    // One shipment may not mix the parts.
+    let mixed = app
+        .post(
+            &format!("/v1/orders/{id}/shipments"),
+            json!({"warehouse_id": "wh-a", "lines": [{"sku": "A-1", "qty": 1}, {"sku": "B-1", "qty": 1}]}),
+        )
+        .await;
+    assert_eq!(
+        (mixed.status, mixed.body["code"].clone()),
+        (409, json!("mixed_parts"))
+    );
+    // B's part ships first, alone: only it is captured and shown shipped.
+    let b = app
+        .post(
+            &format!("/v1/orders/{id}/shipments"),
+            json!({"warehouse_id": "wh-a", "lines": [{"sku": "B-1", "qty": 2}]}),
+        )
+        .await;
+    assert_eq!(b.status, 201, "{:?}", b.body);
+    let o = app.get(&format!("/v1/orders/{id}")).await.body;
+    assert_eq!(o["parts"][1]["status"], "shipped", "{o}");
+    assert_eq!(o["parts"][0]["status"], "confirmed");
+    assert_eq!(
+        o["parts"][1]["captured"]["amount_minor"].as_i64().unwrap(),
+        part_total(1)
+    );
+    assert_eq!(o["parts"][0]["captured"]["amount_minor"], 0);
+    let (c, p) = {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let p = app.get(&format!("/v1/orders/{id}/payment")).await.body;
+            let c = p["captured"]["amount_minor"].as_i64().unwrap_or(0);
+            if c > 0 || Instant::now() > deadline {
+                break (c, p);
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    assert_eq!(c, part_total(1), "B's part captured alone: {p}");
+    // Then A's part, in two shipments.
+    for qty in [1, 2] {
+        let r = app
+            .post(
+                &format!("/v1/orders/{id}/shipments"),
+                json!({"warehouse_id": "wh-a", "lines": [{"sku": "A-1", "qty": qty}]}),
+            )
+            .await;
+        assert_eq!(r.status, 201, "{:?}", r.body);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = app.get(&format!("/v1/orders/{id}/payment")).await.body;
+        if p["captured"]["amount_minor"].as_i64() == o["total"]["amount_minor"].as_i64() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "whole order captured: {p} vs {o}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let o = app.get(&format!("/v1/orders/{id}")).await.body;
+    assert_eq!(o["status"], "shipped");
+    assert_eq!(o["parts"][0]["status"], "shipped");
+    assert_eq!(
+        o["parts"][0]["captured"]["amount_minor"].as_i64().unwrap(),
+        part_total(0)
+    );
+
+    // More orders: a house-only one, a cancelled one, a mixed one with the house.
+    let house = app
+        .post("/v1/orders", order("c2", &[("H-1", 4), ("A-1", 1)], &[]))
+        .await;
+    let cancelled = app
+        .post("/v1/orders", order("c3", &[("B-1", 5)], &[]))
+        .await;
+    for r in [&house, &cancelled] {
+        assert_eq!(r.status, 202);
+        app.wait_for_status(
+            r.body["order_id"].as_str().unwrap(),
+            "confirmed",
+            Duration::from_secs(20),
+        )
+        .await;
+    }
+    let cid = cancelled.body["order_id"].as_str().unwrap();
+    assert_eq!(
+        app.post(&format!("/v1/orders/{cid}/cancel"), json!({}))
+            .await
+            .status,
+        200
+    );
+
+    // From the raw events: per merchant, over confirmed and not cancelled orders, the lines
+    // less discounts, and ⌊part × rate / 10,000⌋ per order.
+    let mut rates: HashMap<String, i64> = HashMap::new();
+    let mut parts_of: HashMap<String, HashMap<String, i64>> = HashMap::new();
+    let mut status: HashMap<String, &str> = HashMap::new();
+    // Every stored event, once the feed covers them all (it trails open transactions).
+    let stored = app.event_count().await;
+    let all = app.feed_until(stored).await;
+    assert_eq!(all.len() as i64, stored);
+    for e in &all {
+        let p = &e["payload"];
+        match e["event_type"].as_str().unwrap() {
+            "MerchantRegistered" => {
+                let m = &p["MerchantRegistered"];
+                rates.insert(
+                    m["merchant_id"].as_str().unwrap().into(),
+                    m["commission_bps"].as_i64().unwrap(),
+                );
+            }
+            "OrderPlaced" => {
+                let o = &p["OrderPlaced"];
+                let mut per: HashMap<String, i64> = HashMap::new();
+                for l in o["lines"].as_array().unwrap() {
+                    let m = l["merchant_id"].as_str().unwrap_or("house").to_string();
+                    let net = l["line_total"]["amount_minor"].as_i64().unwrap()
+                        - l["discount"]["amount_minor"].as_i64().unwrap_or(0);
+                    *per.entry(m).or_default() += net;
+                }
+                parts_of.insert(e["aggregate_id"].as_str().unwrap().into(), per);
+            }
+            "OrderConfirmed" => {
+                status.insert(e["aggregate_id"].as_str().unwrap().into(), "confirmed");
+            }
+            "OrderCancelled" | "OrderRejected" => {
+                status.insert(e["aggregate_id"].as_str().unwrap().into(), "gone");
+            }
+            _ => {}
+        }
+    }
+    let mut expected: HashMap<String, (i64, i64, i64)> = HashMap::new();
+    for (order, per) in &parts_of {
+        if status.get(order) != Some(&"confirmed") {
+            continue;
+        }
+        for (m, gross) in per {
+            let commission = gross * rates.get(m).copied().unwrap_or(0) / 10_000;
+            let e = expected.entry(m.clone()).or_default();
+            e.0 += 1;
+            e.1 += gross;
+            e.2 += commission;
+        }
+    }
+    assert_eq!(expected.len(), 3, "{expected:?}");
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let figures = app.get("/v1/analytics/merchants").await.body;
+        let got: HashMap<String, (i64, i64, i64)> = figures
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                assert_eq!(
+                    f["net_payable_minor"].as_i64().unwrap(),
+                    f["gross_sales_minor"].as_i64().unwrap()
+                        - f["commission_minor"].as_i64().unwrap()
+                );
+                (
+                    f["merchant_id"].as_str().unwrap().to_string(),
+                    (
+                        f["orders"].as_i64().unwrap(),
+                        f["gross_sales_minor"].as_i64().unwrap(),
+                        f["commission_minor"].as_i64().unwrap(),
+                    ),
+                )
+            })
+            .collect();
+        if got == expected {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "analytics {got:?} vs events {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}

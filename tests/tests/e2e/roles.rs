@@ -257,6 +257,7 @@ async fn example(app: &TestApp, method: &Method, path: &str) -> (String, Option<
             | "/v1/analytics/top-products"
             | "/v1/analytics/warehouses"
             | "/v1/analytics/funnel"
+            | "/v1/analytics/merchants"
             | "/v1/analytics/fulfilment"
             | "/v1/analytics/stream"
             | "/v1/projections",
