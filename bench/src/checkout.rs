@@ -52,6 +52,11 @@ pub(crate) struct CheckoutBenchArgs {
     /// pairs, spread over the 90 items); the engine measures after its read models caught up.
     #[arg(long, default_value_t = 0)]
     pub(crate) prior_events: u64,
+    /// Run the engine twice in this invocation, without and then with a merchant webhook
+    /// receiving every order notification (a local endpoint answering 204), and print the
+    /// ratio (issue 16: with webhooks ≥ 0.9× without).
+    #[arg(long)]
+    pub(crate) webhooks: bool,
 }
 
 pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
@@ -79,12 +84,48 @@ pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
     let mut engine = 0.0;
     crate::commands::throwaway(&args.database_url.clone(), false, |url| {
         let engine = &mut engine;
+        let args = &args;
         async move {
-            *engine = bench(&args, &url).await?;
+            *engine = bench(args, &url, None).await?;
             Ok(())
         }
     })
     .await?;
+    if args.webhooks {
+        let received = Arc::new(AtomicU64::new(0));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let hook = format!("http://{}/hook", listener.local_addr()?);
+        let router = {
+            let received = received.clone();
+            axum::Router::new().route(
+                "/hook",
+                axum::routing::post(move |_body: String| {
+                    let received = received.clone();
+                    async move {
+                        received.fetch_add(1, Ordering::Relaxed);
+                        axum::http::StatusCode::NO_CONTENT
+                    }
+                }),
+            )
+        };
+        let server = tokio::spawn(async move { axum::serve(listener, router).await });
+        let mut with = 0.0;
+        crate::commands::throwaway(&args.database_url.clone(), false, |url| {
+            let with = &mut with;
+            let (args, hook) = (&args, hook.clone());
+            async move {
+                *with = bench(args, &url, Some(&hook)).await?;
+                Ok(())
+            }
+        })
+        .await?;
+        server.abort();
+        println!(
+            "webhooks on/off {:.2}x ({with:.0} vs {engine:.0} checkouts/s, same workload, same run; {} webhook deliveries received)",
+            with / engine,
+            received.load(Ordering::Relaxed)
+        );
+    }
     if baseline > 0.0 {
         println!(
             "engine/baseline {:.2}x ({engine:.0} vs {baseline:.0} checkouts/s, same workload, same run)",
@@ -257,7 +298,8 @@ async fn plain_cqrs(url: &str, clients: usize, duration: u64) -> anyhow::Result<
 }
 
 /// The engine end to end over HTTP; returns checkouts per second (drain included).
-async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
+/// With `hook`, every product belongs to a merchant whose webhook is `hook`.
+async fn bench(args: &CheckoutBenchArgs, url: &str, hook: Option<&str>) -> anyhow::Result<f64> {
     let store = Store::from_db(Db::Postgres(connect_postgres(url, 48).await?));
     let mut builder = Engine::on_store(store.clone())
         .admin_key(Some("bench-key".into()))
@@ -297,13 +339,20 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
         )
         .await?;
     }
-    for i in 0..30 {
+    if let Some(hook) = hook {
         post(
-            "/v1/products",
-            json!({"sku": format!("SKU-{i}"), "title": "Thing", "description": "",
-            "category": "c", "price": {"amount_minor": 1000 + i, "currency": "EUR"}}),
+            "/v1/merchants",
+            json!({"id": "bench-merchant", "name": "Bench", "commission_bps": 1000, "webhook_url": hook}),
         )
         .await?;
+    }
+    for i in 0..30 {
+        let mut product = json!({"sku": format!("SKU-{i}"), "title": "Thing", "description": "",
+            "category": "c", "price": {"amount_minor": 1000 + i, "currency": "EUR"}});
+        if hook.is_some() {
+            product["merchant_id"] = json!("bench-merchant");
+        }
+        post("/v1/products", product).await?;
         for w in ["wh-a", "wh-b", "wh-c"] {
             post(
                 &format!("/v1/inventory/{w}/SKU-{i}/receive"),
@@ -509,6 +558,7 @@ async fn bench(args: &CheckoutBenchArgs, url: &str) -> anyhow::Result<f64> {
         let js = async_nats::jetstream::new(client);
         let _ = js.delete_stream(names.stream()).await;
         let _ = js.delete_stream(names.dlq_stream()).await;
+        let _ = js.delete_stream(names.notifications_stream()).await;
     }
     Ok(done as f64 / total)
 }

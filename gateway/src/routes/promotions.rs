@@ -306,11 +306,8 @@ pub async fn create(
             let b: AmountOffBody = serde_json::from_value(value)
                 .map_err(|e| ApiError::field("", format!("invalid promotion: {e}")))?;
             let mut f = Fields::default();
+            // A zero amount is well-formed money: the promotion's rules refuse it (409).
             let benefit = match b.amount_off.parse("/amount_off", &mut f) {
-                Some(m) if m.is_zero() => {
-                    f.push("/amount_off/amount_minor", "must be more than zero");
-                    Err(())
-                }
                 Some(m) => Ok(Benefit::AmountOff(m)),
                 None => Err(()),
             };

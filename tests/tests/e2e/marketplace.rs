@@ -297,7 +297,6 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
         json!({"code": "NONE"}),
         json!({"code": "PCT", "percent_off": 101}),
         json!({"code": "PCT", "percent_off": 0}),
-        json!({"code": "ZERO", "amount_off": {"amount_minor": 0, "currency": "EUR"}}),
         json!({"code": "USES", "percent_off": 5, "max_uses": 0}),
         json!({"code": "USES", "percent_off": 5, "max_uses": 100_000_001}),
         json!({"code": "SCOPE", "percent_off": 5, "scope": {"skus": vec!["S"; 101]}}),
@@ -307,6 +306,13 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
         let r = app.post("/v1/promotions", bad.clone()).await;
         assert_eq!(r.status, 422, "{bad}: {:?}", r.body);
     }
+    let r = app
+        .post(
+            "/v1/promotions",
+            json!({"code": "ZERO", "amount_off": {"amount_minor": 0, "currency": "EUR"}}),
+        )
+        .await;
+    assert_eq!((r.status, r.body["code"].clone()), (409, json!("promotion_terms")));
     let r = app
         .post(
             "/v1/promotions",
