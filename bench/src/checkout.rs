@@ -57,6 +57,12 @@ pub(crate) struct CheckoutBenchArgs {
     /// ratio (issue 16: with webhooks ≥ 0.9× without).
     #[arg(long)]
     pub(crate) webhooks: bool,
+    /// Leave order notifications undelivered (the outbox still fills), to measure their cost.
+    #[arg(long)]
+    pub(crate) no_notifications: bool,
+    /// Screen no order for fraud, to measure the screen's cost.
+    #[arg(long)]
+    pub(crate) no_fraud_screen: bool,
 }
 
 pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
@@ -307,6 +313,18 @@ async fn bench(args: &CheckoutBenchArgs, url: &str, hook: Option<&str>) -> anyho
             max_inflight_commands: 10_000,
             ..ApiConfig::default()
         });
+    if args.no_notifications {
+        builder = builder.notify(None);
+    }
+    if args.no_fraud_screen {
+        builder = builder.checkout(emporium_sagas::CheckoutConfig {
+            fraud: emporium_sagas::FraudConfig {
+                threshold: None,
+                ..Default::default()
+            },
+            ..Default::default()
+        });
+    }
     let mut cleanup = None;
     if let Some(u) = &args.nats_url {
         let client = async_nats::connect(u).await?;

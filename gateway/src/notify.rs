@@ -102,39 +102,75 @@ async fn claim(db: &Db, config: &NotifyConfig) -> Result<Vec<Due>, sqlx::Error> 
     })
 }
 
-async fn settle(db: &Db, due: &Due, outcome: Result<(), String>, config: &NotifyConfig) {
+/// Records the outcome of a batch: the delivered rows in one statement (on Postgres), each
+/// failure with its next attempt.
+async fn settle(db: &Db, outcomes: Vec<(&Due, Result<(), String>)>, config: &NotifyConfig) {
     let now = chrono::Utc::now().timestamp_millis();
     let t = emporium_projections::notifications::OUTBOX;
-    let result = match outcome {
-        Ok(()) => {
-            let text = format!(
-                "UPDATE {t} SET delivered_at = $1, attempts = attempts + 1, last_error = NULL \
-                 WHERE id = $2 AND target = $3"
-            );
-            let sql = db.sql(&text);
-            on_db!(db, pool => sqlx::query(&sql).bind(now).bind(&due.id).bind(&due.target)
-                .execute(pool).await.map(|r| r.rows_affected()))
+    let (ok, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, o)| o.is_ok());
+    let ok: Vec<&Due> = ok.into_iter().map(|(d, _)| d).collect();
+    let delivered = match db {
+        Db::Postgres(pool) if !ok.is_empty() => {
+            let (ids, targets): (Vec<&str>, Vec<&str>) = ok
+                .iter()
+                .map(|d| (d.id.as_str(), d.target.as_str()))
+                .unzip();
+            sqlx::query(&format!(
+                "UPDATE {t} o SET delivered_at = $1, attempts = o.attempts + 1, last_error = NULL
+                 FROM UNNEST($2::text[], $3::text[]) AS d(id, target)
+                 WHERE o.id = d.id AND o.target = d.target"
+            ))
+            .bind(now)
+            .bind(ids)
+            .bind(targets)
+            .execute(pool)
+            .await
+            .map(|_| ())
         }
-        Err(e) => {
-            let shift = u32::try_from(due.attempts.clamp(0, 20)).unwrap_or(20);
-            let wait = config
-                .base_backoff
-                .saturating_mul(1u32 << shift)
-                .min(config.max_backoff);
-            tracing::info!(id = %due.id, target = %due.target, attempts = due.attempts + 1, error = %e, "notification not delivered; retrying");
-            let text = format!(
-                "UPDATE {t} SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 \
-                 WHERE id = $3 AND target = $4"
-            );
-            let sql = db.sql(&text);
-            let error: String = e.chars().take(500).collect();
-            on_db!(db, pool => sqlx::query(&sql).bind(now + wait.as_millis() as i64).bind(error)
-                .bind(&due.id).bind(&due.target).execute(pool).await.map(|r| r.rows_affected()))
+        Db::Sqlite(pool) => {
+            let mut result = Ok(());
+            for d in &ok {
+                result = sqlx::query(&format!(
+                    "UPDATE {t} SET delivered_at = ?1, attempts = attempts + 1, last_error = NULL \
+                     WHERE id = ?2 AND target = ?3"
+                ))
+                .bind(now)
+                .bind(&d.id)
+                .bind(&d.target)
+                .execute(pool)
+                .await
+                .map(|_| ());
+                if result.is_err() {
+                    break;
+                }
+            }
+            result
         }
+        Db::Postgres(_) => Ok(()),
     };
-    if let Err(e) = result {
-        // The claim lapses and the row is sent again: at least once.
-        tracing::warn!(error = %e, "cannot record a notification's delivery");
+    if let Err(e) = delivered {
+        // The claims lapse and the rows are sent again: at least once.
+        tracing::warn!(error = %e, "cannot record notification deliveries");
+    }
+    for (due, outcome) in failed {
+        let e = outcome.err().unwrap_or_default();
+        let shift = u32::try_from(due.attempts.clamp(0, 20)).unwrap_or(20);
+        let wait = config
+            .base_backoff
+            .saturating_mul(1u32 << shift)
+            .min(config.max_backoff);
+        tracing::info!(id = %due.id, target = %due.target, attempts = due.attempts + 1, error = %e, "notification not delivered; retrying");
+        let text = format!(
+            "UPDATE {t} SET attempts = attempts + 1, next_attempt_at = $1, last_error = $2 \
+             WHERE id = $3 AND target = $4"
+        );
+        let sql = db.sql(&text);
+        let error: String = e.chars().take(500).collect();
+        let result = on_db!(db, pool => sqlx::query(&sql).bind(now + wait.as_millis() as i64).bind(error)
+            .bind(&due.id).bind(&due.target).execute(pool).await.map(|r| r.rows_affected()));
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "cannot record a notification's failure");
+        }
     }
 }
 
@@ -255,11 +291,12 @@ pub async fn run(
             }
             continue;
         }
-        let sends = due.iter().map(|d| async {
-            let outcome = worker.deliver(d).await;
-            settle(&db, d, outcome, &worker.config).await;
+        let sends = due.iter().map(|d| {
+            let worker = &worker;
+            async move { (d, worker.deliver(d).await) }
         });
-        futures::future::join_all(sends).await;
+        let outcomes = futures::future::join_all(sends).await;
+        settle(&db, outcomes, &worker.config).await;
     }
 }
 

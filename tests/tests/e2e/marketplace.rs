@@ -312,7 +312,10 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
             json!({"code": "ZERO", "amount_off": {"amount_minor": 0, "currency": "EUR"}}),
         )
         .await;
-    assert_eq!((r.status, r.body["code"].clone()), (409, json!("promotion_terms")));
+    assert_eq!(
+        (r.status, r.body["code"].clone()),
+        (409, json!("promotion_terms"))
+    );
     let r = app
         .post(
             "/v1/promotions",
