@@ -103,7 +103,9 @@ pub struct PercentOffBody {
     pub max_uses_per_customer: Option<i64>,
 }
 
-/// A code that takes a fixed amount off (at most the eligible lines' sum).
+/// A code that takes a fixed amount off (at most the eligible lines' sum). Its other fields
+/// repeat `PercentOffBody`'s: serde cannot flatten shared fields into a body that refuses
+/// unknown ones, and the document must list each body's fields exactly.
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct AmountOffBody {
