@@ -274,7 +274,8 @@ async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
             })
         })
         .collect();
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // Long enough for 50 accepted commands on a loaded CI box.
+    tokio::time::sleep(Duration::from_millis(3000)).await;
     let pid = server.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -1118,7 +1119,9 @@ async fn a_kill_under_load_loses_no_acknowledged_command() {
     let engine = start(dir.path(), Some(db.url()), false);
     let base = engine.base.clone();
     let (stop, writers) = start_receive_load(&base, 4).await;
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // Long enough for 100 acknowledged commands on a loaded CI box (a debug build that runs
+    // five projections and the notification worker beside the writes).
+    tokio::time::sleep(Duration::from_secs(4)).await;
     drop(engine); // SIGKILL
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);

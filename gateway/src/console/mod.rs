@@ -286,11 +286,20 @@ async fn login(
             );
         }
     };
-    if matches!(actor.role, Role::Client | Role::Merchant) {
-        return refused(
-            StatusCode::FORBIDDEN,
-            "Client and merchant keys cannot sign in to the console.",
-        );
+    match actor.role {
+        Role::Client => {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "Client keys cannot sign in to the console.",
+            )
+        }
+        Role::Merchant => {
+            return refused(
+                StatusCode::FORBIDDEN,
+                "Merchant keys cannot sign in to the console.",
+            )
+        }
+        _ => {}
     }
     match session::start(state.store.db(), &actor, session::over_tls(&headers)).await {
         Ok(cookie) => (CookieJar::new().add(cookie), Redirect::to("/console")).into_response(),
