@@ -69,6 +69,18 @@ pub struct NatsTarget {
 
 const BATCH: i64 = 100;
 
+/// The notifications stream (docs/events.md).
+fn stream_config(
+    names: &emporium_event_store::nats::NatsNames,
+) -> async_nats::jetstream::stream::Config {
+    async_nats::jetstream::stream::Config {
+        name: names.notifications_stream(),
+        subjects: vec![names.notifications_wildcard()],
+        storage: async_nats::jetstream::stream::StorageType::File,
+        ..Default::default()
+    }
+}
+
 async fn claim(db: &Db, config: &NotifyConfig) -> Result<Vec<Due>, sqlx::Error> {
     let now = chrono::Utc::now().timestamp_millis();
     let until = now + config.claim.as_millis() as i64;
@@ -193,15 +205,24 @@ impl Worker {
             };
             let mut headers = async_nats::HeaderMap::new();
             headers.insert("Nats-Msg-Id", due.id.as_str());
-            let ack = js
-                .publish_with_headers(
+            let sent = async {
+                js.publish_with_headers(
                     names.notification_subject(&due.subject),
                     headers,
                     due.body.clone().into(),
                 )
                 .await
-                .map_err(|e| e.to_string())?;
-            ack.await.map_err(|e| e.to_string())?;
+                .map_err(|e| e.to_string())?
+                .await
+                .map_err(|e| e.to_string())
+            }
+            .await;
+            if let Err(e) = sent {
+                // The stream may be missing (NATS was down when this engine started):
+                // create it, and the retry publishes.
+                let _ = js.get_or_create_stream(stream_config(names)).await;
+                return Err(e);
+            }
             return Ok(());
         }
         let Some(merchant) = due.target.strip_prefix("webhook:") else {
@@ -250,14 +271,9 @@ pub async fn run(
         Some(n) => {
             let js = async_nats::jetstream::new(n.client);
             let names = emporium_event_store::nats::NatsNames::new(&n.prefix);
-            let stream = async_nats::jetstream::stream::Config {
-                name: names.notifications_stream(),
-                subjects: vec![names.notifications_wildcard()],
-                storage: async_nats::jetstream::stream::StorageType::File,
-                ..Default::default()
-            };
-            // Retried by each publish: a NATS that is down now is caught up with later.
-            if let Err(e) = js.get_or_create_stream(stream).await {
+            // Created again after a failed publish: a NATS that is down now is caught up
+            // with later.
+            if let Err(e) = js.get_or_create_stream(stream_config(&names)).await {
                 tracing::warn!(error = %e, "cannot create the notifications stream yet");
             }
             Some((js, names))
