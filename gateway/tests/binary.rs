@@ -171,7 +171,12 @@ async fn survives_a_kill_and_restart(data_dir: &std::path::Path, database_url: O
     let b = server.base.clone();
     let (s, order) = call(&b, Method::GET, &format!("/v1/orders/{order_id}"), None).await;
     assert_eq!(s, 200, "{order}");
-    assert_eq!(order["status"], "pending");
+    // The order survived the kill; its checkout may have run before the kill or since the
+    // restart (the saga resumes unfinished checkouts at start).
+    assert!(
+        order["status"] == "pending" || order["status"] == "confirmed",
+        "{order}"
+    );
     assert_eq!(
         order["total"],
         json!({"amount_minor": 5000, "currency": "EUR"})
