@@ -30,9 +30,9 @@ pub const PRODUCTS: &str = "notification_products";
 /// The merchants with webhooks of each order (space-separated), fixed when it is placed.
 pub const ORDERS: &str = "notification_orders";
 
-/// The status an order event moves the order to, if it changes it.
-fn status_after(e: &OrderEvent) -> Option<OrderStatus> {
-    Some(match e {
+/// The status an order event moves the order to (every order event changes it).
+fn status_after(e: &OrderEvent) -> OrderStatus {
+    match e {
         OrderEvent::OrderPlaced { .. } | OrderEvent::OrderReviewApproved { .. } => {
             OrderStatus::Pending
         }
@@ -43,7 +43,7 @@ fn status_after(e: &OrderEvent) -> Option<OrderStatus> {
         OrderEvent::OrderShipped { status, .. } | OrderEvent::ItemsReturned { status, .. } => {
             *status
         }
-    })
+    }
 }
 
 #[async_trait::async_trait]
@@ -116,9 +116,7 @@ impl Projection for Notifications {
                     .execute(&mut **c).await?.rows_affected());
             }
             Event::Order(e) => {
-                let Some(status) = status_after(e) else {
-                    return Ok(());
-                };
+                let status = status_after(e);
                 let order_id = e.order_id().to_string();
                 let merchants: Vec<String> = if let OrderEvent::OrderPlaced { lines, .. } = e {
                     let mut found = Vec::new();
