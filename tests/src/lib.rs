@@ -316,6 +316,30 @@ impl TestApp {
         }
     }
 
+    /// The order's timeline once it holds an event of `event_type`: the timeline is a read
+    /// model fed from the feed, so it can trail the live order read by a moment.
+    pub async fn timeline_with(
+        &self,
+        order_id: &str,
+        event_type: &str,
+        within: std::time::Duration,
+    ) -> Vec<Value> {
+        let deadline = std::time::Instant::now() + within;
+        loop {
+            let t = self.get(&format!("/v1/orders/{order_id}/timeline")).await;
+            let events = t.body["events"].as_array().cloned().unwrap_or_default();
+            if events.iter().any(|e| e["event_type"] == event_type) {
+                return events;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the timeline of {order_id} never held {event_type}: {:?}",
+                t.body
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.store.event_count().await.expect("count events")
     }

@@ -470,8 +470,9 @@ async fn a_held_order_waits_for_review_and_approval_confirms_it(backend: Backend
     assert_eq!(bad.status, 422);
 
     // The decision is in the timeline with the reviewer's key as actor.
-    let timeline = app.get(&format!("/v1/orders/{big}/timeline")).await.body;
-    let events = timeline["events"].as_array().unwrap();
+    let events = &app
+        .timeline_with(&big, "OrderConfirmed", Duration::from_secs(20))
+        .await;
     let types: Vec<&str> = events
         .iter()
         .map(|e| e["event_type"].as_str().unwrap())
@@ -573,10 +574,9 @@ async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend
     checkout_finished(&app, &late).await;
     assert_eq!(reserved(&app, "TV-1").await, 0);
     assert!(sandbox(app.store.db(), &late).await.is_empty());
-    let timeline = app.get(&format!("/v1/orders/{late}/timeline")).await.body;
-    let rejection = timeline["events"]
-        .as_array()
-        .unwrap()
+    let rejection = app
+        .timeline_with(&late, "OrderRejected", Duration::from_secs(20))
+        .await
         .iter()
         .find(|e| e["event_type"] == "OrderRejected")
         .cloned()
