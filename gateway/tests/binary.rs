@@ -279,8 +279,7 @@ async fn sigterm_under_load_drains_and_loses_no_accepted_command() {
             })
         })
         .collect();
-    // Long enough for 50 accepted commands on a loaded CI box.
-    tokio::time::sleep(Duration::from_millis(3000)).await;
+    stored_at_least(&b, 16, 60).await;
     let pid = server.child.id().to_string();
     let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
     assert!(killed.success());
@@ -1100,6 +1099,26 @@ fn receive_load(
         .collect()
 }
 
+/// Waits (at most a minute) until SKU-0..SKU-<skus> hold `n` units together, so a test
+/// interrupts a load that has really run however slow the box is.
+async fn stored_at_least(base: &str, skus: usize, n: i64) {
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut stored = 0;
+        for w in 0..skus {
+            stored += on_hand_of(base, &format!("SKU-{w}")).await;
+        }
+        if stored >= n {
+            return;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the load never stored {n} commands: {stored}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
 /// On hand of `sku` over all warehouses.
 async fn on_hand_of(base: &str, sku: &str) -> i64 {
     let (s, body) = call(
@@ -1124,9 +1143,10 @@ async fn a_kill_under_load_loses_no_acknowledged_command() {
     let engine = start(dir.path(), Some(db.url()), false);
     let base = engine.base.clone();
     let (stop, writers) = start_receive_load(&base, 4).await;
-    // Long enough for 100 acknowledged commands on a loaded CI box (a debug build that runs
-    // five projections and the notification worker beside the writes).
-    tokio::time::sleep(Duration::from_secs(4)).await;
+    // The kill waits for stored commands rather than a fixed time: a loaded CI box (a debug
+    // build running five projections and the notification worker beside the writes) may take
+    // several seconds for them.
+    stored_at_least(&base, 4, 120).await;
     drop(engine); // SIGKILL
     tokio::time::sleep(Duration::from_millis(300)).await;
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
