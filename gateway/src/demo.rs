@@ -245,9 +245,11 @@ pub async fn seed(store: &Store) -> anyhow::Result<bool> {
             PromotionTerms {
                 benefit: Benefit::AmountOff(Money::new(500, eur)?),
                 min_order: None,
+                // Funded by Acme: its audio products only.
                 scope: Scope {
                     skus: vec![],
                     categories: vec![Category::parse("audio")?],
+                    merchants: vec![MerchantId::parse("acme-audio")?],
                 },
                 starts_at_ms: 0,
                 ends_at_ms: None,

@@ -340,6 +340,25 @@ impl TestApp {
         }
     }
 
+    /// The event count once it has stayed the same for a second: background work (a cancelled
+    /// order's compensation, captures) has settled. Panics after 30 s.
+    pub async fn settled_event_count(&self) -> i64 {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        let mut last = self.event_count().await;
+        loop {
+            tokio::time::sleep(std::time::Duration::from_secs(1)).await;
+            let now = self.event_count().await;
+            if now == last {
+                return now;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "events kept coming: {now}"
+            );
+            last = now;
+        }
+    }
+
     pub async fn event_count(&self) -> i64 {
         self.store.event_count().await.expect("count events")
     }

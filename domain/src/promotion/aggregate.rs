@@ -14,7 +14,7 @@ use crate::values::{CustomerId, Money, OrderId, PromoCode};
 /// Most codes one order may carry.
 pub const MAX_CODES_PER_ORDER: usize = 5;
 
-/// Most SKUs, and most categories, one promotion's scope may list.
+/// Most SKUs, most categories and most merchants one promotion's scope may list.
 pub const MAX_SCOPE_ENTRIES: usize = 100;
 
 /// A promotion code. `Default` is the code not created yet.
@@ -183,6 +183,7 @@ fn check_terms(terms: &PromotionTerms) -> Result<(), PromotionError> {
     }
     if terms.scope.skus.len() > MAX_SCOPE_ENTRIES
         || terms.scope.categories.len() > MAX_SCOPE_ENTRIES
+        || terms.scope.merchants.len() > MAX_SCOPE_ENTRIES
     {
         return Err(PromotionError::ScopeTooLarge {
             max: MAX_SCOPE_ENTRIES,
@@ -309,6 +310,7 @@ mod tests {
         PricedLine {
             sku: sku(s),
             category: Some(category(cat)),
+            merchant_id: None,
             amount: eur(amount),
         }
     }
@@ -406,12 +408,65 @@ mod tests {
                 lines: vec![PricedLine {
                     sku: sku("A"),
                     category: Some(category("audio")),
+                    merchant_id: None,
                     amount: usd(1_000),
                 }],
             })
             .then_expect_error(PromotionError::WrongCurrency {
                 expected: eur(0).currency(),
                 got: usd(0).currency(),
+            });
+    }
+
+    #[test]
+    fn a_merchant_scope_narrows_to_that_sellers_lines() {
+        let merchant = |m: &str| crate::values::MerchantId::parse(m).unwrap();
+        let mut t = terms(Benefit::PercentOff(10));
+        t.scope.merchants = vec![merchant("acme"), merchant(crate::merchant::HOUSE)];
+        t.scope.categories = vec![category("audio")];
+        let sold_by = |s: &str, cat: &str, m: Option<&str>, amount: i64| PricedLine {
+            merchant_id: m.map(merchant),
+            ..line(s, cat, amount)
+        };
+        PromoTest::with(())
+            .given(vec![PromotionEvent::PromotionCreated {
+                code: code(),
+                terms: t.clone(),
+            }])
+            .when(redeem(
+                1,
+                "c1",
+                vec![
+                    sold_by("A", "audio", Some("acme"), 1_000),
+                    sold_by("B", "audio", Some("other"), 2_000),
+                    sold_by("C", "books", Some("acme"), 3_000),
+                    sold_by("D", "audio", None, 500),
+                ],
+            ))
+            .then_expect_events(vec![redeemed(1, "c1", 150, &[("A", 100), ("D", 50)], 1)]);
+        PromoTest::with(())
+            .given(vec![PromotionEvent::PromotionCreated {
+                code: code(),
+                terms: t,
+            }])
+            .when(redeem(
+                1,
+                "c1",
+                vec![sold_by("B", "audio", Some("other"), 2_000)],
+            ))
+            .then_expect_error(PromotionError::NotApplicable);
+        let mut big = terms(Benefit::PercentOff(10));
+        big.scope.merchants = (0..=MAX_SCOPE_ENTRIES)
+            .map(|i| merchant(&format!("m{i}")))
+            .collect();
+        PromoTest::with(())
+            .given_no_previous_events()
+            .when(PromotionCommand::Create {
+                code: code(),
+                terms: big,
+            })
+            .then_expect_error(PromotionError::ScopeTooLarge {
+                max: MAX_SCOPE_ENTRIES,
             });
     }
 

@@ -2,7 +2,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::values::{Category, CustomerId, Money, OrderId, PromoCode, Sku};
+use crate::values::{Category, CustomerId, MerchantId, Money, OrderId, PromoCode, Sku};
 
 /// What a code takes off the eligible lines.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -14,25 +14,39 @@ pub enum Benefit {
     AmountOff(Money),
 }
 
-/// Where a code applies. Empty lists mean "everything"; otherwise a line is eligible when its
-/// SKU or its category is listed.
+/// Where a code applies. A line is eligible when its SKU or its category is listed (both
+/// empty: every product) **and**, when merchants are listed, its seller is one of them. The
+/// merchant list narrows rather than widens, so a merchant-funded code never discounts
+/// another merchant's lines whatever else its scope lists.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Scope {
     #[serde(default)]
     pub skus: Vec<Sku>,
     #[serde(default)]
     pub categories: Vec<Category>,
+    /// Sellers whose lines the code covers; the house merchant stands for lines without one.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub merchants: Vec<MerchantId>,
 }
 
 impl Scope {
     #[must_use]
     pub fn covers(&self, line: &PricedLine) -> bool {
-        (self.skus.is_empty() && self.categories.is_empty())
+        let product = (self.skus.is_empty() && self.categories.is_empty())
             || self.skus.contains(&line.sku)
             || line
                 .category
                 .as_ref()
-                .is_some_and(|c| self.categories.contains(c))
+                .is_some_and(|c| self.categories.contains(c));
+        let seller = self.merchants.is_empty()
+            || self.merchants.iter().any(|m| {
+                m.as_str()
+                    == line
+                        .merchant_id
+                        .as_ref()
+                        .map_or(crate::merchant::HOUSE, MerchantId::as_str)
+            });
+        product && seller
     }
 }
 
@@ -59,6 +73,8 @@ pub struct PromotionTerms {
 pub struct PricedLine {
     pub sku: Sku,
     pub category: Option<Category>,
+    /// Who sells it; `None`: the house.
+    pub merchant_id: Option<MerchantId>,
     /// What is left to discount: the line total less earlier codes' discounts.
     pub amount: Money,
 }

@@ -18,7 +18,7 @@ pub enum PromotionError {
     EmptyWindow,
     #[error("max_uses and max_uses_per_customer must be at least 1")]
     ZeroLimit,
-    #[error("a scope lists at most {max} SKUs and {max} categories")]
+    #[error("a scope lists at most {max} SKUs, {max} categories and {max} merchants")]
     ScopeTooLarge { max: usize },
     #[error("amount_off and min_order must be in one currency")]
     MixedCurrencies,

@@ -600,6 +600,7 @@ async fn redeem(
         priced.push(PricedLine {
             sku: line.sku.clone(),
             category: category.clone(),
+            merchant_id: line.merchant_id.clone(),
             amount,
         });
     }

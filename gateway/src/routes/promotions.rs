@@ -5,10 +5,11 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
+use emporium_domain::merchant::HOUSE;
 use emporium_domain::promotion::{
     Benefit, Promotion, PromotionCommand, PromotionError, PromotionTerms, Scope, MAX_SCOPE_ENTRIES,
 };
-use emporium_domain::values::{Category, PromoCode, Sku};
+use emporium_domain::values::{Category, MerchantId, PromoCode, Sku};
 use serde::{Deserialize, Serialize};
 
 use super::{execute, Fields, MoneyBody};
@@ -46,8 +47,9 @@ impl From<PromotionError> for ApiError {
     }
 }
 
-/// Where a code applies: lines whose SKU or category is listed (both empty or absent:
-/// every line).
+/// Where a code applies: lines whose SKU or category is listed (both empty or absent: every
+/// line), and, when `merchants` lists any, only lines those merchants sell (`house` for the
+/// house's own products).
 #[derive(Debug, Default, Deserialize, Serialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ScopeBody {
@@ -57,11 +59,22 @@ pub struct ScopeBody {
     #[serde(default)]
     #[schema(max_items = 100, schema_with = categories)]
     pub categories: Vec<String>,
+    /// Registered merchants; narrows the lines above to theirs.
+    #[serde(default)]
+    #[schema(max_items = 100, schema_with = merchants)]
+    pub merchants: Vec<String>,
 }
 
 fn skus() -> utoipa::openapi::schema::Array {
     utoipa::openapi::schema::ArrayBuilder::new()
         .items(crate::schema::sku())
+        .max_items(Some(MAX_SCOPE_ENTRIES))
+        .build()
+}
+
+fn merchants() -> utoipa::openapi::schema::Array {
+    utoipa::openapi::schema::ArrayBuilder::new()
+        .items(crate::schema::merchant_id())
         .max_items(Some(MAX_SCOPE_ENTRIES))
         .build()
 }
@@ -228,12 +241,22 @@ fn command(
 
     let mut skus = Vec::new();
     let mut cats = Vec::new();
+    let mut merchants = Vec::new();
     if let Some(s) = scope {
-        if s.skus.len() > MAX_SCOPE_ENTRIES || s.categories.len() > MAX_SCOPE_ENTRIES {
+        if s.skus.len() > MAX_SCOPE_ENTRIES
+            || s.categories.len() > MAX_SCOPE_ENTRIES
+            || s.merchants.len() > MAX_SCOPE_ENTRIES
+        {
             f.push(
                 "/scope",
-                format!("at most {MAX_SCOPE_ENTRIES} SKUs and {MAX_SCOPE_ENTRIES} categories"),
+                format!(
+                    "at most {MAX_SCOPE_ENTRIES} SKUs, {MAX_SCOPE_ENTRIES} categories and \
+                     {MAX_SCOPE_ENTRIES} merchants"
+                ),
             );
+        }
+        for (i, raw) in s.merchants.iter().enumerate().take(MAX_SCOPE_ENTRIES) {
+            merchants.extend(f.check(&format!("/scope/merchants/{i}"), MerchantId::parse(raw)));
         }
         for (i, raw) in s.skus.iter().enumerate().take(MAX_SCOPE_ENTRIES) {
             skus.extend(f.check(&format!("/scope/skus/{i}"), Sku::parse(raw)));
@@ -258,6 +281,7 @@ fn command(
                     scope: Scope {
                         skus,
                         categories: cats,
+                        merchants,
                     },
                     starts_at_ms: starts.unwrap_or_else(|| chrono::Utc::now().timestamp_millis()),
                     ends_at_ms,
@@ -278,7 +302,7 @@ struct Which {
 }
 
 /// Create a promotion code: `percent_off` (1–100) or `amount_off`, with an optional minimum
-/// order, scope (SKUs, categories), validity window and usage limits (in all, per customer).
+/// order, scope (SKUs, categories, merchants), validity window and usage limits (in all, per customer).
 #[utoipa::path(post, path = "/v1/promotions", tag = "promotions", request_body = CreatePromotionBody,
     responses((status = 201, description = "Created", body = PromotionView), CommandProblems))]
 pub async fn create(
@@ -322,9 +346,15 @@ pub async fn create(
             ))
         }
     };
-    let PromotionCommand::Create { code, .. } = &cmd else {
+    let PromotionCommand::Create { code, terms } = &cmd else {
         return Err(ApiError::Internal("not a create command".into()));
     };
+    // A scope naming a merchant nobody registered would never apply: say so now (404).
+    for m in &terms.scope.merchants {
+        if m.as_str() != HOUSE {
+            super::merchants::load_merchant(&state, m).await?;
+        }
+    }
     let code = code.clone();
     execute::<Promotion>(&state, &ctx, code.as_str(), cmd).await?;
     let (p, _) = state.store.load::<Promotion>(code.as_str()).await?;
@@ -371,6 +401,7 @@ fn view(p: &Promotion) -> Result<PromotionView, ApiError> {
         scope: ScopeBody {
             skus: t.scope.skus.iter().map(ToString::to_string).collect(),
             categories: t.scope.categories.iter().map(ToString::to_string).collect(),
+            merchants: t.scope.merchants.iter().map(ToString::to_string).collect(),
         },
         starts_at: rfc3339(t.starts_at_ms),
         ends_at: t.ends_at_ms.map(rfc3339),

@@ -300,12 +300,21 @@ async fn discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_appl
         json!({"code": "USES", "percent_off": 5, "max_uses": 0}),
         json!({"code": "USES", "percent_off": 5, "max_uses": 100_000_001}),
         json!({"code": "SCOPE", "percent_off": 5, "scope": {"skus": vec!["S"; 101]}}),
+        json!({"code": "SCOPE", "percent_off": 5, "scope": {"merchants": vec!["m"; 101]}}),
+        json!({"code": "SCOPE", "percent_off": 5, "scope": {"merchants": ["Not A Merchant!"]}}),
         json!({"code": "WHEN", "percent_off": 5, "starts_at": "yesterday"}),
         json!({"code": "EXTRA", "percent_off": 5, "surprise": true}),
     ] {
         let r = app.post("/v1/promotions", bad.clone()).await;
         assert_eq!(r.status, 422, "{bad}: {:?}", r.body);
     }
+    let r = app
+        .post(
+            "/v1/promotions",
+            json!({"code": "NOBODYS", "percent_off": 5, "scope": {"merchants": ["nobody"]}}),
+        )
+        .await;
+    assert_eq!(r.status, 404, "{:?}", r.body);
     let r = app
         .post(
             "/v1/promotions",
@@ -1077,6 +1086,15 @@ async fn two_merchants_in_one_order_ship_and_capture_their_own_parts_and_analyti
         .post("/v1/promotions", json!({"code": "SEVEN", "percent_off": 7}))
         .await;
     assert_eq!(promo.status, 201);
+    // Paid for by merchant A: only its lines, though the scope names no product.
+    let promo = app
+        .post(
+            "/v1/promotions",
+            json!({"code": "A-TWENTY", "percent_off": 20, "scope": {"merchants": ["m-a"]}}),
+        )
+        .await;
+    assert_eq!(promo.status, 201, "{:?}", promo.body);
+    assert_eq!(promo.body["scope"]["merchants"], json!(["m-a"]));
 
     let r = app
         .post(
@@ -1175,8 +1193,43 @@ async fn two_merchants_in_one_order_ship_and_capture_their_own_parts_and_analyti
 
     // More orders: a house-only one, a cancelled one, a mixed one with the house.
     let house = app
-        .post("/v1/orders", order("c2", &[("H-1", 4), ("A-1", 1)], &[]))
+        .post(
+            "/v1/orders",
+            order("c2", &[("H-1", 4), ("A-1", 1)], &["A-TWENTY"]),
+        )
         .await;
+    assert_eq!(house.status, 202, "{:?}", house.body);
+    let shown = app
+        .get(&format!(
+            "/v1/orders/{}",
+            house.body["order_id"].as_str().unwrap()
+        ))
+        .await
+        .body;
+    let line_discounts: Vec<(String, i64)> = shown["lines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["sku"].as_str().unwrap().to_string(),
+                l["discount"]["amount_minor"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    // 20 % of A's 1999, rounded down; the house's line keeps its price.
+    assert_eq!(
+        line_discounts,
+        [("H-1".to_string(), 0), ("A-1".to_string(), 399)],
+        "{shown}"
+    );
+    let b_only = app
+        .post("/v1/orders", order("c9", &[("B-1", 1)], &["A-TWENTY"]))
+        .await;
+    assert_eq!(
+        (b_only.status, b_only.body["code"].clone()),
+        (409, json!("promotion_not_applicable"))
+    );
     let cancelled = app
         .post("/v1/orders", order("c3", &[("B-1", 5)], &[]))
         .await;
@@ -1202,8 +1255,9 @@ async fn two_merchants_in_one_order_ship_and_capture_their_own_parts_and_analyti
     let mut rates: HashMap<String, i64> = HashMap::new();
     let mut parts_of: HashMap<String, HashMap<String, i64>> = HashMap::new();
     let mut status: HashMap<String, &str> = HashMap::new();
-    // Every stored event, once the feed covers them all (it trails open transactions).
-    let stored = app.event_count().await;
+    // Every stored event, once the cancellation's compensation has settled and the feed
+    // covers them all (it trails open transactions).
+    let stored = app.settled_event_count().await;
     let all = app.feed_until(stored).await;
     assert_eq!(all.len() as i64, stored);
     for e in &all {
