@@ -10,9 +10,11 @@
 //! exponential backoff, an engine that dies mid-delivery leaves the claim to lapse. The
 //! checkout saga never waits for any of this.
 
-use std::time::Duration;
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
 
 use emporium_event_store::{on_db, Db, Store};
+use futures::StreamExt;
 use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio_util::sync::CancellationToken;
@@ -186,6 +188,17 @@ async fn settle(db: &Db, outcomes: Vec<(&Due, Result<(), String>)>, config: &Not
     }
 }
 
+/// A merchant's webhook as the worker sends to it: URL and signing secret, or `None` when
+/// it has none (rows for it are settled without a request).
+type Endpoint = Option<(String, String)>;
+
+/// How long the worker trusts what it read of a merchant's webhook.
+const ENDPOINT_TTL: Duration = Duration::from_secs(10);
+
+/// Most requests in flight at once: a batch of 100 rows must not take 100 pool
+/// connections and sockets from the engine beside it.
+const CONCURRENCY: usize = 16;
+
 struct Worker {
     store: Store,
     nats: Option<(
@@ -194,9 +207,44 @@ struct Worker {
     )>,
     http: reqwest::Client,
     config: NotifyConfig,
+    endpoints: std::sync::Mutex<HashMap<String, (Instant, Endpoint)>>,
 }
 
 impl Worker {
+    /// Where `merchant`'s notifications go, read at most once per [`ENDPOINT_TTL`].
+    async fn endpoint(&self, merchant: &str) -> Result<Endpoint, String> {
+        if let Some((at, e)) = self
+            .endpoints
+            .lock()
+            .map_err(|_| "endpoint cache poisoned".to_string())?
+            .get(merchant)
+        {
+            if at.elapsed() < ENDPOINT_TTL {
+                return Ok(e.clone());
+            }
+        }
+        let (m, _) = self
+            .store
+            .load_cached::<emporium_domain::Merchant>(merchant)
+            .await
+            .map_err(|e| e.to_string())?;
+        let endpoint = match m.webhook_url() {
+            None => None,
+            Some(url) => {
+                let secret = crate::routes::merchants::webhook_secret(self.store.db(), merchant)
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .ok_or("the webhook has no secret")?;
+                Some((url.to_string(), secret))
+            }
+        };
+        self.endpoints
+            .lock()
+            .map_err(|_| "endpoint cache poisoned".to_string())?
+            .insert(merchant.to_string(), (Instant::now(), endpoint.clone()));
+        Ok(endpoint)
+    }
+
     async fn deliver(&self, due: &Due) -> Result<(), String> {
         if due.target == "nats" {
             let Some((js, names)) = &self.nats else {
@@ -228,18 +276,9 @@ impl Worker {
         let Some(merchant) = due.target.strip_prefix("webhook:") else {
             return Err(format!("unknown target {}", due.target));
         };
-        let (m, _) = self
-            .store
-            .load_cached::<emporium_domain::Merchant>(merchant)
-            .await
-            .map_err(|e| e.to_string())?;
-        let Some(url) = m.webhook_url() else {
+        let Some((url, secret)) = self.endpoint(merchant).await? else {
             return Ok(());
         };
-        let secret = crate::routes::merchants::webhook_secret(self.store.db(), merchant)
-            .await
-            .map_err(|e| e.to_string())?
-            .ok_or("the webhook has no secret")?;
         let t = chrono::Utc::now().timestamp();
         let response = self
             .http
@@ -280,12 +319,13 @@ pub async fn run(
         }
         None => None,
     };
-    let worker = Worker {
+    let worker = std::sync::Arc::new(Worker {
         store,
         nats,
         http: reqwest::Client::new(),
         config,
-    };
+        endpoints: std::sync::Mutex::default(),
+    });
     let db = worker.store.db().clone();
     loop {
         let due = tokio::select! {
@@ -307,12 +347,23 @@ pub async fn run(
             }
             continue;
         }
-        let sends = due.iter().map(|d| {
-            let worker = &worker;
-            async move { (d, worker.deliver(d).await) }
-        });
-        let outcomes = futures::future::join_all(sends).await;
-        settle(&db, outcomes, &worker.config).await;
+        let outcomes: Vec<(Due, Result<(), String>)> =
+            futures::stream::iter(due.into_iter().map(|d| {
+                let worker = worker.clone();
+                async move {
+                    let outcome = worker.deliver(&d).await;
+                    (d, outcome)
+                }
+            }))
+            .buffer_unordered(CONCURRENCY)
+            .collect()
+            .await;
+        settle(
+            &db,
+            outcomes.iter().map(|(d, o)| (d, o.clone())).collect(),
+            &worker.config,
+        )
+        .await;
     }
 }
 

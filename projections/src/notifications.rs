@@ -119,24 +119,35 @@ impl Projection for Notifications {
                 let status = status_after(e);
                 let order_id = e.order_id().to_string();
                 let merchants: Vec<String> = if let OrderEvent::OrderPlaced { lines, .. } = e {
-                    let mut found = Vec::new();
+                    // One lookup for all lines; orders are bounded (API.md), so is the list.
+                    let params: Vec<String> = (1..=lines.len()).map(|i| format!("${i}")).collect();
                     let sql = tx.sql(&format!(
-                        "SELECT w.merchant_id FROM {PRODUCTS} p JOIN {WEBHOOKS} w \
-                         ON w.merchant_id = p.merchant_id WHERE p.sku = $1"
+                        "SELECT DISTINCT w.merchant_id FROM {PRODUCTS} p JOIN {WEBHOOKS} w \
+                         ON w.merchant_id = p.merchant_id WHERE p.sku IN ({}) \
+                         ORDER BY w.merchant_id",
+                        params.join(", ")
                     ));
-                    for line in lines {
-                        let m: Option<String> = crate::on_tx!(tx, c => sqlx::query_scalar(&sql)
-                            .bind(line.sku.as_str()).fetch_optional(&mut **c).await?);
-                        if let Some(m) = m.filter(|m| !found.contains(m)) {
-                            found.push(m);
-                        }
+                    let found: Vec<String> = if lines.is_empty() {
+                        Vec::new()
+                    } else {
+                        crate::on_tx!(tx, c => {
+                            let mut q = sqlx::query_scalar(&sql);
+                            for line in lines {
+                                q = q.bind(line.sku.as_str());
+                            }
+                            q.fetch_all(&mut **c).await?
+                        })
+                    };
+                    // Orders without a merchant webhook, most of them, leave no row: a
+                    // missing row reads as "no merchants" below.
+                    if !found.is_empty() {
+                        let sql = tx.sql(&format!(
+                            "INSERT INTO {ORDERS} (order_id, merchants) VALUES ($1, $2) \
+                             ON CONFLICT (order_id) DO NOTHING"
+                        ));
+                        crate::on_tx!(tx, c => sqlx::query(&sql).bind(&order_id).bind(found.join(" "))
+                            .execute(&mut **c).await?.rows_affected());
                     }
-                    let sql = tx.sql(&format!(
-                        "INSERT INTO {ORDERS} (order_id, merchants) VALUES ($1, $2) \
-                         ON CONFLICT (order_id) DO NOTHING"
-                    ));
-                    crate::on_tx!(tx, c => sqlx::query(&sql).bind(&order_id).bind(found.join(" "))
-                        .execute(&mut **c).await?.rows_affected());
                     found
                 } else {
                     let sql = tx.sql(&format!(
@@ -161,17 +172,37 @@ impl Projection for Notifications {
                 .to_string();
                 let subject = format!("order.{status}");
                 let due = event.recorded_at.timestamp_millis();
+                let targets: Vec<String> = std::iter::once("nats".to_string())
+                    .chain(merchants.iter().map(|m| format!("webhook:{m}")))
+                    .collect();
+                // One statement for all of the event's rows.
+                let rows: Vec<String> = (0..targets.len())
+                    .map(|i| {
+                        let k = 5 * i;
+                        format!(
+                            "(${}, ${}, ${}, ${}, ${}, ${})",
+                            k + 1,
+                            k + 2,
+                            k + 3,
+                            k + 4,
+                            k + 5,
+                            targets.len() * 5 + 1
+                        )
+                    })
+                    .collect();
                 let sql = tx.sql(&format!(
                     "INSERT INTO {OUTBOX} (id, target, subject, body, position, next_attempt_at) \
-                     VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (id, target) DO NOTHING"
+                     VALUES {} ON CONFLICT (id, target) DO NOTHING",
+                    rows.join(", ")
                 ));
                 let id = event.event_id.to_string();
-                let targets = std::iter::once("nats".to_string())
-                    .chain(merchants.iter().map(|m| format!("webhook:{m}")));
-                for target in targets {
-                    crate::on_tx!(tx, c => sqlx::query(&sql).bind(&id).bind(&target).bind(&subject)
-                        .bind(&body).bind(event.position).bind(due).execute(&mut **c).await?.rows_affected());
-                }
+                crate::on_tx!(tx, c => {
+                    let mut q = sqlx::query(&sql);
+                    for target in &targets {
+                        q = q.bind(&id).bind(target).bind(&subject).bind(&body).bind(event.position);
+                    }
+                    q.bind(due).execute(&mut **c).await?.rows_affected()
+                });
             }
             _ => {}
         }
