@@ -118,9 +118,9 @@ pub(crate) async fn run(args: CheckoutBenchArgs) -> anyhow::Result<()> {
         let mut with = 0.0;
         crate::commands::throwaway(&args.database_url.clone(), false, |url| {
             let with = &mut with;
-            let (args, hook) = (&args, hook.clone());
+            let (args, hook, received) = (&args, hook.clone(), &*received);
             async move {
-                *with = bench(args, &url, Some(&hook)).await?;
+                *with = bench(args, &url, Some((&hook, received))).await?;
                 Ok(())
             }
         })
@@ -305,7 +305,12 @@ async fn plain_cqrs(url: &str, clients: usize, duration: u64) -> anyhow::Result<
 
 /// The engine end to end over HTTP; returns checkouts per second (drain included).
 /// With `hook`, every product belongs to a merchant whose webhook is `hook`.
-async fn bench(args: &CheckoutBenchArgs, url: &str, hook: Option<&str>) -> anyhow::Result<f64> {
+async fn bench(
+    args: &CheckoutBenchArgs,
+    url: &str,
+    hook: Option<(&str, &AtomicU64)>,
+) -> anyhow::Result<f64> {
+    let (hook, received) = (hook.map(|h| h.0), hook.map(|h| h.1));
     let store = Store::from_db(Db::Postgres(connect_postgres(url, 48).await?));
     let mut builder = Engine::on_store(store.clone())
         .admin_key(Some("bench-key".into()))
@@ -549,6 +554,22 @@ async fn bench(args: &CheckoutBenchArgs, url: &str, hook: Option<&str>) -> anyho
     }
     let total = started.elapsed().as_secs_f64();
     let done = confirmed.load(Ordering::Relaxed);
+    if let Some(received) = received {
+        // Not part of the rate: how long the webhook's deliveries take to catch up (two
+        // notifications per order: pending, confirmed).
+        let want = 2 * done;
+        let caught = Instant::now();
+        while received.load(Ordering::Relaxed) < want && caught.elapsed() < Duration::from_secs(180)
+        {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        let got = received.load(Ordering::Relaxed);
+        println!(
+            "webhook: {got} of {want} notifications received {:.1} s after the last confirmation ({:.0} deliveries/s over the run)",
+            caught.elapsed().as_secs_f64(),
+            got as f64 / started.elapsed().as_secs_f64()
+        );
+    }
     follower.abort();
     sampler.abort();
     engine.stop().await;
