@@ -753,9 +753,22 @@ fn rand_jitter() -> u32 {
 /// it would never commit. The guard belongs to the pool, not to each call site. It costs a
 /// round trip per release (measured in docs/performance.md). `client_min_messages = error`
 /// keeps the server from warning "no transaction in progress" on each of them.
+///
+/// A server on this machine (loopback or a Unix socket) is reached without TLS unless the
+/// URL or `PGSSLMODE` asks for an `sslmode` other than `prefer`: libpq's default (`prefer`)
+/// would encrypt every round trip to a server on the same host, which measured as the
+/// engine's largest single cost under checkout load (docs/performance.md) and protects
+/// nothing.
 pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool, StoreError> {
-    let options = sqlx::postgres::PgConnectOptions::from_str(url)?
+    let mut options = sqlx::postgres::PgConnectOptions::from_str(url)?
         .options([("client_min_messages", "error")]);
+    if plaintext_is_safe(
+        url,
+        options.get_host(),
+        std::env::var("PGSSLMODE").ok().as_deref(),
+    ) {
+        options = options.ssl_mode(sqlx::postgres::PgSslMode::Disable);
+    }
     let pool = PgPoolOptions::new()
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
@@ -769,6 +782,28 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// Whether `url` (and `PGSSLMODE`) leave TLS to us and name a server on this host.
+///
+/// `prefer` (libpq's default, and what sqlx writes into URLs it renders) accepts plaintext
+/// by definition, so it counts as no choice.
+fn plaintext_is_safe(url: &str, host: &str, pgsslmode: Option<&str>) -> bool {
+    let url = url.to_ascii_lowercase();
+    let chosen = |mode: &str| !mode.eq_ignore_ascii_case("prefer");
+    let in_url = url
+        .split(['?', '&'])
+        .filter_map(|kv| kv.strip_prefix("sslmode="))
+        .any(chosen);
+    let chosen = in_url || pgsslmode.is_some_and(chosen);
+    let local = host.starts_with('/')
+        || host == "localhost"
+        || host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback());
+    !chosen && local
 }
 
 /// The embedded store's pool. WAL lets readers run beside the one writer; `synchronous =
@@ -789,4 +824,26 @@ pub async fn open_sqlite(data_dir: &Path, max_connections: u32) -> Result<Sqlite
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::plaintext_is_safe;
+
+    #[test]
+    fn only_a_server_on_this_host_without_a_chosen_sslmode_goes_without_tls() {
+        let url = "postgres://u@h/db";
+        assert!(plaintext_is_safe(url, "127.0.0.1", None));
+        assert!(plaintext_is_safe(url, "localhost", None));
+        assert!(plaintext_is_safe(url, "[::1]", None));
+        assert!(plaintext_is_safe(url, "/var/run/postgresql", None));
+        assert!(!plaintext_is_safe(url, "db.example.com", None));
+        assert!(!plaintext_is_safe(url, "10.0.0.5", None));
+        let required = "postgres://u@127.0.0.1/db?application_name=x&sslmode=require";
+        assert!(!plaintext_is_safe(required, "127.0.0.1", None));
+        let preferred = "postgres://u@127.0.0.1/db?sslmode=prefer";
+        assert!(plaintext_is_safe(preferred, "127.0.0.1", None));
+        assert!(!plaintext_is_safe(url, "127.0.0.1", Some("verify-full")));
+        assert!(plaintext_is_safe(url, "127.0.0.1", Some("prefer")));
+    }
 }
