@@ -69,8 +69,8 @@ impl Feed {
             return Ok(0);
         };
         // The step runs as its own task: a caller dropped mid-way (a client that hung up, a
-        // `select!`) must never cancel it inside `BEGIN`, which would hand a connection with
-        // an open transaction back to the pool, where later autocommit writes would vanish.
+        // `select!`) must never cancel it inside `BEGIN` (see `store::begin_postgres`), and
+        // once it holds the sequencer lock it should finish its batch.
         let pool = pool.clone();
         tokio::spawn(async move {
             let mut tx = pool.begin().await?;

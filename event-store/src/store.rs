@@ -747,12 +747,15 @@ fn rand_jitter() -> u32 {
 /// round trip per checkout (~20% of command throughput); a dead connection surfaces as an
 /// error on use instead and the pool replaces it.
 ///
-/// Every connection given back is rolled back first (`after_release`): a task cancelled
-/// inside `BEGIN` (after the server opened the transaction, before sqlx counted it) would
-/// otherwise return a connection with an open transaction, and later autocommit writes on
-/// it would never commit. The guard belongs to the pool, not to each call site. It costs a
-/// round trip per release (measured in docs/performance.md). `client_min_messages = error`
-/// keeps the server from warning "no transaction in progress" on each of them.
+/// Transactions are opened with [`begin_postgres`], never with `Pool::begin` directly: sqlx
+/// 0.8 queues no rollback for a `BEGIN` whose caller was cancelled before the answer came,
+/// and would hand that connection, inside the transaction, back to the pool, where later
+/// autocommit writes would never commit. Opening the transaction on its own task closes that
+/// hole without a statement per release (the `ROLLBACK` guard that did it before cost 11 %
+/// of the engine's samples under checkout load; docs/performance.md). Every other drop is
+/// covered by sqlx: a dropped `Transaction` queues its rollback and the pool's release
+/// ping sends it. `client_min_messages = error` keeps the server from warning about
+/// rollbacks outside a transaction.
 ///
 /// A server on this machine (loopback or a Unix socket) is reached without TLS unless the
 /// URL or `PGSSLMODE` asks for an `sslmode` other than `prefer`: libpq's default (`prefer`)
@@ -773,15 +776,21 @@ pub async fn connect_postgres(url: &str, max_connections: u32) -> Result<PgPool,
         .max_connections(max_connections)
         .acquire_timeout(Duration::from_secs(10))
         .test_before_acquire(false)
-        .after_release(|conn, _| {
-            Box::pin(async move {
-                sqlx::Executor::execute(&mut *conn, "ROLLBACK").await?;
-                Ok(true)
-            })
-        })
         .connect_with(options)
         .await?;
     Ok(pool)
+}
+
+/// Opens a transaction on `pool` that no cancelled caller can leave half-open: `BEGIN`
+/// runs on its own task and always completes; a transaction nobody received is dropped,
+/// which queues its rollback (see [`connect_postgres`]).
+pub async fn begin_postgres(
+    pool: &PgPool,
+) -> Result<sqlx::Transaction<'static, sqlx::Postgres>, sqlx::Error> {
+    let pool = pool.clone();
+    tokio::spawn(async move { pool.begin().await })
+        .await
+        .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?
 }
 
 /// Whether `url` (and `PGSSLMODE`) leave TLS to us and name a server on this host.

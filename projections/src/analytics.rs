@@ -756,7 +756,7 @@ pub async fn index_copies(
         table(ALLOCATIONS, gen),
     );
     let copies = "unnest($1::text[]) WITH ORDINALITY AS c(id, n)";
-    let mut tx = pool.begin().await?;
+    let mut tx = emporium_event_store::store::begin_postgres(pool).await?;
     sqlx::query(&format!(
         "INSERT INTO {o} (order_id, customer_id, status, total_minor, currency, line_count,
                           placed_at, confirmed_at, rejected_at, cancelled_at)

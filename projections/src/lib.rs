@@ -68,7 +68,7 @@ macro_rules! on_tx {
 impl Tx {
     pub async fn begin(db: &Db) -> Result<Self> {
         Ok(match db {
-            Db::Postgres(p) => Tx::Pg(p.begin().await?),
+            Db::Postgres(p) => Tx::Pg(emporium_event_store::store::begin_postgres(p).await?),
             Db::Sqlite(p) => Tx::Lite(p.begin().await?),
         })
     }

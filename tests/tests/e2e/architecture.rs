@@ -110,6 +110,33 @@ fn only_event_store_writes_sql_on_the_events_table() {
     assert!(found.is_empty(), "{}", found.join("\n"));
 }
 
+/// Postgres transactions are opened through `store::begin_postgres`, which a cancelled
+/// caller cannot leave half-open; the pool no longer rolls back every released connection.
+#[test]
+fn postgres_transactions_are_opened_only_through_begin_postgres() {
+    let root = workspace();
+    let mut found = Vec::new();
+    for krate in ["event-store", "projections", "sagas", "gateway"] {
+        for file in sources(&root.join(krate).join("src")) {
+            let text = std::fs::read_to_string(&file).unwrap();
+            let is_store = file.ends_with("event-store/src/store.rs");
+            let is_feed = file.ends_with("event-store/src/feed.rs");
+            for (n, line) in text.lines().enumerate() {
+                let raw_begin = line.contains("\"BEGIN") && !line.contains("BEGIN IMMEDIATE");
+                let pool_begin = line.contains(".begin().await")
+                    // The SQLite arm, and the sequencer's step, which runs on its own task.
+                    && !line.contains("Db::Sqlite")
+                    && !is_store
+                    && !is_feed;
+                if raw_begin || pool_begin {
+                    found.push(format!("{}:{}: {line}", file.display(), n + 1));
+                }
+            }
+        }
+    }
+    assert!(found.is_empty(), "{}", found.join("\n"));
+}
+
 #[test]
 fn projections_and_sagas_depend_on_the_domain() {
     for krate in ["projections", "sagas"] {
