@@ -13,11 +13,18 @@ PG_URL="${EMPORIUM_TEST_DATABASE_URL:-${DATABASE_URL:-postgres://postgres@127.0.
 NATS_URL="${NATS_URL:-nats://127.0.0.1:4222}"
 MAX_EXAMPLES="${EMPORIUM_ST_MAX_EXAMPLES:-20}"
 TMP="$(mktemp -d -t emporium-st-XXXXXX)"
-PIDS=()
 DB=""
 
+# Engines are started inside `$(start ...)`, a subshell: their pids go to files, since an
+# array set there would never reach this shell (the engines outlived the script before).
 cleanup() {
-  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  for f in "$TMP"/*.pid; do
+    [[ -e "$f" ]] || continue
+    pid="$(cat "$f")"
+    kill "$pid" 2>/dev/null || true
+    for _ in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+    kill -9 "$pid" 2>/dev/null || true
+  done
   wait 2>/dev/null || true
   if [[ -n "$DB" ]]; then
     psql "$PG_URL" -qAtc "DROP DATABASE IF EXISTS \"$DB\" WITH (FORCE)" >/dev/null 2>&1 || true
@@ -41,7 +48,7 @@ start() {
   local port; port="$(free_port)"
   EMPORIUM_ADMIN_KEY="st-admin-key" "$BIN" serve --listen "127.0.0.1:$port" "$@" \
     >"$TMP/$name.log" 2>&1 &
-  PIDS+=("$!")
+  echo "$!" >"$TMP/$name.pid"
   for _ in $(seq 100); do
     if curl -fsS "http://127.0.0.1:$port/health/ready" >/dev/null 2>&1; then
       echo "http://127.0.0.1:$port"
