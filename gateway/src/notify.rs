@@ -118,10 +118,10 @@ async fn claim(db: &Db, config: &NotifyConfig) -> Result<Vec<Due>, sqlx::Error> 
 
 /// Records the outcome of a batch: the delivered rows in one statement (on Postgres), each
 /// failure with its next attempt.
-async fn settle(db: &Db, outcomes: Vec<(&Due, Result<(), String>)>, config: &NotifyConfig) {
+async fn settle(db: &Db, outcomes: &[(Due, Result<(), String>)], config: &NotifyConfig) {
     let now = chrono::Utc::now().timestamp_millis();
     let t = emporium_projections::notifications::OUTBOX;
-    let (ok, failed): (Vec<_>, Vec<_>) = outcomes.into_iter().partition(|(_, o)| o.is_ok());
+    let (ok, failed): (Vec<_>, Vec<_>) = outcomes.iter().partition(|(_, o)| o.is_ok());
     let ok: Vec<&Due> = ok.into_iter().map(|(d, _)| d).collect();
     let delivered = match db {
         Db::Postgres(pool) if !ok.is_empty() => {
@@ -167,7 +167,7 @@ async fn settle(db: &Db, outcomes: Vec<(&Due, Result<(), String>)>, config: &Not
         tracing::warn!(error = %e, "cannot record notification deliveries");
     }
     for (due, outcome) in failed {
-        let e = outcome.err().unwrap_or_default();
+        let e = outcome.as_ref().err().cloned().unwrap_or_default();
         let shift = u32::try_from(due.attempts.clamp(0, 20)).unwrap_or(20);
         let wait = config
             .base_backoff
@@ -358,12 +358,7 @@ pub async fn run(
             .buffer_unordered(CONCURRENCY)
             .collect()
             .await;
-        settle(
-            &db,
-            outcomes.iter().map(|(d, o)| (d, o.clone())).collect(),
-            &worker.config,
-        )
-        .await;
+        settle(&db, &outcomes, &worker.config).await;
     }
 }
 
