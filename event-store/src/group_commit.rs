@@ -26,7 +26,8 @@ use cqrs_es::persist::{PersistenceError, SerializedEvent};
 use tokio::sync::{oneshot, Semaphore};
 
 use crate::repository::{
-    classify, pg_append, sqlite_append, sqlite_insert, LastSeals, SQLITE_PK_VIOLATION,
+    classify, pg_append, sqlite_append, sqlite_insert, LastSeals, PG_UNIQUE_VIOLATION,
+    SQLITE_PK_VIOLATION,
 };
 use crate::Db;
 
@@ -52,6 +53,10 @@ pub(crate) struct GroupCommit {
     sealed: std::sync::atomic::AtomicBool,
     /// The last seal written per stream (Postgres).
     seals: LastSeals,
+    /// Connections the writers keep between batches (at most one per slot). sqlx pings
+    /// every connection given back to its pool, a round trip per batch; kept here, a
+    /// healthy connection goes straight to the next batch.
+    spare: Mutex<Vec<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
 }
 
 /// What group commit has done since the store was opened (benchmarks, tests).
@@ -91,6 +96,7 @@ impl GroupCommit {
             mixed: AtomicU64::new(0),
             sealed: std::sync::atomic::AtomicBool::new(true),
             seals: LastSeals::new(),
+            spare: Mutex::new(Vec::new()),
         })
     }
 
@@ -184,7 +190,31 @@ impl GroupCommit {
         let results = match &self.db {
             Db::Postgres(pool) => {
                 let seals = self.sealed.load(Ordering::Relaxed).then_some(&self.seals);
-                pg_batch(pool, &batch, seals).await
+                let spare = self.spare.lock().ok().and_then(|mut s| s.pop());
+                let conn = match spare {
+                    Some(conn) => Ok(conn),
+                    None => pool.acquire().await,
+                };
+                match conn {
+                    Ok(mut conn) => {
+                        let results = pg_batch(&mut conn, &batch, seals).await;
+                        // A connection that only answered or refused is kept; one that
+                        // failed otherwise goes back to the pool, which tests it.
+                        let healthy = results.iter().all(|r| {
+                            matches!(r, Ok(()) | Err(PersistenceError::OptimisticLockError))
+                        });
+                        if healthy {
+                            if let Ok(mut spare) = self.spare.lock() {
+                                spare.push(conn);
+                            }
+                        }
+                        results
+                    }
+                    Err(e) => {
+                        let e = classify(e, PG_UNIQUE_VIOLATION);
+                        batch.iter().map(|_| Err(same(&e))).collect()
+                    }
+                }
             }
             Db::Sqlite(pool) => sqlite_batch(pool, &batch).await,
         };
@@ -206,24 +236,24 @@ impl GroupCommit {
 
 /// The batch as one statement; on a key violation (nothing written) each command alone.
 async fn pg_batch(
-    pool: &sqlx::PgPool,
+    conn: &mut sqlx::PgConnection,
     batch: &[Pending],
     seals: Option<&LastSeals>,
 ) -> Vec<Result<(), PersistenceError>> {
     if let [one] = batch {
-        return vec![pg_append(pool, &one.events, seals).await];
+        return vec![pg_append(conn, &one.events, seals).await];
     }
     let all: Vec<SerializedEvent> = batch
         .iter()
         .flat_map(|p| p.events.iter().cloned())
         .collect();
-    match pg_append(pool, &all, seals).await {
+    match pg_append(conn, &all, seals).await {
         Ok(()) => batch.iter().map(|_| Ok(())).collect(),
         Err(PersistenceError::OptimisticLockError) => {
             metrics::counter!("emporium_group_commit_split_total").increment(1);
             let mut results = Vec::with_capacity(batch.len());
             for p in batch {
-                results.push(pg_append(pool, &p.events, seals).await);
+                results.push(pg_append(conn, &p.events, seals).await);
             }
             results
         }

@@ -25,7 +25,7 @@ use crate::group_commit::{GroupCommit, GroupCommitStats, POSTGRES_WRITERS};
 use crate::Db;
 
 /// PostgreSQL unique violation; on the events table, the (type, id, sequence) primary key.
-const PG_UNIQUE_VIOLATION: &str = "23505";
+pub(crate) const PG_UNIQUE_VIOLATION: &str = "23505";
 /// SQLITE_CONSTRAINT_PRIMARYKEY.
 pub(crate) const SQLITE_PK_VIOLATION: &str = "1555";
 
@@ -174,7 +174,7 @@ impl LastSeals {
 /// their feed positions (docs/adr/0011-feed-position-at-insert.md) and seals them; the seals
 /// are remembered in `seals` (`None`: appended unsealed, only for the benchmark).
 pub(crate) async fn pg_append(
-    pool: &PgPool,
+    conn: &mut sqlx::PgConnection,
     events: &[SerializedEvent],
     seals: Option<&LastSeals>,
 ) -> Result<(), PersistenceError> {
@@ -243,7 +243,7 @@ pub(crate) async fn pg_append(
         .bind(event_ids);
     let Some(seals) = seals else {
         return query
-            .execute(pool)
+            .execute(&mut *conn)
             .await
             .map(|_| ())
             .map_err(|e| classify(e, PG_UNIQUE_VIOLATION));
@@ -257,7 +257,7 @@ pub(crate) async fn pg_append(
                 .map(|p| p.as_ref().map(|p| p.as_slice()))
                 .collect::<Vec<_>>(),
         )
-        .fetch_one(pool)
+        .fetch_one(&mut *conn)
         .await
         .and_then(|row| row.try_get(0))
         .map_err(|e| classify(e, PG_UNIQUE_VIOLATION))?;

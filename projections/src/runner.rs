@@ -16,6 +16,9 @@ use emporium_event_store::{on_db, Db, Store};
 
 use crate::{table, Projection, Result, Tx};
 
+/// How often a leading runner checks that it still holds its leadership.
+const LEADERSHIP_CHECK: Duration = Duration::from_millis(250);
+
 fn now_ms() -> i64 {
     chrono::Utc::now().timestamp_millis()
 }
@@ -63,11 +66,11 @@ pub async fn slowest_position(db: &Db) -> Result<Option<i64>> {
 
 /// Locks the registry row inside `tx` and returns (generation, position).
 async fn lock(tx: &mut Tx, name: &str) -> Result<(i64, i64)> {
-    let touch = tx.sql("UPDATE projections SET updated_at = $1 WHERE name = $2");
-    let read = tx.sql("SELECT generation, position FROM projections WHERE name = $1");
+    let touch = tx.sql(
+        "UPDATE projections SET updated_at = $1 WHERE name = $2 RETURNING generation, position",
+    );
     let row: (i64, i64) = crate::on_tx!(tx, c => {
-        sqlx::query(&touch).bind(now_ms()).bind(name).execute(&mut **c).await?;
-        sqlx::query_as(&read).bind(name).fetch_one(&mut **c).await?
+        sqlx::query_as(&touch).bind(now_ms()).bind(name).fetch_one(&mut **c).await?
     });
     Ok(row)
 }
@@ -93,6 +96,10 @@ pub struct Runner {
     projection: Arc<dyn Projection>,
     batch: i64,
     status: Arc<RunnerStatus>,
+    /// The position this runner last committed or read (-1: not known yet). A step starts
+    /// reading there instead of asking the registry first; the lock under which it applies
+    /// still reads the registry, so a position moved by anyone else is never missed.
+    known: Arc<AtomicI64>,
 }
 
 impl Runner {
@@ -102,6 +109,7 @@ impl Runner {
             projection,
             batch: 1000,
             status: Arc::default(),
+            known: Arc::new(AtomicI64::new(-1)),
         }
     }
 
@@ -118,15 +126,22 @@ impl Runner {
     pub async fn try_step(&self) -> Result<usize> {
         // As its own task, so cancelling the caller never interrupts `BEGIN` (see
         // `Feed::stamp`); a crash still rolls the whole step back.
-        let (store, projection, batch, status) = (
+        let (store, projection, batch, status, known) = (
             self.store.clone(),
             self.projection.clone(),
             self.batch,
             self.status.clone(),
+            self.known.clone(),
         );
-        tokio::spawn(async move { step(&store, projection.as_ref(), batch, &status).await })
-            .await
-            .map_err(|e| crate::ProjectionError::Unknown(format!("projection step task: {e}")))?
+        tokio::spawn(async move {
+            let result = step(&store, projection.as_ref(), batch, &status, &known).await;
+            if result.is_err() {
+                known.store(-1, Ordering::Relaxed);
+            }
+            result
+        })
+        .await
+        .map_err(|e| crate::ProjectionError::Unknown(format!("projection step task: {e}")))?
     }
 }
 
@@ -135,13 +150,19 @@ async fn step(
     projection: &dyn Projection,
     batch: i64,
     status: &RunnerStatus,
+    known: &AtomicI64,
 ) -> Result<usize> {
     {
         let db = store.db();
-        // Look before locking: an idle step then costs two reads, no transaction.
-        let (_, seen) = state(db, projection.name()).await?;
+        // Look before locking: an idle step then costs one read (two the first time), no
+        // transaction.
+        let seen = match known.load(Ordering::Relaxed) {
+            -1 => state(db, projection.name()).await?.1,
+            p => p,
+        };
         let mut events = store.feed().read_events(seen, batch).await?;
         if events.is_empty() {
+            known.store(seen, Ordering::Relaxed);
             status.position.store(seen, Ordering::Relaxed);
             return Ok(0);
         }
@@ -153,12 +174,14 @@ async fn step(
         }
         let Some(last) = events.last().map(|e| e.position) else {
             drop(tx);
+            known.store(position, Ordering::Relaxed);
             status.position.store(position, Ordering::Relaxed);
             return Ok(0);
         };
         projection.apply_batch(&mut tx, gen, &events).await?;
         set(&mut tx, projection.name(), gen, last).await?;
         tx.commit().await?;
+        known.store(last, Ordering::Relaxed);
         status.position.store(last, Ordering::Relaxed);
         metrics::gauge!("emporium_projection_position", "projection" => projection.name())
             .set(last as f64);
@@ -187,6 +210,7 @@ impl Runner {
                 }
             };
             self.status.active.store(true, Ordering::Relaxed);
+            let mut checked = std::time::Instant::now();
             loop {
                 let wait = match self.try_step().await {
                     Ok(n) if n > 0 => Duration::ZERO,
@@ -196,9 +220,14 @@ impl Runner {
                         Duration::from_secs(1)
                     }
                 };
-                if !leadership.still_held().await {
-                    self.status.active.store(false, Ordering::Relaxed);
-                    break;
+                // A round trip, so not after every step under load: leadership only spares
+                // the registry lock contention, the lock itself keeps steps exactly-once.
+                if checked.elapsed() >= LEADERSHIP_CHECK {
+                    if !leadership.still_held().await {
+                        self.status.active.store(false, Ordering::Relaxed);
+                        break;
+                    }
+                    checked = std::time::Instant::now();
                 }
                 if wait.is_zero() {
                     continue;

@@ -287,7 +287,7 @@ mod tests {
                     }),
                 ));
             }
-            g.apply(&events, position).unwrap();
+            g.apply(&events, position, true).unwrap();
         }
         // Price changes replace documents: the old ones stay in their segments, deleted.
         let mut events = Vec::new();
@@ -304,7 +304,7 @@ mod tests {
                 }),
             ));
         }
-        g.apply(&events, position).unwrap();
+        g.apply(&events, position, true).unwrap();
         // Stock for some: "in stock" differs between documents and between versions of one.
         let mut events = Vec::new();
         for _ in 0..200 {
@@ -324,7 +324,7 @@ mod tests {
                 }),
             ));
         }
-        g.apply(&events, position).unwrap();
+        g.apply(&events, position, true).unwrap();
 
         let mut compared = 0;
         for round in 0..120 {
