@@ -14,6 +14,7 @@ use emporium_domain::{Event, OrderEvent};
 use emporium_event_store::{on_db, Db, Envelope};
 use serde::Serialize;
 
+use crate::rows::{self, V};
 use crate::{table, Projection, Result, Tx};
 
 pub struct Analytics;
@@ -107,13 +108,52 @@ impl Projection for Analytics {
     }
 
     async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
+        self.apply_batch(tx, gen, std::slice::from_ref(event)).await
+    }
+
+    /// The rows applying the events one by one would leave, written table by table: one
+    /// statement per table per batch, so a step costs a handful of statements however many
+    /// checkouts it covers (one by one, a checkout was about fifteen).
+    async fn apply_batch(&self, tx: &mut Tx, gen: i64, events: &[Envelope<Event>]) -> Result<()> {
+        let mut batch = Batch::default();
+        for event in events {
+            batch.add(event);
+        }
+        batch.write(tx, gen).await
+    }
+}
+
+/// An order's status changes in a batch, folded: the last status, and each time stamp as
+/// its last event set it.
+#[derive(Default)]
+struct StatusChange {
+    status: Option<&'static str>,
+    confirmed_at: Option<i64>,
+    rejected_at: Option<i64>,
+    cancelled_at: Option<i64>,
+}
+
+/// A batch's rows per table, in the order the statements need them.
+#[derive(Default)]
+struct Batch<'a> {
+    /// merchant id, commission rate (the first registration stands).
+    merchants: Vec<V<'a>>,
+    /// order id, customer, status, total, currency, line count, placed at.
+    orders: Vec<V<'a>>,
+    /// order id, merchant, gross, currency: the commission needs the rate, read once.
+    parts: Vec<(&'a str, &'a str, i64, &'static str)>,
+    /// order id, sku, qty, net, currency.
+    lines: Vec<V<'a>>,
+    status: BTreeMap<&'a str, StatusChange>,
+    /// The last quantity per (order, sku, warehouse).
+    allocations: BTreeMap<(&'a str, &'a str, &'a str), i64>,
+    /// The last levels per (warehouse, sku).
+    stock: BTreeMap<(&'a str, &'a str), (i64, i64, i64)>,
+}
+
+impl<'a> Batch<'a> {
+    fn add(&mut self, event: &'a Envelope<Event>) {
         let at = event.recorded_at.timestamp_millis();
-        let (o, l, a, st) = (
-            table(ORDERS, gen),
-            table(LINES, gen),
-            table(ALLOCATIONS, gen),
-            table(STOCK, gen),
-        );
         let id = event.aggregate_id.as_str();
         match &event.payload {
             Event::Order(OrderEvent::OrderPlaced {
@@ -122,20 +162,15 @@ impl Projection for Analytics {
                 total,
                 ..
             }) => {
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {o} (order_id, customer_id, status, total_minor, currency,
-                       line_count, placed_at) VALUES ($1, $2, 'pending', $3, $4, $5, $6)
-                     ON CONFLICT (order_id) DO NOTHING"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(id).bind(customer_id.as_str()).bind(total.amount_minor())
-                        .bind(total.currency().as_str()).bind(lines.len() as i64).bind(at)
-                        .execute(&mut **c).await?.rows_affected()
-                });
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {l} (order_id, sku, qty, line_total_minor, currency)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, sku) DO NOTHING"
-                ));
+                self.orders.extend([
+                    V::S(id),
+                    V::S(customer_id.as_str()),
+                    V::S("pending"),
+                    V::I(total.amount_minor()),
+                    V::S(total.currency().as_str()),
+                    V::I(lines.len() as i64),
+                    V::I(at),
+                ]);
                 // Each merchant's part: its lines net of discounts, and the commission at
                 // its rate now (rounded down per part; the house pays none).
                 let mut parts: BTreeMap<&str, i64> = BTreeMap::new();
@@ -147,99 +182,60 @@ impl Projection for Analytics {
                         .as_ref()
                         .map_or(emporium_domain::merchant::HOUSE, |m| m.as_str());
                     *parts.entry(m).or_default() += net;
+                    // Revenue per product is what was charged for it: the line less its
+                    // discount.
+                    self.lines.extend([
+                        V::S(id),
+                        V::S(line.sku.as_str()),
+                        V::I(i64::from(line.qty.get())),
+                        V::I(net),
+                        V::S(line.line_total.currency().as_str()),
+                    ]);
                 }
-                let (pt, mt) = (table(PARTS, gen), table(MERCHANTS, gen));
-                let rate_sql = tx.sql(&format!(
-                    "SELECT commission_bps FROM {mt} WHERE merchant_id = $1"
-                ));
-                let part_sql = tx.sql(&format!(
-                    "INSERT INTO {pt} (order_id, merchant_id, gross_minor, commission_minor, currency)
-                     VALUES ($1, $2, $3, $4, $5) ON CONFLICT (order_id, merchant_id) DO NOTHING"
-                ));
-                for (merchant, gross) in parts {
-                    let bps: Option<i64> = crate::on_tx!(tx, c => sqlx::query_scalar(&rate_sql)
-                        .bind(merchant).fetch_optional(&mut **c).await?);
-                    let commission =
-                        i64::try_from(i128::from(gross) * i128::from(bps.unwrap_or(0)) / 10_000)
-                            .unwrap_or(i64::MAX);
-                    crate::on_tx!(tx, c => {
-                        sqlx::query(&part_sql).bind(id).bind(merchant).bind(gross).bind(commission)
-                            .bind(total.currency().as_str()).execute(&mut **c).await?.rows_affected()
-                    });
-                }
-                for line in lines {
-                    // Revenue per product is what was charged for it: the line less its discount.
-                    let net = line.line_total.amount_minor()
-                        - line.discount.map_or(0, |d| d.amount_minor());
-                    crate::on_tx!(tx, c => {
-                        sqlx::query(&sql).bind(id).bind(line.sku.as_str()).bind(i64::from(line.qty.get()))
-                            .bind(net).bind(line.line_total.currency().as_str())
-                            .execute(&mut **c).await?.rows_affected()
-                    });
-                }
+                let currency = total.currency().as_str();
+                self.parts.extend(
+                    parts
+                        .into_iter()
+                        .map(|(merchant, gross)| (id, merchant, gross, currency)),
+                );
             }
             Event::Order(OrderEvent::OrderConfirmed { allocation, .. }) => {
-                let sql = tx.sql(&format!(
-                    "UPDATE {o} SET status = 'confirmed', confirmed_at = $1 WHERE order_id = $2"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(at).bind(id).execute(&mut **c).await?.rows_affected()
-                });
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {a} (order_id, sku, warehouse_id, qty) VALUES ($1, $2, $3, $4)
-                     ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET qty = excluded.qty"
-                ));
+                let s = self.status.entry(id).or_default();
+                s.status = Some("confirmed");
+                s.confirmed_at = Some(at);
                 for part in allocation {
-                    crate::on_tx!(tx, c => {
-                        sqlx::query(&sql).bind(id).bind(part.sku.as_str()).bind(part.warehouse_id.as_str())
-                            .bind(i64::from(part.qty.get())).execute(&mut **c).await?.rows_affected()
-                    });
+                    self.allocations.insert(
+                        (id, part.sku.as_str(), part.warehouse_id.as_str()),
+                        i64::from(part.qty.get()),
+                    );
                 }
             }
-            Event::Order(
-                e @ (OrderEvent::OrderRejected { .. } | OrderEvent::OrderCancelled { .. }),
-            ) => {
-                let (status, column) = if matches!(e, OrderEvent::OrderRejected { .. }) {
-                    ("rejected", "rejected_at")
-                } else {
-                    ("cancelled", "cancelled_at")
-                };
-                let sql = tx.sql(&format!(
-                    "UPDATE {o} SET status = '{status}', {column} = $1 WHERE order_id = $2"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(at).bind(id).execute(&mut **c).await?.rows_affected()
-                });
+            Event::Order(OrderEvent::OrderRejected { .. }) => {
+                let s = self.status.entry(id).or_default();
+                s.status = Some("rejected");
+                s.rejected_at = Some(at);
             }
-            Event::Order(
-                e
-                @ (OrderEvent::OrderHeldForReview { .. } | OrderEvent::OrderReviewApproved { .. }),
-            ) => {
-                let status = if matches!(e, OrderEvent::OrderHeldForReview { .. }) {
-                    "under_review"
-                } else {
-                    "pending"
-                };
-                let sql = tx.sql(&format!(
-                    "UPDATE {o} SET status = '{status}' WHERE order_id = $1"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(id).execute(&mut **c).await?.rows_affected()
-                });
+            Event::Order(OrderEvent::OrderCancelled { .. }) => {
+                let s = self.status.entry(id).or_default();
+                s.status = Some("cancelled");
+                s.cancelled_at = Some(at);
+            }
+            Event::Order(OrderEvent::OrderHeldForReview { .. }) => {
+                self.status.entry(id).or_default().status = Some("under_review");
+            }
+            Event::Order(OrderEvent::OrderReviewApproved { .. }) => {
+                self.status.entry(id).or_default().status = Some("pending");
             }
             Event::StockItem(e) => {
                 let (warehouse_id, sku, levels) = e.levels();
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {st} (warehouse_id, sku, on_hand, reserved, available)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (warehouse_id, sku) DO UPDATE SET on_hand = excluded.on_hand,
-                       reserved = excluded.reserved, available = excluded.available"
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(warehouse_id.as_str()).bind(sku.as_str())
-                        .bind(levels.on_hand as i64).bind(levels.reserved as i64)
-                        .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
-                });
+                self.stock.insert(
+                    (warehouse_id.as_str(), sku.as_str()),
+                    (
+                        levels.on_hand as i64,
+                        levels.reserved as i64,
+                        levels.available as i64,
+                    ),
+                );
             }
             // Shipping and returns leave an order `confirmed` here (checked out, not
             // cancelled); money actually taken is the fulfilment read model's.
@@ -253,19 +249,145 @@ impl Projection for Analytics {
                 commission_bps,
                 ..
             }) => {
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {} (merchant_id, commission_bps) VALUES ($1, $2)
-                     ON CONFLICT (merchant_id) DO NOTHING",
-                    table(MERCHANTS, gen)
-                ));
-                crate::on_tx!(tx, c => {
-                    sqlx::query(&sql).bind(merchant_id.as_str()).bind(i64::from(*commission_bps))
-                        .execute(&mut **c).await?.rows_affected()
-                });
+                self.merchants
+                    .extend([V::S(merchant_id.as_str()), V::I(i64::from(*commission_bps))]);
             }
             Event::Promotion(_) => {}
         }
-        Ok(())
+    }
+
+    async fn write(self, tx: &mut Tx, gen: i64) -> Result<()> {
+        let (o, l, a, st) = (
+            table(ORDERS, gen),
+            table(LINES, gen),
+            table(ALLOCATIONS, gen),
+            table(STOCK, gen),
+        );
+        let (pt, mt) = (table(PARTS, gen), table(MERCHANTS, gen));
+        rows::insert(
+            tx,
+            &format!("INSERT INTO {mt} (merchant_id, commission_bps)"),
+            "ON CONFLICT (merchant_id) DO NOTHING",
+            2,
+            &self.merchants,
+        )
+        .await?;
+        rows::insert(
+            tx,
+            &format!(
+                "INSERT INTO {o} (order_id, customer_id, status, total_minor, currency, \
+                 line_count, placed_at)"
+            ),
+            "ON CONFLICT (order_id) DO NOTHING",
+            7,
+            &self.orders,
+        )
+        .await?;
+        if !self.parts.is_empty() {
+            let merchants: std::collections::BTreeSet<&str> =
+                self.parts.iter().map(|(_, m, _, _)| *m).collect();
+            let merchants: Vec<&str> = merchants.into_iter().collect();
+            let rates: Vec<(String, i64)> = rows::select_in(
+                tx,
+                &format!("SELECT merchant_id, commission_bps FROM {mt}"),
+                "merchant_id",
+                &merchants,
+            )
+            .await?;
+            let rates: BTreeMap<String, i64> = rates.into_iter().collect();
+            let mut values = Vec::with_capacity(self.parts.len() * 5);
+            for (order, merchant, gross, currency) in &self.parts {
+                let bps = rates.get(*merchant).copied().unwrap_or(0);
+                let commission = i64::try_from(i128::from(*gross) * i128::from(bps) / 10_000)
+                    .unwrap_or(i64::MAX);
+                values.extend([
+                    V::S(order),
+                    V::S(merchant),
+                    V::I(*gross),
+                    V::I(commission),
+                    V::S(currency),
+                ]);
+            }
+            rows::insert(
+                tx,
+                &format!(
+                    "INSERT INTO {pt} (order_id, merchant_id, gross_minor, commission_minor, currency)"
+                ),
+                "ON CONFLICT (order_id, merchant_id) DO NOTHING",
+                5,
+                &values,
+            )
+            .await?;
+        }
+        rows::insert(
+            tx,
+            &format!("INSERT INTO {l} (order_id, sku, qty, line_total_minor, currency)"),
+            "ON CONFLICT (order_id, sku) DO NOTHING",
+            5,
+            &self.lines,
+        )
+        .await?;
+        let status: Vec<V> = self
+            .status
+            .iter()
+            .flat_map(|(id, s)| {
+                [
+                    V::S(id),
+                    V::S(s.status.unwrap_or("")),
+                    V::O(s.confirmed_at),
+                    V::O(s.rejected_at),
+                    V::O(s.cancelled_at),
+                ]
+            })
+            .collect();
+        rows::from_values(
+            tx,
+            &format!(
+                "UPDATE {o} SET status = v.column2, \
+                 confirmed_at = COALESCE(v.column3, confirmed_at), \
+                 rejected_at = COALESCE(v.column4, rejected_at), \
+                 cancelled_at = COALESCE(v.column5, cancelled_at) FROM"
+            ),
+            &format!("WHERE {o}.order_id = v.column1"),
+            5,
+            &status,
+        )
+        .await?;
+        let allocations: Vec<V> = self
+            .allocations
+            .iter()
+            .flat_map(|((id, sku, w), qty)| [V::S(id), V::S(sku), V::S(w), V::I(*qty)])
+            .collect();
+        rows::insert(
+            tx,
+            &format!("INSERT INTO {a} (order_id, sku, warehouse_id, qty)"),
+            "ON CONFLICT (order_id, sku, warehouse_id) DO UPDATE SET qty = excluded.qty",
+            4,
+            &allocations,
+        )
+        .await?;
+        let stock: Vec<V> = self
+            .stock
+            .iter()
+            .flat_map(|((w, sku), (on_hand, reserved, available))| {
+                [
+                    V::S(w),
+                    V::S(sku),
+                    V::I(*on_hand),
+                    V::I(*reserved),
+                    V::I(*available),
+                ]
+            })
+            .collect();
+        rows::insert(
+            tx,
+            &format!("INSERT INTO {st} (warehouse_id, sku, on_hand, reserved, available)"),
+            "ON CONFLICT (warehouse_id, sku) DO UPDATE SET on_hand = excluded.on_hand, \
+             reserved = excluded.reserved, available = excluded.available",
+            5,
+            &stock,
+        )
+        .await
     }
 }
 

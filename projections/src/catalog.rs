@@ -12,6 +12,7 @@ use emporium_domain::{Event, ProductEvent};
 use emporium_event_store::{on_db, Db, Envelope};
 use serde::Serialize;
 
+use crate::rows::{self, V};
 use crate::{table, Projection, Result, Tx};
 
 pub struct Catalog;
@@ -87,29 +88,52 @@ impl Projection for Catalog {
         self.apply_batch(tx, gen, std::slice::from_ref(event)).await
     }
 
-    /// Per event as `apply` would, except that a product's stock totals are refreshed once
+    /// Per event as `apply` would, except that stock rows are written once per batch with
+    /// their last levels, in one statement, and a product's stock totals are refreshed once
     /// per batch for each SKU whose stock changed, not once per stock event.
     async fn apply_batch(&self, tx: &mut Tx, gen: i64, events: &[Envelope<Event>]) -> Result<()> {
         let mut touched = std::collections::BTreeSet::new();
+        let mut stock = BTreeMap::new();
         for event in events {
-            apply_one(tx, gen, event, &mut touched).await?;
+            apply_one(tx, gen, event, &mut touched, &mut stock).await?;
         }
-        for sku in touched {
-            refresh_totals(tx, gen, &sku).await?;
-        }
-        Ok(())
+        let rows: Vec<V> = stock
+            .iter()
+            .flat_map(|((sku, w), (on_hand, reserved, available))| {
+                [
+                    V::S(sku),
+                    V::S(w),
+                    V::I(*on_hand),
+                    V::I(*reserved),
+                    V::I(*available),
+                ]
+            })
+            .collect();
+        let st = table(STOCK, gen);
+        rows::insert(
+            tx,
+            &format!("INSERT INTO {st} (sku, warehouse_id, on_hand, reserved, available)"),
+            "ON CONFLICT (sku, warehouse_id) DO UPDATE SET on_hand = excluded.on_hand, \
+             reserved = excluded.reserved, available = excluded.available",
+            5,
+            &rows,
+        )
+        .await?;
+        let touched: Vec<&str> = touched.iter().map(String::as_str).collect();
+        refresh_totals(tx, gen, &touched).await
     }
 }
 
-/// One event's rows; the SKUs whose totals must be refreshed go into `touched`.
-async fn apply_one(
+/// One event's rows; the SKUs whose totals must be refreshed go into `touched`, stock
+/// levels into `stock` (the last per SKU and warehouse), written by the caller.
+async fn apply_one<'a>(
     tx: &mut Tx,
     gen: i64,
-    event: &Envelope<Event>,
+    event: &'a Envelope<Event>,
     touched: &mut std::collections::BTreeSet<String>,
+    stock: &mut BTreeMap<(&'a str, &'a str), (i64, i64, i64)>,
 ) -> Result<()> {
     let p = table(PRODUCTS, gen);
-    let st = table(STOCK, gen);
     match &event.payload {
         Event::Product(ProductEvent::ProductCreated {
             sku,
@@ -169,17 +193,14 @@ async fn apply_one(
         }
         Event::StockItem(e) => {
             let (warehouse_id, sku, levels) = e.levels();
-            let sql = tx.sql(&format!(
-                "INSERT INTO {st} (sku, warehouse_id, on_hand, reserved, available)
-                     VALUES ($1, $2, $3, $4, $5)
-                     ON CONFLICT (sku, warehouse_id) DO UPDATE SET on_hand = excluded.on_hand,
-                       reserved = excluded.reserved, available = excluded.available"
-            ));
-            crate::on_tx!(tx, c => {
-                sqlx::query(&sql).bind(sku.as_str()).bind(warehouse_id.as_str())
-                    .bind(levels.on_hand as i64).bind(levels.reserved as i64)
-                    .bind(levels.available as i64).execute(&mut **c).await?.rows_affected()
-            });
+            stock.insert(
+                (sku.as_str(), warehouse_id.as_str()),
+                (
+                    levels.on_hand as i64,
+                    levels.reserved as i64,
+                    levels.available as i64,
+                ),
+            );
             touched.insert(sku.to_string());
         }
         Event::Warehouse(_)
@@ -192,19 +213,42 @@ async fn apply_one(
     Ok(())
 }
 
-async fn refresh_totals(tx: &mut Tx, gen: i64, sku: &str) -> Result<()> {
+/// Sets each of `skus`' stock totals to the sum over its warehouses, in one statement (per
+/// bind-limit chunk on SQLite). Only SKUs with stock rows change; the others keep 0.
+async fn refresh_totals(tx: &mut Tx, gen: i64, skus: &[&str]) -> Result<()> {
     let p = table(PRODUCTS, gen);
     let st = table(STOCK, gen);
-    let sql = tx.sql(&format!(
-        "UPDATE {p} SET
-           on_hand = (SELECT COALESCE(SUM(on_hand), 0) FROM {st} WHERE sku = $1),
-           reserved = (SELECT COALESCE(SUM(reserved), 0) FROM {st} WHERE sku = $1),
-           available = (SELECT COALESCE(SUM(available), 0) FROM {st} WHERE sku = $1)
-         WHERE sku = $1"
-    ));
-    crate::on_tx!(tx, c => {
-        sqlx::query(&sql).bind(sku).execute(&mut **c).await?.rows_affected()
-    });
+    let statement = |keys: &str| {
+        format!(
+            "UPDATE {p} SET on_hand = t.on_hand, reserved = t.reserved, available = t.available
+             FROM (SELECT sku, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved,
+                          SUM(available) AS available
+                   FROM {st} WHERE sku {keys} GROUP BY sku) AS t
+             WHERE {p}.sku = t.sku"
+        )
+    };
+    if skus.is_empty() {
+        return Ok(());
+    }
+    match tx {
+        Tx::Pg(c) => {
+            sqlx::query(&statement("= ANY($1::text[])"))
+                .bind(skus)
+                .execute(&mut **c)
+                .await?;
+        }
+        Tx::Lite(c) => {
+            for chunk in skus.chunks(10_000) {
+                let params: Vec<String> = (1..=chunk.len()).map(|i| format!("?{i}")).collect();
+                let sql = statement(&format!("IN ({})", params.join(", ")));
+                let mut q = sqlx::query(&sql);
+                for sku in chunk {
+                    q = q.bind(*sku);
+                }
+                q.execute(&mut **c).await?;
+            }
+        }
+    }
     Ok(())
 }
 

@@ -19,6 +19,7 @@ pub mod analytics;
 pub mod catalog;
 pub mod fulfilment;
 pub mod notifications;
+mod rows;
 pub mod runner;
 pub mod search;
 pub mod timeline;

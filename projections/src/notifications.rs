@@ -16,6 +16,9 @@ use emporium_domain::Event;
 use emporium_event_store::{Db, Envelope};
 use serde_json::json;
 
+use std::collections::{BTreeMap, BTreeSet};
+
+use crate::rows::{self, V};
 use crate::{Projection, Result, Tx};
 
 pub struct Notifications;
@@ -89,123 +92,178 @@ impl Projection for Notifications {
         ]
     }
 
-    async fn apply(&self, tx: &mut Tx, _gen: i64, event: &Envelope<Event>) -> Result<()> {
-        match &event.payload {
-            Event::Merchant(MerchantEvent::MerchantRegistered {
-                merchant_id,
-                webhook_url: Some(url),
-                ..
-            }) => {
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {WEBHOOKS} (merchant_id, url) VALUES ($1, $2) \
-                     ON CONFLICT (merchant_id) DO NOTHING"
-                ));
-                crate::on_tx!(tx, c => sqlx::query(&sql).bind(merchant_id.as_str()).bind(url)
-                    .execute(&mut **c).await?.rows_affected());
-            }
-            Event::Product(ProductEvent::ProductCreated {
-                sku,
-                merchant_id: Some(m),
-                ..
-            }) => {
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {PRODUCTS} (sku, merchant_id) VALUES ($1, $2) \
-                     ON CONFLICT (sku) DO NOTHING"
-                ));
-                crate::on_tx!(tx, c => sqlx::query(&sql).bind(sku.as_str()).bind(m.as_str())
-                    .execute(&mut **c).await?.rows_affected());
-            }
-            Event::Order(e) => {
-                let status = status_after(e);
-                let order_id = e.order_id().to_string();
-                let merchants: Vec<String> = if let OrderEvent::OrderPlaced { lines, .. } = e {
-                    // One lookup for all lines; orders are bounded (API.md), so is the list.
-                    let params: Vec<String> = (1..=lines.len()).map(|i| format!("${i}")).collect();
-                    let sql = tx.sql(&format!(
-                        "SELECT DISTINCT w.merchant_id FROM {PRODUCTS} p JOIN {WEBHOOKS} w \
-                         ON w.merchant_id = p.merchant_id WHERE p.sku IN ({}) \
-                         ORDER BY w.merchant_id",
-                        params.join(", ")
-                    ));
-                    let found: Vec<String> = if lines.is_empty() {
-                        Vec::new()
-                    } else {
-                        crate::on_tx!(tx, c => {
-                            let mut q = sqlx::query_scalar(&sql);
-                            for line in lines {
-                                q = q.bind(line.sku.as_str());
-                            }
-                            q.fetch_all(&mut **c).await?
-                        })
-                    };
-                    // Orders without a merchant webhook, most of them, leave no row: a
-                    // missing row reads as "no merchants" below.
-                    if !found.is_empty() {
-                        let sql = tx.sql(&format!(
-                            "INSERT INTO {ORDERS} (order_id, merchants) VALUES ($1, $2) \
-                             ON CONFLICT (order_id) DO NOTHING"
-                        ));
-                        crate::on_tx!(tx, c => sqlx::query(&sql).bind(&order_id).bind(found.join(" "))
-                            .execute(&mut **c).await?.rows_affected());
-                    }
-                    found
-                } else {
-                    let sql = tx.sql(&format!(
-                        "SELECT merchants FROM {ORDERS} WHERE order_id = $1"
-                    ));
-                    let m: Option<String> = crate::on_tx!(tx, c => sqlx::query_scalar(&sql)
-                        .bind(&order_id).fetch_optional(&mut **c).await?);
-                    m.unwrap_or_default()
-                        .split_whitespace()
-                        .map(str::to_string)
-                        .collect()
-                };
-                let body = json!({
-                    "notification_id": event.event_id,
-                    "type": format!("order.{status}"),
-                    "order_id": order_id,
-                    "status": status.as_str(),
-                    "event_type": event.event_type,
-                    "position": event.position,
-                    "occurred_at": event.recorded_at,
-                })
-                .to_string();
-                let subject = format!("order.{status}");
-                let due = event.recorded_at.timestamp_millis();
-                let targets: Vec<String> = std::iter::once("nats".to_string())
-                    .chain(merchants.iter().map(|m| format!("webhook:{m}")))
-                    .collect();
-                // One statement for all of the event's rows.
-                let rows: Vec<String> = (0..targets.len())
-                    .map(|i| {
-                        let k = 5 * i;
-                        format!(
-                            "(${}, ${}, ${}, ${}, ${}, ${})",
-                            k + 1,
-                            k + 2,
-                            k + 3,
-                            k + 4,
-                            k + 5,
-                            targets.len() * 5 + 1
-                        )
-                    })
-                    .collect();
-                let sql = tx.sql(&format!(
-                    "INSERT INTO {OUTBOX} (id, target, subject, body, position, next_attempt_at) \
-                     VALUES {} ON CONFLICT (id, target) DO NOTHING",
-                    rows.join(", ")
-                ));
-                let id = event.event_id.to_string();
-                crate::on_tx!(tx, c => {
-                    let mut q = sqlx::query(&sql);
-                    for target in &targets {
-                        q = q.bind(&id).bind(target).bind(&subject).bind(&body).bind(event.position);
-                    }
-                    q.bind(due).execute(&mut **c).await?.rows_affected()
-                });
-            }
-            _ => {}
-        }
-        Ok(())
+    async fn apply(&self, tx: &mut Tx, gen: i64, event: &Envelope<Event>) -> Result<()> {
+        self.apply_batch(tx, gen, std::slice::from_ref(event)).await
     }
+
+    /// What applying the events one by one writes, with each run of order events between
+    /// merchant and product changes written together: one lookup of the merchants of the
+    /// orders placed in it, one of those placed before, one insert of outbox rows.
+    async fn apply_batch(&self, tx: &mut Tx, _gen: i64, events: &[Envelope<Event>]) -> Result<()> {
+        let mut run: Vec<(&Envelope<Event>, &OrderEvent)> = Vec::new();
+        for event in events {
+            match &event.payload {
+                Event::Order(e) => run.push((event, e)),
+                Event::Merchant(MerchantEvent::MerchantRegistered {
+                    merchant_id,
+                    webhook_url: Some(url),
+                    ..
+                }) => {
+                    write_orders(tx, &run).await?;
+                    run.clear();
+                    let sql = tx.sql(&format!(
+                        "INSERT INTO {WEBHOOKS} (merchant_id, url) VALUES ($1, $2) \
+                         ON CONFLICT (merchant_id) DO NOTHING"
+                    ));
+                    crate::on_tx!(tx, c => sqlx::query(&sql).bind(merchant_id.as_str()).bind(url)
+                        .execute(&mut **c).await?.rows_affected());
+                }
+                Event::Product(ProductEvent::ProductCreated {
+                    sku,
+                    merchant_id: Some(m),
+                    ..
+                }) => {
+                    write_orders(tx, &run).await?;
+                    run.clear();
+                    let sql = tx.sql(&format!(
+                        "INSERT INTO {PRODUCTS} (sku, merchant_id) VALUES ($1, $2) \
+                         ON CONFLICT (sku) DO NOTHING"
+                    ));
+                    crate::on_tx!(tx, c => sqlx::query(&sql).bind(sku.as_str()).bind(m.as_str())
+                        .execute(&mut **c).await?.rows_affected());
+                }
+                _ => {}
+            }
+        }
+        write_orders(tx, &run).await
+    }
+}
+
+/// The outbox rows of a run of order events: the order's merchants with webhooks are
+/// fixed when it is placed (from its lines' products) and read back for its later events.
+async fn write_orders(tx: &mut Tx, run: &[(&Envelope<Event>, &OrderEvent)]) -> Result<()> {
+    if run.is_empty() {
+        return Ok(());
+    }
+    let skus: BTreeSet<&str> = run
+        .iter()
+        .filter_map(|(_, e)| match e {
+            OrderEvent::OrderPlaced { lines, .. } => Some(lines.iter().map(|l| l.sku.as_str())),
+            _ => None,
+        })
+        .flatten()
+        .collect();
+    let mut sellers: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let skus: Vec<&str> = skus.into_iter().collect();
+    let found: Vec<(String, String)> = rows::select_in(
+        tx,
+        &format!(
+            "SELECT p.sku, w.merchant_id FROM {PRODUCTS} p JOIN {WEBHOOKS} w \
+             ON w.merchant_id = p.merchant_id"
+        ),
+        "p.sku",
+        &skus,
+    )
+    .await?;
+    for (sku, merchant) in found {
+        sellers.entry(sku).or_default().push(merchant);
+    }
+    // Each order's merchants with webhooks, in merchant order.
+    let mut merchants: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    let mut placed_rows: Vec<String> = Vec::new();
+    for (_, e) in run {
+        if let OrderEvent::OrderPlaced { lines, .. } = e {
+            let found: BTreeSet<&String> = lines
+                .iter()
+                .filter_map(|l| sellers.get(l.sku.as_str()))
+                .flatten()
+                .collect();
+            let found: Vec<String> = found.into_iter().cloned().collect();
+            // Orders without a merchant webhook, most of them, leave no row: a missing row
+            // reads as "no merchants" below.
+            if !found.is_empty() {
+                placed_rows.push(e.order_id().to_string());
+                placed_rows.push(found.join(" "));
+            }
+            merchants.insert(e.order_id().to_string(), found);
+        }
+    }
+    let placed: Vec<V> = placed_rows.iter().map(|s| V::S(s)).collect();
+    rows::insert(
+        tx,
+        &format!("INSERT INTO {ORDERS} (order_id, merchants)"),
+        "ON CONFLICT (order_id) DO NOTHING",
+        2,
+        &placed,
+    )
+    .await?;
+    let earlier: BTreeSet<String> = run
+        .iter()
+        .map(|(_, e)| e.order_id().to_string())
+        .filter(|id| !merchants.contains_key(id))
+        .collect();
+    let earlier: Vec<&str> = earlier.iter().map(String::as_str).collect();
+    let found: Vec<(String, String)> = rows::select_in(
+        tx,
+        &format!("SELECT order_id, merchants FROM {ORDERS}"),
+        "order_id",
+        &earlier,
+    )
+    .await?;
+    for (id, m) in found {
+        merchants.insert(id, m.split_whitespace().map(str::to_string).collect());
+    }
+    // One row per (event, target): NATS, and each of the order's merchants.
+    let mut texts: Vec<[String; 4]> = Vec::new();
+    let mut numbers: Vec<(i64, i64)> = Vec::new();
+    for (event, e) in run {
+        let status = status_after(e);
+        let order_id = e.order_id().to_string();
+        let body = json!({
+            "notification_id": event.event_id,
+            "type": format!("order.{status}"),
+            "order_id": order_id,
+            "status": status.as_str(),
+            "event_type": event.event_type,
+            "position": event.position,
+            "occurred_at": event.recorded_at,
+        })
+        .to_string();
+        let subject = format!("order.{status}");
+        let due = event.recorded_at.timestamp_millis();
+        let id = event.event_id.to_string();
+        let targets = std::iter::once("nats".to_string()).chain(
+            merchants
+                .get(&order_id)
+                .into_iter()
+                .flatten()
+                .map(|m| format!("webhook:{m}")),
+        );
+        for target in targets {
+            texts.push([id.clone(), target, subject.clone(), body.clone()]);
+            numbers.push((event.position, due));
+        }
+    }
+    let outbox: Vec<V> = texts
+        .iter()
+        .zip(&numbers)
+        .flat_map(|([id, target, subject, body], (position, due))| {
+            [
+                V::S(id),
+                V::S(target),
+                V::S(subject),
+                V::S(body),
+                V::I(*position),
+                V::I(*due),
+            ]
+        })
+        .collect();
+    rows::insert(
+        tx,
+        &format!("INSERT INTO {OUTBOX} (id, target, subject, body, position, next_attempt_at)"),
+        "ON CONFLICT (id, target) DO NOTHING",
+        6,
+        &outbox,
+    )
+    .await
 }
