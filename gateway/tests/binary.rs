@@ -666,6 +666,7 @@ async fn migrate_creates_every_crates_tables_on_both_backends() {
         20261207000002,
         20261207000003,
         20261207000004,
+        20261207000005,
     ];
     assert_eq!(
         migrate_twice_creates_every_crates_tables(None).await,

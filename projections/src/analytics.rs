@@ -340,7 +340,7 @@ impl<'a> Batch<'a> {
                 ]
             })
             .collect();
-        rows::from_values(
+        rows::update_from(
             tx,
             &format!(
                 "UPDATE {o} SET status = v.column2, \
@@ -348,7 +348,7 @@ impl<'a> Batch<'a> {
                  rejected_at = COALESCE(v.column4, rejected_at), \
                  cancelled_at = COALESCE(v.column5, cancelled_at) FROM"
             ),
-            &format!("WHERE {o}.order_id = v.column1"),
+            &format!("{o}.order_id"),
             5,
             &status,
         )

@@ -218,13 +218,15 @@ async fn apply_one<'a>(
 async fn refresh_totals(tx: &mut Tx, gen: i64, skus: &[&str]) -> Result<()> {
     let p = table(PRODUCTS, gen);
     let st = table(STOCK, gen);
+    // The key list is repeated for the products: the planner would otherwise join the
+    // sums to the whole table by scanning it.
     let statement = |keys: &str| {
         format!(
             "UPDATE {p} SET on_hand = t.on_hand, reserved = t.reserved, available = t.available
              FROM (SELECT sku, SUM(on_hand) AS on_hand, SUM(reserved) AS reserved,
                           SUM(available) AS available
                    FROM {st} WHERE sku {keys} GROUP BY sku) AS t
-             WHERE {p}.sku = t.sku"
+             WHERE {p}.sku = t.sku AND {p}.sku {keys}"
         )
     };
     if skus.is_empty() {

@@ -48,21 +48,22 @@ pub(crate) async fn insert(
     run(tx, width, rows, Shape::Insert { head, tail }).await
 }
 
-/// Like [`insert`], for a statement that reads the rows as a table `v` with columns
-/// `column1`, `column2`... (`UPDATE ... FROM`): `{head} <rows> AS v {tail}`.
-pub(crate) async fn from_values(
+/// Like [`insert`], for an `UPDATE {target} SET ... FROM` that reads the rows as a table
+/// `v` with columns `column1`, `column2`...: `{head} <rows> AS v WHERE {key} = v.column1`,
+/// where `key` is the target's (indexed, text) key column, qualified.
+pub(crate) async fn update_from(
     tx: &mut Tx,
     head: &str,
-    tail: &str,
+    key: &str,
     width: usize,
     rows: &[V<'_>],
 ) -> Result<()> {
-    run(tx, width, rows, Shape::From { head, tail }).await
+    run(tx, width, rows, Shape::UpdateFrom { head, key }).await
 }
 
 enum Shape<'s> {
     Insert { head: &'s str, tail: &'s str },
-    From { head: &'s str, tail: &'s str },
+    UpdateFrom { head: &'s str, key: &'s str },
 }
 
 async fn run(tx: &mut Tx, width: usize, rows: &[V<'_>], shape: Shape<'_>) -> Result<()> {
@@ -89,9 +90,15 @@ async fn run(tx: &mut Tx, width: usize, rows: &[V<'_>], shape: Shape<'_>) -> Res
                 Shape::Insert { head, tail } => {
                     format!("{head} SELECT * FROM UNNEST({casts}) {tail}")
                 }
-                Shape::From { head, tail } => {
+                Shape::UpdateFrom { head, key } => {
                     let names: Vec<String> = (1..=width).map(|i| format!("column{i}")).collect();
-                    format!("{head} UNNEST({casts}) AS v({}) {tail}", names.join(", "))
+                    // The planner guesses 100 rows for UNNEST and would join by scanning the
+                    // whole target table; the key array itself makes it look rows up by key.
+                    format!(
+                        "{head} UNNEST({casts}) AS v({}) WHERE {key} = v.column1 \
+                         AND {key} = ANY($1::text[])",
+                        names.join(", ")
+                    )
                 }
             };
             let mut q = sqlx::query(&sql);
@@ -109,7 +116,9 @@ async fn run(tx: &mut Tx, width: usize, rows: &[V<'_>], shape: Shape<'_>) -> Res
                 let values = values(chunk.len() / width, width);
                 let sql = match shape {
                     Shape::Insert { head, tail } => format!("{head} VALUES {values} {tail}"),
-                    Shape::From { head, tail } => format!("{head} (VALUES {values}) AS v {tail}"),
+                    Shape::UpdateFrom { head, key } => {
+                        format!("{head} (VALUES {values}) AS v WHERE {key} = v.column1")
+                    }
                 }
                 .replace('$', "?");
                 let mut q = sqlx::query(&sql);

@@ -98,15 +98,19 @@ impl FraudScreen for RulesScreen {
             f.shipping_region.as_str(),
         );
         // The order itself is left out, so a resumed checkout scores it as the first run did.
+        // Each question reads at most what it needs (the first earlier order, the first in
+        // the region, up to `velocity_max` recent ones), never a customer's whole history.
         let sql = db.sql(
-            "SELECT COUNT(*), \
-                    COALESCE(SUM(CASE WHEN placed_at >= $3 THEN 1 ELSE 0 END), 0), \
-                    COALESCE(SUM(CASE WHEN region = $4 THEN 1 ELSE 0 END), 0) \
-             FROM fraud_screenings WHERE customer_id = $1 AND order_id <> $2",
+            "SELECT \
+               EXISTS (SELECT 1 FROM fraud_screenings WHERE customer_id = $1 AND order_id <> $2), \
+               (SELECT COUNT(*) FROM (SELECT 1 FROM fraud_screenings \
+                  WHERE customer_id = $1 AND order_id <> $2 AND placed_at >= $3 LIMIT $5) AS r), \
+               EXISTS (SELECT 1 FROM fraud_screenings \
+                  WHERE customer_id = $1 AND order_id <> $2 AND region = $4)",
         );
-        let (earlier, recent, same_region): (i64, i64, i64) = on_db!(db, pool => {
+        let (earlier, recent, same_region): (bool, i64, bool) = on_db!(db, pool => {
             sqlx::query_as(&sql).bind(customer).bind(&oid).bind(since).bind(region)
-                .fetch_one(pool).await.map_err(err)?
+                .bind(i64::from(r.velocity_max)).fetch_one(pool).await.map_err(err)?
         });
         let mut score: u32 = 0;
         let mut reasons = Vec::new();
@@ -119,18 +123,18 @@ impl FraudScreen for RulesScreen {
                 r.high_value_minor
             ));
         }
-        if earlier == 0 {
+        if !earlier {
             score += u32::from(r.new_customer_points);
             reasons.push("new customer".to_string());
         }
         if recent >= i64::from(r.velocity_max) {
             score += u32::from(r.velocity_points);
             reasons.push(format!(
-                "{recent} orders from this customer in the last {} s",
+                "{recent} or more orders from this customer in the last {} s",
                 r.velocity_window.as_secs()
             ));
         }
-        if earlier > 0 && same_region == 0 {
+        if earlier && !same_region {
             score += u32::from(r.region_mismatch_points);
             reasons.push(format!(
                 "shipping region {region} not used by this customer before"

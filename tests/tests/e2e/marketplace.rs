@@ -36,6 +36,7 @@ on_both_backends!(
     discounts_split_exactly_show_on_the_order_and_refuse_what_does_not_apply,
     a_held_order_waits_for_review_and_approval_confirms_it,
     rejection_and_the_review_timeout_release_stock_and_void_payment,
+    the_rules_screen_scores_each_signal_from_a_long_history,
 );
 
 async fn stocked(app: &TestApp, products: &[(&str, i64, &str)]) {
@@ -594,6 +595,91 @@ async fn rejection_and_the_review_timeout_release_stock_and_void_payment(backend
         rejection["metadata"]["actor"], "system:fraud-review",
         "{rejection}"
     );
+}
+
+/// Each of the rules screen's signals, for a customer with a long history: a new customer,
+/// none for a repeat customer in a region used before, a region never used (after 60
+/// orders elsewhere), more than five orders in the window; and a re-screen of an order
+/// answers as its first screen did.
+async fn the_rules_screen_scores_each_signal_from_a_long_history(backend: Backend) {
+    use emporium_domain::values::{CustomerId, Money, OrderId, Region};
+    use emporium_sagas::fraud::ScreenFacts;
+    use emporium_sagas::{FraudRules, FraudScreen, RulesScreen};
+    let app = TestApp::spawn(backend).await;
+    let screen = RulesScreen::new(
+        app.store.db().clone(),
+        FraudRules {
+            // Orders older than the window are seeded below; only the last ones count.
+            velocity_window: Duration::from_secs(600),
+            ..FraudRules::default()
+        },
+    );
+    let facts = |customer: &str, region: &str, order: OrderId| ScreenFacts {
+        order_id: order,
+        customer_id: CustomerId::parse(customer).unwrap(),
+        total: Money::new(
+            1_000,
+            emporium_domain::values::Currency::parse("EUR").unwrap(),
+        )
+        .unwrap(),
+        shipping_region: Region::parse(region).unwrap(),
+    };
+    let first = OrderId::new();
+    let s = screen
+        .screen(&facts("c-long", "eu-west", first))
+        .await
+        .unwrap();
+    assert_eq!((s.score, s.reasons.len()), (15, 1), "{s:?}");
+    assert!(s.reasons[0].contains("new customer"), "{s:?}");
+    // 60 earlier orders in eu-west, placed long before the window.
+    let sql = app.store.db().sql(
+        "INSERT INTO fraud_screenings (order_id, customer_id, region, placed_at, score) \
+         VALUES ($1, 'c-long', 'eu-west', $2, 0)",
+    );
+    for i in 0..60 {
+        let id = OrderId::new().to_string();
+        on_db!(app.store.db(), pool => {
+            sqlx::query(&sql).bind(&id).bind(1_000 + i).execute(pool).await.unwrap().rows_affected()
+        });
+    }
+    let s = screen
+        .screen(&facts("c-long", "eu-west", OrderId::new()))
+        .await
+        .unwrap();
+    assert_eq!(s.score, 0, "{s:?}");
+    let s = screen
+        .screen(&facts("c-long", "us-east", OrderId::new()))
+        .await
+        .unwrap();
+    assert_eq!(s.score, 25, "{s:?}");
+    assert!(s.reasons[0].contains("us-east"), "{s:?}");
+    // In the window now: the first, the two above; two more keep it at five or fewer
+    // earlier ones, the next is the sixth.
+    for _ in 0..2 {
+        let s = screen
+            .screen(&facts("c-long", "eu-west", OrderId::new()))
+            .await
+            .unwrap();
+        assert_eq!(s.score, 0, "{s:?}");
+    }
+    let sixth = OrderId::new();
+    let s = screen
+        .screen(&facts("c-long", "eu-west", sixth))
+        .await
+        .unwrap();
+    assert_eq!(s.score, 30, "{s:?}");
+    assert!(s.reasons[0].contains("5 or more orders"), "{s:?}");
+    let again = screen
+        .screen(&facts("c-long", "eu-west", sixth))
+        .await
+        .unwrap();
+    assert_eq!(again, s, "a re-screen answers as the first did");
+    // Another customer is new whatever c-long did.
+    let s = screen
+        .screen(&facts("c-other", "us-east", OrderId::new()))
+        .await
+        .unwrap();
+    assert_eq!(s.score, 15, "{s:?}");
 }
 
 /// A merchant's webhook endpoint that refuses the first three deliveries of every
