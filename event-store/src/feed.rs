@@ -9,7 +9,8 @@
 //! trigger stamps under the single-writer lock. Either way a position, once visible, never changes and nothing can
 //! appear below it later, so "read after cursor" never skips and never repeats.
 
-use std::sync::Arc;
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use emporium_domain::Event;
@@ -25,6 +26,9 @@ const SEQUENCER_LOCK: i64 = 0x454D_504F_5249_5531;
 /// Rows stamped per step: bounded so one step's transaction stays short.
 const STAMP_BATCH: i64 = 10_000;
 
+/// Decoded events kept per process at most (about 10 MB at checkout's event sizes).
+const RECENT_MAX: usize = 10_000;
+
 /// Reads the global feed. Cheap to clone.
 #[derive(Clone)]
 pub struct Feed {
@@ -32,6 +36,61 @@ pub struct Feed {
     appended: Arc<Notify>,
     poll_interval: Duration,
     upcasters: Upcasters,
+    recent: Arc<Mutex<Recent>>,
+}
+
+/// The latest events this process read as domain events, decoded, at consecutive
+/// positions. Every projection of an engine follows the same positions a moment apart; each
+/// used to read and decode every event itself. A position's event never changes once it is
+/// visible, so a copy is as good as a read.
+#[derive(Default)]
+struct Recent {
+    events: VecDeque<Arc<Envelope<Event>>>,
+}
+
+impl Recent {
+    /// The cached events after `after`, at most `limit`; `None` unless the cache holds the
+    /// event right after `after`.
+    fn after(&self, after: i64, limit: usize) -> Option<Vec<Arc<Envelope<Event>>>> {
+        let lo = self.events.front()?.position;
+        let hi = self.events.back()?.position;
+        if after < lo - 1 || after >= hi {
+            return None;
+        }
+        let start = usize::try_from(after + 1 - lo).ok()?;
+        Some(
+            self.events
+                .iter()
+                .skip(start)
+                .take(limit)
+                .cloned()
+                .collect(),
+        )
+    }
+
+    /// Keeps what a read after `after` returned when it continues the cache, or starts the
+    /// cache over when the read is ahead of it (a read behind it, a rebuild's, is left out).
+    fn keep(&mut self, after: i64, read: &[Envelope<Event>]) {
+        let hi = self.events.back().map(|e| e.position);
+        match hi {
+            Some(hi) if after < hi => return,
+            Some(hi) if after > hi => self.events.clear(),
+            _ => {}
+        }
+        let mut expected = after + 1;
+        for e in read {
+            if e.position != expected {
+                // Not consecutive (cannot happen on a gap-free feed): trust none of it.
+                self.events.clear();
+                return;
+            }
+            self.events.push_back(Arc::new(e.clone()));
+            expected += 1;
+        }
+        while self.events.len() > RECENT_MAX {
+            self.events.pop_front();
+        }
+    }
 }
 
 impl Feed {
@@ -41,11 +100,19 @@ impl Feed {
             appended,
             poll_interval: Duration::from_millis(50),
             upcasters: Upcasters::engine(),
+            recent: Arc::default(),
         }
     }
 
     pub(crate) fn set_upcasters(&mut self, upcasters: Upcasters) {
         self.upcasters = upcasters;
+        // Events decoded by other upcasters are not this feed's.
+        self.recent = Arc::default();
+    }
+
+    fn recent(&self) -> std::sync::MutexGuard<'_, Recent> {
+        // A panic while holding it leaves at worst a shorter cache.
+        self.recent.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The upcasters typed reads go through.
@@ -68,6 +135,17 @@ impl Feed {
         let Db::Postgres(pool) = &self.db else {
             return Ok(0);
         };
+        // Engines stamp their appends at insert, so there is usually nothing to do: one
+        // look at the (then empty) work list instead of a locking transaction per read.
+        // A row committed just after the look waits for the next read, as it would have
+        // waited for the next step had it been committed just after the step's snapshot.
+        let waiting: bool =
+            sqlx::query_scalar("SELECT EXISTS (SELECT 1 FROM events WHERE feed_position IS NULL)")
+                .fetch_one(pool)
+                .await?;
+        if !waiting {
+            return Ok(0);
+        }
         // The step runs as its own task: a caller dropped mid-way (a client that hung up, a
         // `select!`) must never cancel it inside `BEGIN` (see `store::begin_postgres`), and
         // once it holds the sequencer lock it should finish its batch.
@@ -126,10 +204,17 @@ impl Feed {
         after: i64,
         limit: i64,
     ) -> Result<Vec<Envelope<Event>>, StoreError> {
+        let cached = self.recent().after(after, limit.max(1) as usize);
+        if let Some(cached) = cached {
+            return Ok(cached.iter().map(|e| (**e).clone()).collect());
+        }
         let raw = self.read_after_raw(after, limit).await?;
-        raw.iter()
+        let events: Vec<Envelope<Event>> = raw
+            .iter()
             .map(|e| self.upcasters.decode_any(e).map_err(StoreError::from))
-            .collect()
+            .collect::<Result<_, _>>()?;
+        self.recent().keep(after, &events);
+        Ok(events)
     }
 
     /// At most `limit` events of the given aggregate types among the next `window` positions
@@ -143,6 +228,22 @@ impl Feed {
         limit: i64,
         types: &[&str],
     ) -> Result<(Vec<Envelope<Event>>, i64), StoreError> {
+        let cached = self.recent().after(after, window.max(1) as usize);
+        if let Some(cached) = cached {
+            let limit = limit.max(1) as usize;
+            let mut covered = cached.last().map_or(after, |e| e.position);
+            let mut events = Vec::new();
+            for e in &cached {
+                if types.contains(&e.aggregate_type.as_str()) {
+                    events.push((**e).clone());
+                    if events.len() >= limit {
+                        covered = e.position;
+                        break;
+                    }
+                }
+            }
+            return Ok((events, covered));
+        }
         // Positions are dense and committed in order, so every one up to the head is visible.
         let to = self.head().await?.min(after.saturating_add(window.max(1)));
         if to <= after {
@@ -338,5 +439,64 @@ impl Subscription {
                 () = tokio::time::sleep(self.feed.poll_interval) => {}
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use emporium_domain::values::Sku;
+    use emporium_domain::{Event, ProductEvent};
+
+    use super::{Recent, RECENT_MAX};
+    use crate::{Envelope, EventMetadata};
+
+    fn at(position: i64) -> Envelope<Event> {
+        Envelope {
+            position,
+            event_id: uuid::Uuid::new_v4(),
+            aggregate_type: "Product".into(),
+            aggregate_id: "SKU-1".into(),
+            sequence: position,
+            event_type: "ProductDiscontinued".into(),
+            event_version: "1.0".into(),
+            payload: Event::Product(ProductEvent::ProductDiscontinued {
+                sku: Sku::parse("SKU-1").unwrap(),
+            }),
+            metadata: EventMetadata::system("test"),
+            recorded_at: chrono::Utc::now(),
+        }
+    }
+
+    fn positions(events: Option<Vec<std::sync::Arc<Envelope<Event>>>>) -> Option<Vec<i64>> {
+        events.map(|e| e.iter().map(|e| e.position).collect())
+    }
+
+    #[test]
+    fn the_cache_serves_only_what_it_holds_without_a_gap() {
+        let mut r = Recent::default();
+        assert_eq!(positions(r.after(0, 10)), None);
+        r.keep(10, &[at(11), at(12), at(13)]);
+        assert_eq!(positions(r.after(10, 10)), Some(vec![11, 12, 13]));
+        assert_eq!(positions(r.after(11, 1)), Some(vec![12]));
+        // Nothing after its last, nothing before its first.
+        assert_eq!(positions(r.after(13, 10)), None);
+        assert_eq!(positions(r.after(9, 10)), None);
+        // A read that continues it is kept; one behind it (a rebuild) is not.
+        r.keep(13, &[at(14)]);
+        r.keep(0, &[at(1), at(2)]);
+        assert_eq!(positions(r.after(10, 10)), Some(vec![11, 12, 13, 14]));
+        // A read ahead of it starts it over.
+        r.keep(20, &[at(21), at(22)]);
+        assert_eq!(positions(r.after(13, 10)), None);
+        assert_eq!(positions(r.after(20, 10)), Some(vec![21, 22]));
+        // A read with a hole is not trusted at all.
+        r.keep(22, &[at(23), at(25)]);
+        assert_eq!(positions(r.after(20, 10)), None);
+        // Bounded.
+        let many: Vec<_> = (1..=(RECENT_MAX as i64 + 5)).map(at).collect();
+        r.keep(0, &many);
+        assert_eq!(r.events.len(), RECENT_MAX);
+        assert_eq!(positions(r.after(4, 1)), None);
+        assert_eq!(positions(r.after(5, 1)), Some(vec![6]));
     }
 }
