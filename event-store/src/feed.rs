@@ -77,15 +77,13 @@ impl Recent {
             Some(hi) if after > hi => self.events.clear(),
             _ => {}
         }
-        let mut expected = after + 1;
-        for e in read {
+        for (expected, e) in (after + 1..).zip(read) {
             if e.position != expected {
                 // Not consecutive (cannot happen on a gap-free feed): trust none of it.
                 self.events.clear();
                 return;
             }
             self.events.push_back(Arc::new(e.clone()));
-            expected += 1;
         }
         while self.events.len() > RECENT_MAX {
             self.events.pop_front();
