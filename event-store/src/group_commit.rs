@@ -57,6 +57,10 @@ pub(crate) struct GroupCommit {
     /// every connection given back to its pool, a round trip per batch; kept here, a
     /// healthy connection goes straight to the next batch.
     spare: Mutex<Vec<sqlx::pool::PoolConnection<sqlx::Postgres>>>,
+    /// Dropped with this: ends the task that gives the spare connections back when the
+    /// pool is closed, so that they are closed with it (a closed pool closes what comes
+    /// back) and nothing writes through a closed pool.
+    _closing: Option<oneshot::Sender<()>>,
 }
 
 /// What group commit has done since the store was opened (benchmarks, tests).
@@ -87,7 +91,12 @@ impl GroupCommit {
             Db::Sqlite(_) => 1,
             Db::Postgres(_) => writers.max(1),
         };
-        Arc::new(Self {
+        let (closing, dropped) = oneshot::channel::<()>();
+        let close = match &db {
+            Db::Postgres(pool) => Some(pool.close_event()),
+            Db::Sqlite(_) => None,
+        };
+        let this = Arc::new(Self {
             db,
             queue: Mutex::new(Vec::new()),
             slots: Arc::new(Semaphore::new(writers)),
@@ -97,7 +106,28 @@ impl GroupCommit {
             sealed: std::sync::atomic::AtomicBool::new(true),
             seals: LastSeals::new(),
             spare: Mutex::new(Vec::new()),
-        })
+            _closing: Some(closing),
+        });
+        if let (Some(close), Ok(runtime)) = (close, tokio::runtime::Handle::try_current()) {
+            let weak = Arc::downgrade(&this);
+            runtime.spawn(async move {
+                tokio::select! {
+                    () = close => {
+                        if let Some(this) = weak.upgrade() {
+                            this.give_back_spares();
+                        }
+                    }
+                    _ = dropped => {}
+                }
+            });
+        }
+        this
+    }
+
+    fn give_back_spares(&self) {
+        if let Ok(mut spare) = self.spare.lock() {
+            spare.clear();
+        }
     }
 
     pub(crate) fn set_sealing(&self, on: bool) {
@@ -206,6 +236,10 @@ impl GroupCommit {
                         if healthy {
                             if let Ok(mut spare) = self.spare.lock() {
                                 spare.push(conn);
+                            }
+                            // Closed meanwhile: this one goes back (and is closed) too.
+                            if pool.is_closed() {
+                                self.give_back_spares();
                             }
                         }
                         results

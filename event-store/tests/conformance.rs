@@ -633,6 +633,42 @@ async fn appends_that_arrive_together_share_a_write_and_a_stale_one_fails_alone(
     );
 }
 
+/// The group-commit writers keep their connection between batches; closing the pool (a
+/// shutdown, a benchmark between phases) still closes every connection while the store
+/// lives, and an append after the close is refused instead of using a kept connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn closing_the_pool_takes_back_the_writers_connections() {
+    let db = TestDatabase::create().await;
+    let store = db.store(4).await;
+    for i in 0..20 {
+        store
+            .execute::<Counter>(&format!("c{i}"), CounterCommand::Increment(1), &meta("k"))
+            .await
+            .unwrap();
+    }
+    let Db::Postgres(pool) = store.db().clone() else {
+        panic!("a Postgres store");
+    };
+    assert!(pool.size() > pool.num_idle() as u32, "a writer keeps one");
+    tokio::time::timeout(Duration::from_secs(10), pool.close())
+        .await
+        .expect("the pool closes");
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while pool.size() > 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{} connections still open after the close",
+            pool.size()
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let after = store
+        .repository()
+        .persist::<Counter>(&[counter_event("late", 1, 1)], None)
+        .await;
+    assert!(after.is_err(), "{after:?}");
+}
+
 /// Transactions opened with `begin_postgres` and abandoned at any point (the caller
 /// cancelled while `BEGIN` is on the wire, or dropping the open transaction) never leave
 /// the pool's connection inside a transaction: the next autocommit statement on it runs on
