@@ -206,13 +206,22 @@ impl Feed {
         if let Some(cached) = cached {
             return Ok(cached.iter().map(|e| (**e).clone()).collect());
         }
-        let raw = self.read_after_raw(after, limit).await?;
-        let events: Vec<Envelope<Event>> = raw
-            .iter()
-            .map(|e| self.upcasters.decode_any(e).map_err(StoreError::from))
-            .collect::<Result<_, _>>()?;
+        let events = self.read_events_stored(after, limit).await?;
         self.recent().keep(after, &events);
         Ok(events)
+    }
+
+    /// Like [`Feed::read_events`], always from the store and decoded now, never from what
+    /// this process decoded before: what a rebuild from the log reads.
+    pub async fn read_events_stored(
+        &self,
+        after: i64,
+        limit: i64,
+    ) -> Result<Vec<Envelope<Event>>, StoreError> {
+        let raw = self.read_after_raw(after, limit).await?;
+        raw.iter()
+            .map(|e| self.upcasters.decode_any(e).map_err(StoreError::from))
+            .collect()
     }
 
     /// At most `limit` events of the given aggregate types among the next `window` positions

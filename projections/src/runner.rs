@@ -279,7 +279,7 @@ pub async fn rebuild(
     let mut position = 0;
     loop {
         let head = store.feed().head().await?;
-        let events = store.feed().read_events(position, 2000).await?;
+        let events = store.feed().read_events_stored(position, 2000).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
@@ -295,7 +295,7 @@ pub async fn rebuild(
     let mut tx = Tx::begin(db).await?;
     let (_, live_position) = lock(&mut tx, projection.name()).await?;
     loop {
-        let events = store.feed().read_events(position, 2000).await?;
+        let events = store.feed().read_events_stored(position, 2000).await?;
         let Some(last) = events.last().map(|e| e.position) else {
             break;
         };
