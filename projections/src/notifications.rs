@@ -214,8 +214,8 @@ async fn write_orders(tx: &mut Tx, run: &[(&Envelope<Event>, &OrderEvent)]) -> R
         merchants.insert(id, m.split_whitespace().map(str::to_string).collect());
     }
     // One row per (event, target): NATS, and each of the order's merchants.
-    let mut texts: Vec<[String; 4]> = Vec::new();
-    let mut numbers: Vec<(i64, i64)> = Vec::new();
+    // (id, target, subject, body), position, due.
+    let mut rows_out: Vec<([String; 4], i64, i64)> = Vec::new();
     for (event, e) in run {
         let status = status_after(e);
         let order_id = e.order_id().to_string();
@@ -240,14 +240,16 @@ async fn write_orders(tx: &mut Tx, run: &[(&Envelope<Event>, &OrderEvent)]) -> R
                 .map(|m| format!("webhook:{m}")),
         );
         for target in targets {
-            texts.push([id.clone(), target, subject.clone(), body.clone()]);
-            numbers.push((event.position, due));
+            rows_out.push((
+                [id.clone(), target, subject.clone(), body.clone()],
+                event.position,
+                due,
+            ));
         }
     }
-    let outbox: Vec<V> = texts
+    let outbox: Vec<V> = rows_out
         .iter()
-        .zip(&numbers)
-        .flat_map(|([id, target, subject, body], (position, due))| {
+        .flat_map(|([id, target, subject, body], position, due)| {
             [
                 V::S(id),
                 V::S(target),
