@@ -258,6 +258,16 @@ impl Subscriber for NatsSubscriber {
     }
 }
 
+/// How far the in-process consumer `name` has recorded its progress through the feed
+/// (`None` before its first record).
+pub async fn checkpoint(store: &Store, name: &str) -> Result<Option<i64>, BusError> {
+    let db = store.db();
+    let sql = db.sql("SELECT position FROM consumer_checkpoints WHERE name = $1");
+    Ok(on_db!(db, pool => {
+        sqlx::query_scalar(&sql).bind(name).fetch_optional(pool).await?
+    }))
+}
+
 /// The embedded mode's bus: the global feed with a durable per-consumer cursor.
 pub struct LocalSubscriber {
     store: Store,
@@ -280,15 +290,14 @@ const SAVE_EVERY: i64 = 256;
 
 impl LocalSubscriber {
     pub async fn open(store: Store, config: SubscriberConfig) -> Result<Self, BusError> {
-        let db = store.db();
-        let sql = db.sql("SELECT position FROM consumer_checkpoints WHERE name = $1");
-        let cursor: Option<i64> = on_db!(db, pool => {
-            sqlx::query_scalar(&sql).bind(&config.name).fetch_optional(pool).await?
-        });
-        let feed = store
+        let cursor = checkpoint(&store, &config.name).await?;
+        let mut feed = store
             .feed()
             .subscribe(cursor.unwrap_or(0))
             .with_batch_size(500);
+        if let Some(t) = &config.aggregate_type {
+            feed = feed.of_types(&[t.as_str()]);
+        }
         let start = cursor.unwrap_or(0);
         Ok(Self {
             store,
@@ -378,6 +387,9 @@ impl Subscriber for LocalSubscriber {
         }
         loop {
             if self.buffer.is_empty() {
+                // Everything handed out is settled, so the cursor may pass what the feed
+                // read covered, the other types' events included.
+                self.acked = self.acked.max(self.feed.cursor());
                 // About to wait for the feed: write what was acked first.
                 if self.acked > self.saved.0 {
                     self.save().await?;

@@ -3,6 +3,7 @@
 //! the engine itself. It lives here because the events table is this crate's.
 
 use sqlx::PgPool;
+use uuid::Uuid;
 
 use crate::StoreError;
 
@@ -179,6 +180,12 @@ pub async fn create_baseline_tables(pool: &PgPool) -> Result<(), StoreError> {
 /// for an order and release it again, alternately, with the levels each would announce
 /// (`on_hand` units, 1 or 0 reserved). Ends with nothing reserved when `count` is even. Lets a
 /// benchmark measure commands on items with a long past.
+///
+/// The rows are written as the engine's own appends would leave them: stamped with their
+/// feed positions at insert (under the sequencer's lock, so the feed stays gap-free) and
+/// sealed on the stream's chain. Rows left for the sequencer to stamp would each be updated
+/// once more, and until a vacuum every feed read would walk past their dead index entries: a
+/// cost of bulk loading around the engine, not of a long history.
 pub async fn prior_reservations(
     pool: &PgPool,
     warehouse_id: &str,
@@ -187,30 +194,98 @@ pub async fn prior_reservations(
     after: i64,
     count: i64,
 ) -> Result<(), StoreError> {
-    sqlx::query(
-        "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, event_version,
-                             payload, metadata)
-         SELECT 'StockItem', $1 || ':' || $2, $4 + i,
-                CASE WHEN i % 2 = 1 THEN 'StockReserved' ELSE 'StockReservationReleased' END,
-                '1.0',
-                jsonb_build_object(
-                    CASE WHEN i % 2 = 1 THEN 'StockReserved' ELSE 'StockReservationReleased' END,
-                    jsonb_build_object(
-                        'warehouse_id', $1, 'sku', $2,
-                        'order_id', md5($1 || $2 || ((i + 1) / 2)::text)::uuid,
-                        'qty', 1, 'on_hand', $3,
-                        'reserved', i % 2, 'available', $3 - i % 2)),
-                jsonb_build_object('actor', 'system:bench', 'request_id', 'seed',
-                                   'correlation_id', 'seed', 'causation_id', 'seed')
-           FROM generate_series(1::bigint, $5::bigint) AS i",
+    const CHUNK: i64 = 5_000;
+    let id = format!("{warehouse_id}:{sku}");
+    let mut tx = crate::store::begin_postgres(pool).await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(crate::feed::SEQUENCER_LOCK)
+        .execute(&mut *tx)
+        .await?;
+    let base: i64 = sqlx::query_scalar("SELECT COALESCE(MAX(feed_position), 0) FROM events")
+        .fetch_one(&mut *tx)
+        .await?;
+    let prev: Option<Option<Vec<u8>>> = sqlx::query_scalar(
+        "SELECT chain_hash FROM events WHERE aggregate_type = 'StockItem' \
+           AND aggregate_id = $1 AND sequence = $2",
     )
-    .bind(warehouse_id)
-    .bind(sku)
-    .bind(on_hand)
+    .bind(&id)
     .bind(after)
-    .bind(count)
-    .execute(pool)
+    .fetch_optional(&mut *tx)
     .await?;
+    let mut prev: [u8; 32] = match prev.flatten() {
+        Some(h) => h
+            .try_into()
+            .map_err(|_| StoreError::Decode("a seal is not 32 bytes".into()))?,
+        None if after == 0 => [0; 32],
+        None => return Err(StoreError::Decode(format!("{id}@{after} is not sealed"))),
+    };
+    let now = chrono::Utc::now();
+    let micros = now.timestamp_micros();
+    let recorded_at = chrono::DateTime::from_timestamp_micros(micros).unwrap_or(now);
+    let metadata = serde_json::json!({"actor": "system:bench", "request_id": "seed",
+        "correlation_id": "seed", "causation_id": "seed"});
+    let canonical_metadata = crate::audit::canonical_json(&metadata);
+    let mut i = 1;
+    while i <= count {
+        let last = (i + CHUNK - 1).min(count);
+        let (mut seqs, mut etypes, mut payloads, mut ids, mut positions, mut seals) =
+            (vec![], vec![], vec![], vec![], vec![], vec![]);
+        for n in i..=last {
+            let event_type = if n % 2 == 1 {
+                "StockReserved"
+            } else {
+                "StockReservationReleased"
+            };
+            let order = Uuid::new_v5(
+                &Uuid::NAMESPACE_OID,
+                format!("{id}:{}", (n + 1) / 2).as_bytes(),
+            );
+            let payload = serde_json::json!({ event_type: {
+                "warehouse_id": warehouse_id, "sku": sku, "order_id": order, "qty": 1,
+                "on_hand": on_hand, "reserved": n % 2, "available": on_hand - n % 2 }});
+            let event_id = Uuid::now_v7();
+            let position = base + n;
+            let canonical = crate::audit::canonical(
+                "StockItem",
+                &id,
+                after + n,
+                event_type,
+                "1.0",
+                &event_id.to_string(),
+                micros,
+                &crate::audit::canonical_json(&payload),
+                &canonical_metadata,
+            );
+            prev = crate::audit::seal(&prev, position, canonical.as_bytes());
+            seqs.push(after + n);
+            etypes.push(event_type);
+            payloads.push(payload);
+            ids.push(event_id);
+            positions.push(position);
+            seals.push(prev.to_vec());
+        }
+        sqlx::query(
+            "INSERT INTO events (aggregate_type, aggregate_id, sequence, event_type, \
+                                 event_version, payload, metadata, event_id, recorded_at, \
+                                 feed_position, chain_hash) \
+             SELECT 'StockItem', $1, u.s, u.t, '1.0', u.p, $2, u.e, $3, u.f, u.h \
+               FROM UNNEST($4::bigint[], $5::text[], $6::jsonb[], $7::uuid[], $8::bigint[], \
+                           $9::bytea[]) AS u(s, t, p, e, f, h)",
+        )
+        .bind(&id)
+        .bind(&metadata)
+        .bind(recorded_at)
+        .bind(&seqs)
+        .bind(&etypes)
+        .bind(&payloads)
+        .bind(&ids)
+        .bind(&positions)
+        .bind(&seals)
+        .execute(&mut *tx)
+        .await?;
+        i = last + 1;
+    }
+    tx.commit().await?;
     Ok(())
 }
 

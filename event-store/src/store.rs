@@ -116,6 +116,9 @@ pub struct Store {
     upcasters: Upcasters,
     /// Aggregates with their version, so a command replays nothing.
     cache: Arc<AggregateCache>,
+    /// Whether loads start from snapshots and long streams get them (off under custom
+    /// upcasters: a snapshot holds state folded through the engine's own).
+    snapshots: bool,
 }
 
 /// Aggregates kept in memory with their version: `(A, usize)` behind `Any`, by type and id.
@@ -169,6 +172,15 @@ fn entry_ref<A: 'static>(entry: &CacheEntry) -> &(A, usize) {
 /// sale, open orders) stay, the cold ones are replayed when next needed.
 const CACHED_AGGREGATES: usize = 100_000;
 
+/// A snapshot of an aggregate is written when its stream has grown this many events past
+/// the last one (by commands, or found by a replay or catch-up): a cold load then reads the
+/// snapshot and fewer events than this, however long the history.
+pub const SNAPSHOT_EVERY: usize = 500;
+
+/// The snapshots' format. Bump it when an aggregate's state or its `apply` changes meaning:
+/// older snapshots are then passed over and their streams replayed (and snapshotted anew).
+const SNAPSHOT_FORMAT: i64 = 1;
+
 impl Store {
     /// Opens (and migrates) the store described by `config`.
     pub async fn open(config: &StoreConfig) -> Result<Self, StoreError> {
@@ -201,6 +213,7 @@ impl Store {
             locks,
             upcasters: Upcasters::engine(),
             cache: Arc::new(AggregateCache::new(CACHED_AGGREGATES)),
+            snapshots: true,
         }
     }
 
@@ -210,8 +223,9 @@ impl Store {
     pub fn with_upcasters(mut self, upcasters: Upcasters) -> Self {
         self.feed.set_upcasters(upcasters.clone());
         self.upcasters = upcasters;
-        // Cached aggregates were built with the old upcasters.
+        // Cached aggregates were built with the old upcasters, and so were snapshots.
         self.cache = Arc::new(AggregateCache::new(CACHED_AGGREGATES));
+        self.snapshots = false;
         self
     }
 
@@ -356,11 +370,22 @@ impl Store {
             };
             match self.repo.persist::<A>(&serialized, None).await {
                 Ok(()) => {
-                    self.remember::<A>(id, decided, version + events.len());
+                    let now = version + events.len();
+                    if now / SNAPSHOT_EVERY > version / SNAPSHOT_EVERY {
+                        self.save_snapshot(id, &decided, now);
+                    }
+                    self.remember::<A>(id, decided, now);
                     break Ok(());
                 }
                 Err(PersistenceError::OptimisticLockError) if attempt < MAX_ATTEMPTS => {
-                    self.forget::<A>(id);
+                    // Another writer appended first: the copy is brought up to date with
+                    // the events after its version, not replayed from the stream's start
+                    // (which, for a hot item with a long history, is most of the cost).
+                    let mut current = state.get().clone();
+                    match self.catch_up::<A>(id, &mut current, &mut version).await {
+                        Ok(_) => self.remember::<A>(id, current, version),
+                        Err(_) => self.forget::<A>(id),
+                    }
                     metrics::counter!("emporium_command_retries_total", "aggregate" => A::TYPE)
                         .increment(1);
                     // Jitter spreads retries of writers that collided at the same moment.
@@ -449,10 +474,71 @@ impl Store {
         id: &str,
         until: Option<AsOf>,
     ) -> Result<(A, usize), LoadFailure> {
+        // A snapshot is a start only for a load of the present; a snapshot that no longer
+        // decodes is passed over and the stream replayed from its start.
+        let mut use_snapshot = self.snapshots && until.is_none();
+        loop {
+            match self.fold::<A>(id, until, use_snapshot).await? {
+                Some(done) => return Ok(done),
+                None => use_snapshot = false,
+            }
+        }
+    }
+
+    /// One read of the stream (from its latest snapshot when `use_snapshot`), folded; `None`
+    /// when the snapshot did not decode.
+    async fn fold<A: Aggregate>(
+        &self,
+        id: &str,
+        until: Option<AsOf>,
+        use_snapshot: bool,
+    ) -> Result<Option<(A, usize)>, LoadFailure> {
         // On Postgres the seal comes along so that the next append to this stream need not
-        // read it (the embedded store reads seals in its own append).
+        // read it (the embedded store reads seals in its own append). The snapshot, if
+        // any, is the row with an empty event type, sorted before the event it ends at
+        // (read too, for its seal).
         type Row = (i64, String, String, String, Option<Vec<u8>>);
         let rows: Result<Vec<Row>, sqlx::Error> = match &self.db {
+            Db::Postgres(pool) if use_snapshot => {
+                sqlx::query_as(
+                    "WITH s AS (SELECT last_sequence, payload FROM snapshots \
+                                 WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                                   AND current_snapshot = $3 \
+                                 ORDER BY last_sequence DESC LIMIT 1) \
+                     SELECT last_sequence AS sequence, '' AS event_type, '' AS event_version, \
+                            payload::text AS payload, NULL::bytea AS chain_hash FROM s \
+                     UNION ALL \
+                     SELECT sequence, event_type, event_version, payload::text, chain_hash \
+                       FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                        AND sequence >= COALESCE((SELECT last_sequence FROM s), 0) \
+                     ORDER BY sequence, event_type",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .bind(SNAPSHOT_FORMAT)
+                .fetch_all(pool)
+                .await
+            }
+            Db::Sqlite(pool) if use_snapshot => {
+                sqlx::query_as(
+                    "WITH s AS (SELECT last_sequence, payload FROM snapshots \
+                                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
+                                   AND current_snapshot = ?3 \
+                                 ORDER BY last_sequence DESC LIMIT 1) \
+                     SELECT last_sequence AS sequence, '' AS event_type, '' AS event_version, \
+                            payload, NULL AS chain_hash FROM s \
+                     UNION ALL \
+                     SELECT sequence, event_type, event_version, payload, NULL \
+                       FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
+                        AND sequence >= COALESCE((SELECT last_sequence FROM s), 0) \
+                     ORDER BY sequence, event_type",
+                )
+                .bind(A::TYPE)
+                .bind(id)
+                .bind(SNAPSHOT_FORMAT)
+                .fetch_all(pool)
+                .await
+            }
             Db::Postgres(pool) => {
                 let bound = match until {
                     None => "",
@@ -505,9 +591,27 @@ impl Store {
         };
         let mut aggregate = A::default();
         let mut version = 0;
+        let mut snapshot_at = 0;
         let mut last_seal = None;
         for (sequence, event_type, event_version, payload, seal) in rows {
+            if event_type.is_empty() {
+                match serde_json::from_str::<A>(&payload) {
+                    Ok(state) => aggregate = state,
+                    Err(e) => {
+                        tracing::warn!(aggregate = A::TYPE, id, error = %e,
+                            "a snapshot does not decode; replaying the stream");
+                        return Ok(None);
+                    }
+                }
+                version = sequence as usize;
+                snapshot_at = version;
+                continue;
+            }
             last_seal = seal;
+            if snapshot_at > 0 && sequence as usize <= snapshot_at {
+                // The event the snapshot ends at: read for its seal, already folded in.
+                continue;
+            }
             let event: A::Event = if upcasters
                 .iter()
                 .any(|u| u.can_upcast(&event_type, &event_version))
@@ -537,7 +641,79 @@ impl Store {
         if let (None, Some(seal)) = (until, last_seal) {
             self.repo.remember_seal(A::TYPE, id, version as i64, &seal);
         }
-        Ok((aggregate, version))
+        // A replay passed over an undecodable snapshot writes a good one in its place.
+        if until.is_none() && version - snapshot_at >= SNAPSHOT_EVERY {
+            self.save_snapshot(id, &aggregate, version);
+        }
+        Ok(Some((aggregate, version)))
+    }
+
+    /// Writes a snapshot of `aggregate` at `version` in the background (the command or
+    /// load that asked goes on) and drops the stream's older ones. A lost snapshot costs
+    /// only a longer replay; one older than the latest is never written over it.
+    fn save_snapshot<A: Aggregate>(&self, id: &str, aggregate: &A, version: usize) {
+        if !self.snapshots {
+            return;
+        }
+        let payload = match serde_json::to_value(aggregate) {
+            Ok(p) => p,
+            Err(e) => {
+                tracing::warn!(aggregate = A::TYPE, id, error = %e, "a snapshot does not encode");
+                return;
+            }
+        };
+        let (db, id, version) = (self.db.clone(), id.to_string(), version as i64);
+        tokio::spawn(async move {
+            let insert = db.sql(
+                "INSERT INTO snapshots (aggregate_type, aggregate_id, last_sequence, \
+                 current_snapshot, payload) VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING",
+            );
+            let prune = db.sql(
+                "DELETE FROM snapshots WHERE aggregate_type = $1 AND aggregate_id = $2 \
+                 AND last_sequence < $3",
+            );
+            let written: Result<(), sqlx::Error> = async {
+                match &db {
+                    Db::Postgres(pool) => {
+                        sqlx::query(&insert)
+                            .bind(A::TYPE)
+                            .bind(&id)
+                            .bind(version)
+                            .bind(SNAPSHOT_FORMAT)
+                            .bind(&payload)
+                            .execute(pool)
+                            .await?;
+                        sqlx::query(&prune)
+                            .bind(A::TYPE)
+                            .bind(&id)
+                            .bind(version)
+                            .execute(pool)
+                            .await?;
+                    }
+                    Db::Sqlite(pool) => {
+                        sqlx::query(&insert)
+                            .bind(A::TYPE)
+                            .bind(&id)
+                            .bind(version)
+                            .bind(SNAPSHOT_FORMAT)
+                            .bind(payload.to_string())
+                            .execute(pool)
+                            .await?;
+                        sqlx::query(&prune)
+                            .bind(A::TYPE)
+                            .bind(&id)
+                            .bind(version)
+                            .execute(pool)
+                            .await?;
+                    }
+                }
+                Ok(())
+            }
+            .await;
+            if let Err(e) = written {
+                tracing::debug!(aggregate = A::TYPE, id, error = %e, "snapshot not written");
+            }
+        });
     }
 
     /// Applies the events appended after `version`; returns how many there were.
@@ -572,6 +748,9 @@ impl Store {
         }
         if n > 0 {
             self.remember_stored_seal::<A>(id, *version).await;
+        }
+        if n >= SNAPSHOT_EVERY {
+            self.save_snapshot(id, aggregate, *version);
         }
         Ok(n)
     }

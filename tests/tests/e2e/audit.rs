@@ -745,3 +745,69 @@ async fn an_engine_catching_up_on_anothers_appends_learns_the_seal() {
     assert!(report.ok, "{:?}", report.problems);
     assert_eq!(report.checked, 9);
 }
+
+/// The long history `bench checkout --prior-events` writes around the engine is stamped
+/// and sealed as the engine's own appends would be: the feed holds every row at once (no
+/// sequencer pass, whose updates would leave a dead index entry per row), `verify` passes,
+/// and the engine appends to the stream after it on the same chain.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_seeded_history_is_stamped_and_sealed_like_the_engines_appends() {
+    use emporium_domain::inventory::{stock_item_id, StockItem, StockItemCommand};
+    use emporium_domain::values::{OrderId, Quantity, Sku, WarehouseId};
+    use emporium_event_store::audit::Auditor;
+    use emporium_event_store::testing::TestDatabase;
+    use emporium_event_store::EventMetadata;
+
+    let db = TestDatabase::create().await;
+    let store = db.store(4).await;
+    let meta = EventMetadata::system("test");
+    let (w, s) = (
+        WarehouseId::parse("wh-1").unwrap(),
+        Sku::parse("HIST-1").unwrap(),
+    );
+    let id = stock_item_id(&w, &s);
+    store
+        .execute::<StockItem>(
+            &id,
+            StockItemCommand::ReceiveStock {
+                warehouse_id: w.clone(),
+                sku: s.clone(),
+                qty: Quantity::new(100).unwrap(),
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    let Db::Postgres(pool) = store.db() else {
+        unreachable!("TestDatabase is Postgres")
+    };
+    emporium_event_store::seeding::prior_reservations(pool, "wh-1", "HIST-1", 100, 1, 12_000)
+        .await
+        .unwrap();
+    let unstamped: i64 =
+        sqlx::query_scalar("SELECT COUNT(*) FROM events WHERE feed_position IS NULL")
+            .fetch_one(pool)
+            .await
+            .unwrap();
+    assert_eq!(unstamped, 0);
+    assert_eq!(store.feed().head().await.unwrap(), 12_001);
+    store
+        .execute::<StockItem>(
+            &id,
+            StockItemCommand::ReserveStock {
+                warehouse_id: w,
+                sku: s,
+                order_id: OrderId::new(),
+                qty: Quantity::new(100).unwrap(),
+            },
+            &meta,
+        )
+        .await
+        .unwrap();
+    let report = Auditor::new(store.db().clone())
+        .verify(None, None, None, &|_| {})
+        .await
+        .unwrap();
+    assert!(report.ok, "{:?}", report.problems);
+    assert_eq!(report.checked, 12_002);
+}
