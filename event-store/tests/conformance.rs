@@ -766,12 +766,12 @@ async fn exec_json(store: &Store, sql: &str, text: &str) {
     }
 }
 
+on_both_backends!(a_long_stream_loads_from_its_snapshot_and_the_events_after_it);
 /// A stream longer than the snapshot interval gets a snapshot, and a process without the
 /// aggregate in memory loads it from the snapshot and the events after it: an event before
 /// the snapshot made unreadable does not stop that load (a load from the stream's start,
 /// as-of, still trips on it). A snapshot that no longer decodes is passed over for a
 /// replay from the start.
-on_both_backends!(a_long_stream_loads_from_its_snapshot_and_the_events_after_it);
 async fn a_long_stream_loads_from_its_snapshot_and_the_events_after_it(kind: &str) {
     let (b, store) = backend(kind).await;
     let fresh_store = || async {

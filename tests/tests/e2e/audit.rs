@@ -781,7 +781,7 @@ async fn a_seeded_history_is_stamped_and_sealed_like_the_engines_appends() {
     let Db::Postgres(pool) = store.db() else {
         unreachable!("TestDatabase is Postgres")
     };
-    emporium_event_store::seeding::prior_reservations(pool, "wh-1", "HIST-1", 100, 1, 12_000)
+    emporium_event_store::seeding::prior_reservations(pool, "wh-1", "HIST-1", 100, 1, 6_000)
         .await
         .unwrap();
     let unstamped: i64 =
@@ -790,7 +790,7 @@ async fn a_seeded_history_is_stamped_and_sealed_like_the_engines_appends() {
             .await
             .unwrap();
     assert_eq!(unstamped, 0);
-    assert_eq!(store.feed().head().await.unwrap(), 12_001);
+    assert_eq!(store.feed().head().await.unwrap(), 6_001);
     store
         .execute::<StockItem>(
             &id,
@@ -809,5 +809,5 @@ async fn a_seeded_history_is_stamped_and_sealed_like_the_engines_appends() {
         .await
         .unwrap();
     assert!(report.ok, "{:?}", report.problems);
-    assert_eq!(report.checked, 12_002);
+    assert_eq!(report.checked, 6_002);
 }
