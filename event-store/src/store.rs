@@ -499,45 +499,36 @@ impl Store {
         // (read too, for its seal).
         type Row = (i64, String, String, String, Option<Vec<u8>>);
         let rows: Result<Vec<Row>, sqlx::Error> = match &self.db {
-            Db::Postgres(pool) if use_snapshot => {
-                sqlx::query_as(
-                    "WITH s AS (SELECT last_sequence, payload FROM snapshots \
+            db if use_snapshot => {
+                // The backends differ in how the stored JSON becomes text, and the embedded
+                // store reads seals in its own append (none are passed back).
+                let (payload, seal, event_seal) = match db {
+                    Db::Postgres(_) => ("payload::text", "NULL::bytea", "chain_hash"),
+                    Db::Sqlite(_) => ("payload", "NULL", "NULL"),
+                };
+                let sql = db
+                    .sql(&format!(
+                        "WITH s AS (SELECT last_sequence, payload FROM snapshots \
                                  WHERE aggregate_type = $1 AND aggregate_id = $2 \
                                    AND current_snapshot = $3 \
                                  ORDER BY last_sequence DESC LIMIT 1) \
                      SELECT last_sequence AS sequence, '' AS event_type, '' AS event_version, \
-                            payload::text AS payload, NULL::bytea AS chain_hash FROM s \
+                            {payload} AS payload, {seal} AS chain_hash FROM s \
                      UNION ALL \
-                     SELECT sequence, event_type, event_version, payload::text, chain_hash \
+                     SELECT sequence, event_type, event_version, {payload}, {event_seal} \
                        FROM events WHERE aggregate_type = $1 AND aggregate_id = $2 \
                         AND sequence >= COALESCE((SELECT last_sequence FROM s), 0) \
-                     ORDER BY sequence, event_type",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .bind(SNAPSHOT_FORMAT)
-                .fetch_all(pool)
-                .await
-            }
-            Db::Sqlite(pool) if use_snapshot => {
-                sqlx::query_as(
-                    "WITH s AS (SELECT last_sequence, payload FROM snapshots \
-                                 WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
-                                   AND current_snapshot = ?3 \
-                                 ORDER BY last_sequence DESC LIMIT 1) \
-                     SELECT last_sequence AS sequence, '' AS event_type, '' AS event_version, \
-                            payload, NULL AS chain_hash FROM s \
-                     UNION ALL \
-                     SELECT sequence, event_type, event_version, payload, NULL \
-                       FROM events WHERE aggregate_type = ?1 AND aggregate_id = ?2 \
-                        AND sequence >= COALESCE((SELECT last_sequence FROM s), 0) \
-                     ORDER BY sequence, event_type",
-                )
-                .bind(A::TYPE)
-                .bind(id)
-                .bind(SNAPSHOT_FORMAT)
-                .fetch_all(pool)
-                .await
+                     ORDER BY sequence, event_type"
+                    ))
+                    .into_owned();
+                crate::on_db!(db, pool => {
+                    sqlx::query_as(&sql)
+                        .bind(A::TYPE)
+                        .bind(id)
+                        .bind(SNAPSHOT_FORMAT)
+                        .fetch_all(pool)
+                        .await
+                })
             }
             Db::Postgres(pool) => {
                 let bound = match until {
